@@ -1,1 +1,57 @@
-"""theory package."""
+"""The paper's definitions and theorems, symbolically (sympy), in log space (numpy/scipy) and at
+high precision (mpmath).
+
+Modules, one result each: :mod:`theory.coefficients` (Definitions 2.2, 4.1),
+:mod:`theory.prop21` (Proposition 2.1), :mod:`theory.thm31` (Theorem 3.1),
+:mod:`theory.thm41` (Lemmas D.1, D.2, Theorem 4.1), :mod:`theory.steiner` (Steiner formula),
+:mod:`theory.chi2` (chi-square tails), :mod:`theory.thm43` (Theorem 4.3),
+:mod:`theory.symbolic` (sympy derivations), :mod:`theory.highprec` (mpmath references),
+:mod:`theory.curves` (bounds over n).
+"""
+
+from theory.chi2 import log_chi2_sf, log_chi2_sf_chernoff
+from theory.steiner import log_steiner_volume, steiner_rate
+from theory.thm31 import check_theorem31, theorem31_bounds
+from theory.thm41 import (
+    clopper_pearson,
+    lemma_d2_log_threshold,
+    log_Lambda_density_ratio,
+    log_standard_normal_density,
+    theorem41_from_samples,
+    theorem41_lower_bound,
+)
+from theory.thm43 import (
+    BOUND_KEYS,
+    asymptotic_verdict,
+    c_schedule,
+    instability_bounds,
+    log_p1_bound,
+    log_p2_bound,
+    p1_bound_rate,
+    r_star,
+    r_star_squared,
+)
+
+__all__ = [
+    "BOUND_KEYS",
+    "asymptotic_verdict",
+    "c_schedule",
+    "check_theorem31",
+    "clopper_pearson",
+    "instability_bounds",
+    "lemma_d2_log_threshold",
+    "log_Lambda_density_ratio",
+    "log_chi2_sf",
+    "log_chi2_sf_chernoff",
+    "log_p1_bound",
+    "log_p2_bound",
+    "log_standard_normal_density",
+    "log_steiner_volume",
+    "p1_bound_rate",
+    "r_star",
+    "r_star_squared",
+    "steiner_rate",
+    "theorem31_bounds",
+    "theorem41_from_samples",
+    "theorem41_lower_bound",
+]

@@ -1,0 +1,72 @@
+"""``pfode theory ...``: Theorem 4.3's bounds for given parameters, and the curves over n."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from theory.curves import CURVE_DEFAULTS, write_theory_curves
+from theory.thm43 import instability_bounds
+
+__all__ = ["register"]
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    """Add the ``theory`` sub-commands to the ``pfode`` parser."""
+    theory = groups.add_parser("theory", help="the paper's bounds (Theorem 4.3) in log space")
+    cmds = theory.add_subparsers(dest="command", metavar="{bound,curves}")
+    cmds.required = True
+
+    bound = cmds.add_parser("bound", help="p1, p2 and P_inst bounds of Theorem 4.3 for one dimension n")
+    bound.add_argument("--n", type=int, required=True, help="dimension n >= 1")
+    bound.add_argument("--m", type=int, default=int(CURVE_DEFAULTS["m"]), help="number of mixture components (default %(default)s)")
+    bound.add_argument("--sigma", type=float, default=CURVE_DEFAULTS["sigma"], help="Gaussian neighbour width (default %(default)s)")
+    bound.add_argument("--side", type=float, default=CURVE_DEFAULTS["side"], help="side l of the cube holding each support (default %(default)s)")
+    bound.add_argument("--tau", type=float, default=CURVE_DEFAULTS["tau"], help="instability threshold on Lambda_G (default %(default)s)")
+    bound.add_argument("--c", type=float, default=None, help="threshold on ||F(x)||^2 (default 1.1 n)")
+    bound.add_argument("--rho-max", type=float, default=CURVE_DEFAULTS["rho_max"], help="density bound of p_r on [0,1]^n (default %(default)s)")
+    bound.add_argument("--density-ratio", type=float, default=CURVE_DEFAULTS["density_ratio"], help="K >= 1 with p_r <= K p_g (default %(default)s)")
+    bound.add_argument("--json", action="store_true", help="print one JSON object")
+    bound.set_defaults(handler=_run_bound)
+
+    curves = cmds.add_parser("curves", help="plots and JSON of the bounds over n = 1 .. 10^7")
+    curves.add_argument("--out", type=Path, default=Path("theory-curves"), help="output folder (default %(default)s)")
+    curves.add_argument("--num", type=int, default=200, help="number of dimensions on the log grid (default %(default)s)")
+    curves.add_argument("--n-max", type=float, default=1e7, help="largest dimension (default %(default)g)")
+    for key in ("m", "sigma", "side", "tau", "eps", "rho_max", "density_ratio"):
+        kind = int if key == "m" else float
+        curves.add_argument(f"--{key.replace('_', '-')}", type=kind, default=kind(CURVE_DEFAULTS[key]),
+                            help=f"(default %(default)s)")
+    curves.set_defaults(handler=_run_curves)
+
+
+def _json_number(value: float) -> float | None:
+    """JSON has no infinities: a log-probability of exactly 0 (``-inf``) is written as null."""
+    return value if math.isfinite(value) else None
+
+
+def _run_bound(args: argparse.Namespace) -> int:
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"n must be >= 1, got {args.n}")
+    c = 1.1 * args.n if args.c is None else args.c
+    result = instability_bounds(args.n, args.m, args.sigma, args.side, args.tau, c, args.rho_max, args.density_ratio)
+    if args.json:
+        print(json.dumps({k: _json_number(v) if isinstance(v, float) else v for k, v in result.items()}))
+    else:
+        width = max(len(k) for k in result)
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value:.10g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    return 0
+
+
+def _run_curves(args: argparse.Namespace) -> int:
+    out = write_theory_curves(
+        args.out, num=args.num, n_max=args.n_max, m=args.m, sigma=args.sigma, side=args.side, tau=args.tau,
+        eps=args.eps, rho_max=args.rho_max, density_ratio=args.density_ratio,
+    )
+    print(f"wrote {out['json']}")
+    for fig in out["figures"]:
+        print(f"wrote {fig}")
+    return 0
