@@ -664,11 +664,12 @@ def dopri5(
             )
 
         acc = idx[accept]
-        y[acc] = y_new[accept]
-        k1[acc] = ks[6][accept]
+        # out-of-place updates of the states that carry gradients, so reverse-mode AD works
+        y = y.index_put((acc,), y_new[accept])
+        k1 = k1.index_put((acc,), ks[6][accept])
         if l is not None:
-            l[acc] = l_new[accept]
-            d1[acc] = ds[6][accept]  # type: ignore[index]
+            l = l.index_put((acc,), l_new[accept])
+            d1 = d1.index_put((acc,), ds[6][accept])  # type: ignore[union-attr]
         t[acc] = t_next[accept]
         done[acc] = last[accept]
         h[idx] = h_new

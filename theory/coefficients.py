@@ -21,7 +21,8 @@ a tensor of shape ``(B,)`` (one value per row). Computations stay in the dtype a
 device of ``x``.
 
 Derivatives come from ``torch.func``: one forward-mode JVP gives ``J u``, one reverse-mode
-VJP gives ``J^T w``. ``f`` must therefore be differentiable by ``torch.func`` (pure torch
+VJP gives ``J^T w``; with ``mode="reverse"``, ``J u`` comes from the double-backward trick on a
+stored :class:`Linearization` instead. ``f`` must therefore be differentiable by ``torch.func`` (pure torch
 operations; no in-place updates of captured tensors that ``torch.func`` rejects). Results are
 detached from any autograd graph.
 """
@@ -36,6 +37,8 @@ import torch
 from ._validate import as_int_array, require_positive
 
 __all__ = [
+    "Linearization",
+    "JVP_MODES",
     "lambda_f",
     "mu_f",
     "jacobian",
@@ -121,6 +124,47 @@ def _jvp(f: BatchedMap, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor,
     return y.detach(), ju.detach()
 
 
+JVP_MODES = ("forward", "reverse")
+
+
+class Linearization:
+    """``J_f(x)`` as a linear operator from one stored forward pass (reverse mode only).
+
+    ``vjp(w) = J^T w`` is one backward pass; ``jvp(u) = J u`` uses the double-backward trick:
+    ``g(w) = J^T w`` is linear in ``w``, so ``J u = (d g / d w)^T u`` is a backward pass through
+    the graph of ``g``. After the first call no evaluation of ``f`` is repeated, which makes
+    power iteration cheap for maps made of many small operations (the simulator's fields,
+    where ``torch.func``'s forward mode is an order of magnitude slower than a backward pass).
+    Memory: the graph of ``f`` and of one backward pass are kept alive.
+    """
+
+    def __init__(self, f: BatchedMap, x: torch.Tensor) -> None:
+        with torch.enable_grad():
+            self._x = x.detach().requires_grad_(True)
+            self.y = _check_out(f(self._x), x)
+            self._w = torch.zeros_like(self.y, requires_grad=True)
+            (self._g,) = torch.autograd.grad(self.y, self._x, self._w, create_graph=True)
+
+    def vjp(self, w: torch.Tensor) -> torch.Tensor:
+        """``J^T w`` (shape of ``x``)."""
+        (g,) = torch.autograd.grad(self.y, self._x, w, retain_graph=True)
+        return g.detach()
+
+    def jvp(self, u: torch.Tensor) -> torch.Tensor:
+        """``J u`` (shape of ``f(x)``)."""
+        (ju,) = torch.autograd.grad(self._g, self._w, u, retain_graph=True)
+        return ju.detach()
+
+
+def _jvp_mode(f: BatchedMap, x: torch.Tensor, u: torch.Tensor, mode: str) -> torch.Tensor:
+    """``J_f(x) u`` by forward mode (``torch.func.jvp``) or by the double-backward trick."""
+    if mode == "forward":
+        return _jvp(f, x, u)[1]
+    if mode == "reverse":
+        return Linearization(f, x).jvp(u)
+    raise ValueError(f"mode must be one of {', '.join(JVP_MODES)}, got {mode!r}")
+
+
 def _eval(f: BatchedMap, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return _check_out(f(x), x).detach()
@@ -131,7 +175,7 @@ def _eval(f: BatchedMap, x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------
 
 
-def lambda_f(f: BatchedMap, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def lambda_f(f: BatchedMap, x: torch.Tensor, u: torch.Tensor, mode: str = "forward") -> torch.Tensor:
     """Intrinsic instability coefficient (Definition 2.2), per row, by one JVP.
 
     ``lambda_f(x, u) = ||J_f(x) u|| / ||u||``.
@@ -150,7 +194,7 @@ def lambda_f(f: BatchedMap, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """
     x = _check_x(x)
     u = _check_like("u", u, x)
-    _, ju = _jvp(f, x, u)
+    ju = _jvp_mode(f, x, u, mode)
     return _rownorm(ju) / _rownorm(u)
 
 
@@ -286,6 +330,7 @@ def spectral_norm(
     tol: float = 1e-10,
     generator: torch.Generator | None = None,
     v0: torch.Tensor | None = None,
+    mode: str = "forward",
 ) -> SpectralNorm:
     """Spectral norm ``||J_f(x)||_2 = max_u lambda_f(x, u)`` (section 2), per row.
 
@@ -312,6 +357,9 @@ def spectral_norm(
         tol: relative-change tolerance of the power iteration (> 0).
         generator: torch generator for the random start vector.
         v0: start vector, same shape as ``x``, non-zero in every row.
+        mode: ``"forward"`` (``torch.func`` JVP each iteration; memory-light, suits large
+            networks) or ``"reverse"`` (one stored :class:`Linearization`; each iteration is two
+            backward passes, no re-evaluation of ``f``; fastest for the simulator's maps).
 
     Returns:
         :class:`SpectralNorm` with per-row ``value``, ``vector``, ``iterations``, ``converged``.
@@ -319,6 +367,8 @@ def spectral_norm(
     x = _check_x(x)
     if method not in ("power", "svd"):
         raise ValueError(f"method must be 'power' or 'svd', got {method!r}")
+    if mode not in JVP_MODES:
+        raise ValueError(f"mode must be one of {', '.join(JVP_MODES)}, got {mode!r}")
     iters = int(as_int_array("iters", iters, minimum=1))
     tol = float(require_positive("tol", tol))
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -335,7 +385,12 @@ def spectral_norm(
     v0 = _check_like("v0", v0, x)
     tol_eff = max(tol, 10.0 * torch.finfo(x.dtype).eps)
 
-    _, vjp_fn = torch.func.vjp(f, x)
+    if mode == "reverse":
+        lin = Linearization(f, x)
+        jvp_fn, vjp_fn = lin.jvp, lambda w: (lin.vjp(w),)
+    else:
+        _, vjp_fn = torch.func.vjp(f, x)
+        jvp_fn = lambda v: _jvp(f, x, v)[1]  # noqa: E731
     v = v0 / _bcast(_rownorm(v0), v0)
     value = torch.zeros(B, dtype=x.dtype, device=x.device)
     prev = torch.full((B,), float("nan"), dtype=x.dtype, device=x.device)
@@ -343,7 +398,7 @@ def spectral_norm(
     converged = torch.zeros(B, dtype=torch.bool, device=x.device)
     for k in range(1, iters + 1):
         active = ~converged
-        _, w = _jvp(f, x, v)
+        w = jvp_fn(v)
         est = _rownorm(w)
         try:
             (g,) = vjp_fn(w)

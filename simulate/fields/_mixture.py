@@ -1,0 +1,269 @@
+r"""Shared machinery of the mixture fields: chunked evaluation and streaming reduction.
+
+A mixture ``p_g = sum_i w_i p_{g,i}`` has ``p_t = sum_i w_i p_{t,i}`` and posterior component
+weights ``pi_i(x) = w_i p_{t,i}(x) / p_t(x)`` (THEORY.md section 6). Each component supplies
+per row ``l_i = log w_i + log p_{t,i}(x)``, two vectors ``A_i``, ``B_i`` (``B = A`` allowed)
+and a scalar ``c_i``; the field needs
+
+* ``log p_t(x) = logsumexp_i l_i``,
+* the posterior means ``sum_i pi_i A_i`` and ``sum_i pi_i B_i``,
+* the posterior co-moment ``sum_i pi_i (A_i - Abar) . (B_i - Bbar)`` (the between-component
+  term of the divergence) and ``sum_i pi_i c_i``.
+
+Rows are independent, so the batch is cut into row chunks; when one row over all ``m``
+components is too large for the memory budget, components are cut into chunks too and the
+partial results are merged exactly (streaming log-sum-exp with Chan et al.'s pairwise
+update of the co-moment: with group weights ``f1 + f2 = 1``,
+``C = f1 C1 + f2 C2 + f1 f2 (A1 - A2) . (B1 - B2)``).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, VelocityField, _Request
+from ._validation import check_weights
+
+__all__ = ["MixtureField"]
+
+
+@dataclass
+class ComponentTerms:
+    """Per-(row, component) terms of one chunk: ``l`` ``(B, mc)``, ``a``/``b`` ``(B, mc, n)``,
+    ``c`` ``(B, mc)``; ``b is None`` means ``b = a``."""
+
+    log_weight: Tensor
+    a: Tensor | None = None
+    b: Tensor | None = None
+    c: Tensor | None = None
+
+
+@dataclass
+class PosteriorStats:
+    """Posterior summaries over the components seen so far (per row)."""
+
+    log_weight: Tensor  # (B,)
+    mean_a: Tensor | None = None  # (B, n)
+    mean_b: Tensor | None = None  # (B, n); None: same as mean_a
+    comoment: Tensor | None = None  # (B,)
+    mean_c: Tensor | None = None  # (B,)
+
+
+def _safe_shift(log_total: Tensor) -> Tensor:
+    return torch.where(torch.isfinite(log_total), log_total, torch.zeros_like(log_total))
+
+
+def _reduce(terms: ComponentTerms, moments: bool, comoment: bool) -> PosteriorStats:
+    log_total = torch.logsumexp(terms.log_weight, dim=1)
+    if not moments:
+        return PosteriorStats(log_total)
+    p = torch.exp(terms.log_weight - _safe_shift(log_total)[:, None])  # (B, mc)
+    mean_a = torch.einsum("bm,bmn->bn", p, terms.a)
+    mean_b = None if terms.b is None else torch.einsum("bm,bmn->bn", p, terms.b)
+    mean_c = None if terms.c is None else (p * terms.c).sum(dim=1)
+    co = None
+    if comoment:
+        da = terms.a - mean_a[:, None, :]
+        if terms.b is None:
+            co = torch.einsum("bm,bmn,bmn->b", p, da, da)
+        else:
+            co = torch.einsum("bm,bmn,bmn->b", p, da, terms.b - mean_b[:, None, :])
+    return PosteriorStats(log_total, mean_a, mean_b, co, mean_c)
+
+
+def _merge(s1: PosteriorStats, s2: PosteriorStats) -> PosteriorStats:
+    log_total = torch.logaddexp(s1.log_weight, s2.log_weight)
+    if s1.mean_a is None:
+        return PosteriorStats(log_total)
+    shift = _safe_shift(log_total)
+    f1 = torch.exp(s1.log_weight - shift)
+    f2 = torch.exp(s2.log_weight - shift)
+    mean_a = f1[:, None] * s1.mean_a + f2[:, None] * s2.mean_a
+    mean_b = None
+    if s1.mean_b is not None:
+        mean_b = f1[:, None] * s1.mean_b + f2[:, None] * s2.mean_b
+    mean_c = None if s1.mean_c is None else f1 * s1.mean_c + f2 * s2.mean_c
+    co = None
+    if s1.comoment is not None:
+        da = s1.mean_a - s2.mean_a
+        db = da if s1.mean_b is None else s1.mean_b - s2.mean_b
+        co = f1 * s1.comoment + f2 * s2.comoment + f1 * f2 * (da * db).sum(dim=1)
+    return PosteriorStats(log_total, mean_a, mean_b, co, mean_c)
+
+
+def _cat(parts: list[PosteriorStats]) -> PosteriorStats:
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(name: str) -> Tensor | None:
+        first = getattr(parts[0], name)
+        return None if first is None else torch.cat([getattr(p, name) for p in parts], dim=0)
+
+    return PosteriorStats(*(cat(k) for k in ("log_weight", "mean_a", "mean_b", "comoment", "mean_c")))
+
+
+class MixtureField(VelocityField):
+    """A field whose data law is a finite mixture; subclasses supply the component terms.
+
+    Subclasses set ``_BYTES_PER_ELEMENT`` (working memory per (row, component, coordinate)
+    element of a chunk) and implement :meth:`_component_terms`, :meth:`_finish`,
+    :attr:`lower`, :attr:`upper` (the supports ``Omega_i`` as boxes; points for Gaussians).
+    """
+
+    _BYTES_PER_ELEMENT = 256
+
+    def __init__(
+        self,
+        n: int,
+        weights: Tensor,
+        dtype: torch.dtype,
+        device: torch.device,
+        max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
+    ) -> None:
+        super().__init__(n, dtype, device, max_memory_bytes)
+        self._weights = check_weights(weights)
+        with torch.no_grad():
+            self._log_weights = torch.log(self._weights)
+        need = n * self._BYTES_PER_ELEMENT
+        if max_memory_bytes < need:
+            raise ValueError(
+                f"max_memory_bytes must be >= {need} (one row of one component in n = {n}), "
+                f"got {max_memory_bytes}"
+            )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def m(self) -> int:
+        """Number of mixture components ``m``."""
+        return int(self._weights.shape[0])
+
+    @property
+    def weights(self) -> Tensor:
+        """Mixture weights ``w_i`` (``w_i >= 0``, ``sum w_i = 1``), shape ``(m,)``."""
+        return self._weights
+
+    @property
+    @abc.abstractmethod
+    def lower(self) -> Tensor:
+        """Lower corners ``a_i`` of the supports ``Omega_i`` (boxes), shape ``(m, n)``."""
+
+    @property
+    @abc.abstractmethod
+    def upper(self) -> Tensor:
+        """Upper corners ``b_i`` of the supports ``Omega_i`` (boxes), shape ``(m, n)``."""
+
+    @property
+    def side(self) -> float:
+        """Largest box side ``l``: every ``Omega_i`` lies in a cube of side ``l`` (Assumption 4.4).
+
+        ``max_i max_d (b_id - a_id)``; ``0`` for point supports (Gaussian components).
+        """
+        return float((self.upper - self.lower).max())
+
+    def pairwise_distances(self) -> Tensor:
+        """Euclidean distances between the supports, shape ``(m, m)``.
+
+        For axis-aligned boxes ``dist(B_i, B_j) = || max(0, a_j - b_i, a_i - b_j) ||``
+        (per-coordinate gaps); ``0`` when boxes overlap or touch.
+        """
+        lo, up = self.lower, self.upper
+        rows = []
+        for i in range(self.m):
+            gap = torch.clamp(torch.maximum(lo - up[i], lo[i] - up), min=0.0)
+            rows.append(torch.linalg.vector_norm(gap, dim=1))
+        return torch.stack(rows)
+
+    @property
+    def separation(self) -> float:
+        """Smallest pairwise distance ``d`` between the supports (Assumption 4.4); ``inf`` if ``m = 1``."""
+        if self.m == 1:
+            return math.inf
+        dist = self.pairwise_distances()
+        iu = torch.triu_indices(self.m, self.m, offset=1, device=dist.device)
+        return float(dist[iu[0], iu[1]].min())
+
+    def check_separated(self, min_distance: float = 0.0) -> None:
+        """Raise ``ValueError`` unless every pair of supports is at distance ``> 0`` and ``>= min_distance``.
+
+        Assumption 4.4 asks for pairwise distance ``>= d``; call this where it is assumed.
+        """
+        min_distance = float(min_distance)
+        if not (math.isfinite(min_distance) and min_distance >= 0):
+            raise ValueError(f"min_distance must be finite and >= 0, got {min_distance!r}")
+        if self.m == 1:
+            return
+        dist = self.pairwise_distances()
+        kind = "boxes" if self.side > 0 else "components"
+        for i in range(self.m):
+            for j in range(i + 1, self.m):
+                d = float(dist[i, j])
+                if d == 0.0:
+                    raise ValueError(f"{kind} {i} and {j} overlap (distance 0; need >= {min_distance:g})")
+                if d < min_distance:
+                    raise ValueError(f"{kind} {i} and {j} are at distance {d:.6g} < {min_distance:g}")
+
+    # ------------------------------------------------------------------ subclass hooks
+    @abc.abstractmethod
+    def _component_terms(self, x: Tensor, t: Tensor, comps: slice, moments: bool) -> ComponentTerms:
+        """Terms of components ``comps`` for rows ``x`` ``(B, n)`` at times ``t`` ``(B,)``."""
+
+    @abc.abstractmethod
+    def _finish(self, x: Tensor, t: Tensor, stats: PosteriorStats, request: _Request) -> FieldValues:
+        """Field values from the merged posterior summaries."""
+
+    # ------------------------------------------------------------------ chunking
+    def _plan(self, batch: int) -> tuple[int, int]:
+        """``(rows per chunk, components per chunk)`` within ``max_memory_bytes``."""
+        elements = max(1, self._max_memory_bytes // self._BYTES_PER_ELEMENT)
+        per_row = self.m * self._n
+        if per_row <= elements:
+            return max(1, min(batch, elements // per_row)), self.m
+        return 1, max(1, elements // self._n)
+
+    def _stats(self, x: Tensor, t: Tensor, moments: bool, comoment: bool) -> PosteriorStats:
+        rows, comps = self._plan(x.shape[0])
+        parts = []
+        for r0 in range(0, x.shape[0], rows):
+            xr, tr = x[r0 : r0 + rows], t[r0 : r0 + rows]
+            acc = None
+            for c0 in range(0, self.m, comps):
+                terms = self._component_terms(xr, tr, slice(c0, c0 + comps), moments)
+                st = _reduce(terms, moments, comoment)
+                acc = st if acc is None else _merge(acc, st)
+            parts.append(acc)
+        return _cat(parts)
+
+    def _evaluate(self, x: Tensor, t: Tensor, request: _Request) -> FieldValues:
+        moments = request.velocity or request.score or request.divergence
+        stats = self._stats(x, t, moments=moments, comoment=request.divergence)
+        return self._finish(x, t, stats, request)
+
+    def log_posterior(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """``log pi_i(x)``, the log posterior component probabilities at time ``t``, shape ``(B, m)``."""
+        xb, tb, unbatched = self._prepare(x, t)
+        rows, comps = self._plan(xb.shape[0])
+        out = []
+        for r0 in range(0, xb.shape[0], rows):
+            xr, tr = xb[r0 : r0 + rows], tb[r0 : r0 + rows]
+            logs = torch.cat(
+                [
+                    self._component_terms(xr, tr, slice(c0, c0 + comps), moments=False).log_weight
+                    for c0 in range(0, self.m, comps)
+                ],
+                dim=1,
+            )
+            out.append(logs - _safe_shift(torch.logsumexp(logs, dim=1))[:, None])
+        res = torch.cat(out, dim=0)
+        return res[0] if unbatched else res
+
+    def _sample_components(self, k: int, generator: torch.Generator | None) -> Tensor:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"k must be a non-negative int, got {k!r}")
+        if k == 0:
+            return torch.zeros(0, dtype=torch.long, device=self._device)
+        return torch.multinomial(self._weights, k, replacement=True, generator=generator)

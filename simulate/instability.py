@@ -1,0 +1,155 @@
+r"""Instability estimators on the simulator's maps (THEORY.md sections 2 and 4).
+
+All estimators act on the generation map ``G`` of a velocity field (``generate`` with the
+solver options given as keyword arguments), built on the definitions of
+:mod:`theory.coefficients`:
+
+* ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` by a JVP through the solve (forward-mode AD, the
+  derivative of the discrete scheme) or by central finite differences;
+* ``||J_G(z)||_2`` by power iteration (JVP / VJP through the solve);
+* the paper's estimator ``mu_bar(z) = (1/K) sum_k ||G(z + eps d_k) - G(z)|| / eps`` with ``d_k``
+  uniform on the unit sphere: ``mu`` averaged over ``K`` random perturbations of size ``eps``
+  (the ``K`` perturbed regenerations run as one batch);
+* ``log Lambda_G(z)`` three ways: density ratio (Lemma D.1,
+  ``(log phi(z) - log p_g(G(z))) / n``), the divergence integral along the path
+  (``(1/n) int_0^1 div v(x_t, t) dt``, Liouville), and ``slogdet`` of the full Jacobian (small n).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from theory.coefficients import SpectralNorm, lambda_f, log_Lambda_f, spectral_norm
+from .maps import generate
+
+__all__ = [
+    "generation_map",
+    "lambda_G",
+    "spectral_norm_G",
+    "averaged_instability",
+    "log_Lambda_G",
+    "LAMBDA_METHODS",
+]
+
+LAMBDA_METHODS = ("density_ratio", "divergence", "slogdet")
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def generation_map(field: Any, **solve_kwargs: Any) -> Callable[[Tensor], Tensor]:
+    """``G`` as a batched torch map ``z -> generate(field, z, **solve_kwargs).x`` (differentiable)."""
+
+    def G(z: Tensor) -> Tensor:
+        return generate(field, z, **solve_kwargs).x
+
+    return G
+
+
+def _unit_directions(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    d = torch.randn(shape, generator=generator, dtype=like.dtype, device="cpu").to(like.device)
+    return d / torch.linalg.vector_norm(d, dim=-1, keepdim=True)
+
+
+def lambda_G(
+    field: Any,
+    z: Tensor,
+    u: Tensor,
+    *,
+    method: str = "jvp",
+    mode: str = "reverse",
+    fd_step: float = 1e-5,
+    **solve_kwargs: Any,
+) -> Tensor:
+    r"""Intrinsic instability coefficient ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` (Def. 2.2), per row.
+
+    Args:
+        field: the velocity field.
+        z: noise points, shape ``(B, n)``.
+        u: directions, shape ``(B, n)``, non-zero rows.
+        method: ``"jvp"`` (``J u`` by AD through the solve: the derivative of the discrete
+            scheme) or ``"fd"`` (central differences ``||G(z + h u^) - G(z - h u^)|| / (2 h)`` with
+            ``u^ = u / ||u||`` and ``h = fd_step``).
+        mode: how AD computes ``J u``: ``"forward"`` (``torch.func.jvp``) or ``"reverse"``
+            (double-backward; several times faster on the simulator's fields, same result).
+        solve_kwargs: passed to :func:`simulate.maps.generate` (solver, steps, tolerances).
+    """
+    if method == "jvp":
+        return lambda_f(generation_map(field, **solve_kwargs), z, u, mode=mode)
+    if method == "fd":
+        if not (fd_step > 0 and math.isfinite(fd_step)):
+            raise ValueError(f"fd_step must be a positive finite number, got {fd_step!r}")
+        u_hat = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+        both = generate(field, torch.cat([z + fd_step * u_hat, z - fd_step * u_hat]), **solve_kwargs).x
+        plus, minus = both.chunk(2)
+        return torch.linalg.vector_norm(plus - minus, dim=-1) / (2.0 * fd_step)
+    raise ValueError(f"method must be 'jvp' or 'fd', got {method!r}")
+
+
+def spectral_norm_G(field: Any, z: Tensor, *, iters: int = 100, tol: float = 1e-8,
+                    generator: torch.Generator | None = None, mode: str = "reverse",
+                    **solve_kwargs: Any) -> SpectralNorm:
+    """``||J_G(z)||_2`` per row by power iteration on ``J^T J`` (JVP + VJP through the solve).
+
+    ``mode="reverse"`` solves once and keeps the graph: each iteration is two backward passes.
+    """
+    return spectral_norm(generation_map(field, **solve_kwargs), z, method="power", iters=iters, tol=tol,
+                         generator=generator, mode=mode)
+
+
+def averaged_instability(
+    field: Any,
+    z: Tensor,
+    *,
+    num_perturbations: int = 16,
+    eps: float = 1e-3,
+    generator: torch.Generator | None = None,
+    gz: Tensor | None = None,
+    **solve_kwargs: Any,
+) -> Tensor:
+    r"""The paper's averaged instability coefficient at ``z`` (Sections 3.2, Appendix E).
+
+    ``mu_bar(z) = (1/K) sum_{k=1}^K ||G(z + eps d_k) - G(z)|| / eps``, ``d_k`` uniform on the unit
+    sphere, ``K = num_perturbations``. The ``B K`` perturbed points are generated as one batch.
+
+    Args:
+        z: points (usually inverted noises ``z~ = F~(x)``), shape ``(B, n)``.
+        eps: perturbation size ``||D||``.
+        gz: ``G(z)`` if already computed (saves one solve).
+    """
+    if num_perturbations < 1:
+        raise ValueError(f"num_perturbations must be >= 1, got {num_perturbations}")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    B, n = z.shape
+    d = _unit_directions((num_perturbations, B, n), generator, z)
+    perturbed = (z.unsqueeze(0) + eps * d).reshape(num_perturbations * B, n)
+    if gz is None:
+        out = generate(field, torch.cat([z, perturbed]), **solve_kwargs).x
+        gz, g_pert = out[:B], out[B:]
+    else:
+        g_pert = generate(field, perturbed, **solve_kwargs).x
+    g_pert = g_pert.reshape(num_perturbations, B, n)
+    return (torch.linalg.vector_norm(g_pert - gz.unsqueeze(0), dim=-1) / eps).mean(0)
+
+
+def log_Lambda_G(field: Any, z: Tensor, *, method: str = "density_ratio", **solve_kwargs: Any) -> Tensor:
+    r"""``log Lambda_G(z) = (1/n) log |det J_G(z)|`` per row, by one of three independent methods.
+
+    * ``"density_ratio"`` (Lemma D.1): ``(log phi(z) - log p_g(G(z))) / n`` with ``p_g`` the
+      field's exact ``log_prob(x, 1)``;
+    * ``"divergence"`` (Liouville): ``(1/n) int_0^1 div v(x_t, t) dt`` accumulated along the solve;
+    * ``"slogdet"``: ``(1/n) log |det J|`` of the full Jacobian through the solve (small ``n``).
+    """
+    n = z.shape[-1]
+    if method == "density_ratio":
+        x = generate(field, z, **solve_kwargs).x
+        log_phi = -0.5 * n * _LOG_2PI - 0.5 * (z * z).sum(-1)
+        return (log_phi - field.log_prob(x, 1.0)) / n
+    if method == "divergence":
+        return generate(field, z, logdet=True, **solve_kwargs).logdet / n
+    if method == "slogdet":
+        return log_Lambda_f(generation_map(field, **solve_kwargs), z)
+    raise ValueError(f"method must be one of {', '.join(LAMBDA_METHODS)}, got {method!r}")
