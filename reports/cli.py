@@ -6,6 +6,7 @@ Errors are one line on stderr (``pfode: error: ...``) with exit status 2, never 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -25,15 +26,17 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from reports import report_cli
+    from simulate import cli as simulate_cli
     from theory import cli as theory_cli
 
     parser = _OneLineParser(
         prog="pfode",
         description="Verification and simulation suite for 'Instability in Diffusion ODEs'.",
     )
-    groups = parser.add_subparsers(dest="group", metavar="{theory,report}", parser_class=_OneLineParser)
+    groups = parser.add_subparsers(dest="group", metavar="{theory,simulate,report}", parser_class=_OneLineParser)
     groups.required = True
     theory_cli.register(groups)
+    simulate_cli.register(groups)
     report_cli.register(groups)
     return parser
 
@@ -49,8 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pfode: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("pfode: interrupted", file=sys.stderr)
+        print("pfode: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
+    except Exception as exc:  # an internal failure: still one line; PFODE_DEBUG=1 shows the traceback
+        if os.environ.get("PFODE_DEBUG"):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"pfode: error: {type(exc).__name__}: {first} (set PFODE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,11 @@
-"""simulate package."""
+"""Exact flow-matching fields, batched ODE solvers, the maps G, F and reconstruction, and
+instability estimators: the simulator the suite checks the paper against (THEORY.md 1, 2, 4, 6)."""
 
 from .fields import BoxMixture, FieldValues, Gaussian, GaussianMixture, MixtureField, VelocityField
+from .instability import averaged_instability, generation_map, lambda_G, log_Lambda_G, spectral_norm_G
+from .inversion import invert_fixed_point
+from .maps import Reconstruction, generate, invert, reconstruct
+from .solvers import SolveResult, dopri5, euler, heun, rk4, time_grid
 
 __all__ = [
     "BoxMixture",
@@ -8,5 +13,21 @@ __all__ = [
     "Gaussian",
     "GaussianMixture",
     "MixtureField",
+    "Reconstruction",
+    "SolveResult",
     "VelocityField",
+    "averaged_instability",
+    "dopri5",
+    "euler",
+    "generate",
+    "generation_map",
+    "heun",
+    "invert",
+    "invert_fixed_point",
+    "lambda_G",
+    "log_Lambda_G",
+    "reconstruct",
+    "rk4",
+    "spectral_norm_G",
+    "time_grid",
 ]
