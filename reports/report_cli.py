@@ -15,7 +15,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     mode = report.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="fast checks (default)")
     mode.add_argument("--full", action="store_true", help="larger checks (high-precision agreement up to n = 10^5)")
-    report.add_argument("--suites", default="theory", help="comma-separated suites (default %(default)s)")
+    report.add_argument("--suites", default="theory,simulate", help="comma-separated suites (default %(default)s)")
     report.add_argument("--out", type=Path, default=None, help="output folder (default reports/runs/<timestamp>)")
     report.set_defaults(handler=_run_report)
 

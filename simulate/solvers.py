@@ -180,17 +180,25 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> int:
 
 
 def _rhs(field: Any, x: Tensor, t: TimeLike, logdet: bool) -> tuple[Tensor, Tensor | None]:
-    """Evaluate ``(v(x, t), div v(x, t) or None)`` and check the shapes the field returns."""
-    v = field.velocity(x, t)
+    """Evaluate ``(v(x, t), div v(x, t) or None)`` and check the shapes the field returns.
+
+    Fields with an ``evaluate(x, t, velocity=, score=, log_prob=, divergence=)`` method (the exact
+    fields of :mod:`simulate.fields`) give both in one pass when ``logdet`` is asked for.
+    """
+    d = None
+    if logdet and callable(getattr(field, "evaluate", None)):
+        values = field.evaluate(x, t, velocity=True, score=False, log_prob=False, divergence=True)
+        v, d = values.velocity, values.divergence
+    else:
+        v = field.velocity(x, t)
+        if logdet:
+            d = field.divergence(x, t)
     if not isinstance(v, Tensor) or v.shape != x.shape:
         raise ValueError(
             f"field.velocity returned shape {tuple(getattr(v, 'shape', ()))}, "
             f"expected {tuple(x.shape)}"
         )
-    if not logdet:
-        return v, None
-    d = field.divergence(x, t)
-    if not isinstance(d, Tensor) or d.shape != x.shape[:1]:
+    if logdet and (not isinstance(d, Tensor) or d.shape != x.shape[:1]):
         raise ValueError(
             f"field.divergence returned shape {tuple(getattr(d, 'shape', ()))}, "
             f"expected {(x.shape[0],)}"

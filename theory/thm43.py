@@ -93,24 +93,24 @@ def log_p1_bound(
     rho_max: ArrayLike = 1.0,
 ) -> np.ndarray:
     r"""``log min(1, rho_max m S_n(l, r*))``, ``-inf`` where ``r*^2 < 0`` (Theorem 4.3, p1)."""
-    m_arr = as_int_array("m", m).astype(np.float64)
-    side_arr = require_nonnegative("side", side)
-    rho_arr = require_positive("rho_max", rho_max)
-    r2 = r_star_squared(n, sigma, tau, c)
-    n_arr = np.asarray(n, dtype=np.float64)
-    n_b, m_b, side_b, rho_b, r2_b = np.broadcast_arrays(n_arr, m_arr, side_arr, rho_arr, r2)
-    out = np.full(n_b.shape, -np.inf)
-    feasible = r2_b >= 0
-    if np.any(feasible):
-        log_vol = log_steiner_volume(n_b[feasible], side_b[feasible], np.sqrt(r2_b[feasible]))
-        out[feasible] = np.minimum(0.0, np.log(rho_b[feasible]) + np.log(m_b[feasible]) + log_vol)
-    return out
+    b = instability_bounds(n, m, sigma, side, tau, c, rho_max)
+    return np.asarray(b["log_p1_bound"])
 
 
 def log_p2_bound(n: ArrayLike, c: ArrayLike, density_ratio: ArrayLike = 1.0) -> np.ndarray:
     r"""``log min(1, K P[chi2_n >= c])`` with ``K >= 1`` the density-ratio constant (Theorem 4.3, p2)."""
     k_arr = require_at_least("density_ratio", density_ratio, 1.0)
-    return np.minimum(0.0, np.log(k_arr) + log_chi2_sf(n, c))
+    return _log_p2_from_tail(log_chi2_sf(n, c), k_arr)
+
+
+def _log_p1_from_volume(r2: np.ndarray, log_rho: np.ndarray, log_m: np.ndarray, log_vol: np.ndarray) -> np.ndarray:
+    """``log min(1, rho_max m S_n(l, r*))``, ``-inf`` where ``r*^2 < 0``."""
+    return np.where(r2 >= 0, np.minimum(0.0, log_rho + log_m + log_vol), -np.inf)
+
+
+def _log_p2_from_tail(log_tail: np.ndarray, density_ratio: np.ndarray) -> np.ndarray:
+    """``log min(1, K P[chi2_n >= c])``."""
+    return np.minimum(0.0, np.log(density_ratio) + log_tail)
 
 
 def instability_bounds(
@@ -162,8 +162,8 @@ def instability_bounds(
     rs = np.sqrt(np.maximum(r2, 0.0))
     log_vol = log_steiner_volume(n_b, side_b, rs)
     log_tail = log_chi2_sf(n_b, c_b)
-    lp1 = np.where(r2 >= 0, np.minimum(0.0, np.log(rho_b) + np.log(m_b) + log_vol), -np.inf)
-    lp2 = np.minimum(0.0, np.log(k_b) + log_tail)
+    lp1 = _log_p1_from_volume(r2, np.log(rho_b), np.log(m_b), log_vol)
+    lp2 = _log_p2_from_tail(log_tail, k_b)
     p1 = np.exp(lp1)
     p2 = np.exp(lp2)
     result = {

@@ -53,6 +53,12 @@ class ExperimentResult:
     numbers: dict[str, Any]
     figures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    claim_verdicts: dict[str, Verdict] = field(default_factory=dict)
+    """Per-claim verdicts when one experiment checks several claims (else ``verdict`` serves all)."""
+
+    def verdict_for(self, claim_id: str) -> Verdict:
+        """The verdict on ``claim_id`` (its own if given, else the experiment's)."""
+        return self.claim_verdicts.get(claim_id, self.verdict)
 
     def as_dict(self) -> dict[str, Any]:
         return json_ready(asdict(self))
