@@ -29,6 +29,9 @@ from torch import Tensor
 from .base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, VelocityField, _Request
 from ._validation import check_weights
 
+CHUNK_TARGET_BYTES = 32 * 2**20
+"""Largest working set of one chunk, whatever the budget (see ``MixtureField._plan``)."""
+
 __all__ = ["MixtureField"]
 
 
@@ -218,8 +221,14 @@ class MixtureField(VelocityField):
 
     # ------------------------------------------------------------------ chunking
     def _plan(self, batch: int) -> tuple[int, int]:
-        """``(rows per chunk, components per chunk)`` within ``max_memory_bytes``."""
-        elements = max(1, self._max_memory_bytes // self._BYTES_PER_ELEMENT)
+        """``(rows per chunk, components per chunk)`` within ``max_memory_bytes``.
+
+        Chunks are also capped at :data:`CHUNK_TARGET_BYTES`: temporaries of a few tens of MB stay
+        hot in the allocator, while budget-sized ones are page-faulted afresh on every call
+        (measured 4-5x slower for the Gaussian mixture at n = 4096; benchmarks/README.md).
+        """
+        budget = min(self._max_memory_bytes, CHUNK_TARGET_BYTES)
+        elements = max(1, budget // self._BYTES_PER_ELEMENT)
         per_row = self.m * self._n
         if per_row <= elements:
             return max(1, min(batch, elements // per_row)), self.m
