@@ -26,7 +26,29 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["Verdict", "ExperimentResult", "RecordStore", "write_result", "progress_iter", "json_ready", "savefig"]
+__all__ = [
+    "Verdict",
+    "ExperimentResult",
+    "RecordStore",
+    "write_result",
+    "progress_iter",
+    "json_ready",
+    "savefig",
+    "resolve_options",
+]
+
+
+def resolve_options(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated with ``overrides``; unknown keys raise ``ValueError`` listing the valid ones.
+
+    Lists become tuples, so that options hash and compare the same whichever way they were given.
+    """
+    bad = sorted(set(overrides) - set(defaults))
+    if bad:
+        raise ValueError(f"unknown option(s) {', '.join(bad)}; valid: {', '.join(sorted(defaults))}")
+    opts = dict(defaults)
+    opts.update(overrides)
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()}
 
 
 @dataclass

@@ -98,7 +98,7 @@ from simulate.fields import GaussianMixture
 from simulate.instability import lambda_G
 from simulate.maps import generate
 
-from .common import ExperimentResult, Verdict, savefig, write_result
+from .common import ExperimentResult, Verdict, savefig, write_result, resolve_options
 
 __all__ = [
     "NAME",
@@ -160,14 +160,6 @@ FULL: dict[str, Any] = FAST | {
 
 
 # ------------------------------------------------------------------------------ helpers
-def resolve_options(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated with ``overrides``; unknown keys raise ``ValueError`` listing the valid ones."""
-    bad = sorted(set(overrides) - set(defaults))
-    if bad:
-        raise ValueError(f"unknown option(s) {', '.join(bad)}; valid: {', '.join(sorted(defaults))}")
-    opts = dict(defaults)
-    opts.update(overrides)
-    return opts
 
 
 def build_field(opts: dict[str, Any]) -> GaussianMixture:

@@ -82,7 +82,7 @@ from simulate.fields import GaussianMixture
 from simulate.instability import averaged_instability
 from simulate.maps import generate, invert
 
-from .common import ExperimentResult, Verdict, savefig, write_result
+from .common import ExperimentResult, Verdict, savefig, write_result, resolve_options
 
 __all__ = [
     "NAME",
@@ -138,17 +138,6 @@ FULL: dict[str, Any] = FAST | {
 
 
 # ------------------------------------------------------------------------------ helpers
-def resolve_options(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated with ``overrides``; unknown keys raise ``ValueError`` listing the valid ones."""
-    bad = sorted(set(overrides) - set(defaults))
-    if bad:
-        raise ValueError(f"unknown option(s) {', '.join(bad)}; valid: {', '.join(sorted(defaults))}")
-    opts = dict(defaults)
-    opts.update(overrides)
-    unknown = [p for p in opts["pipelines"] if p not in PIPELINES]
-    if unknown:
-        raise ValueError(f"pipelines must be among {', '.join(PIPELINES)}, got {unknown}")
-    return opts
 
 
 def build_field(opts: dict[str, Any]) -> GaussianMixture:

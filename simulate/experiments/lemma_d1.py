@@ -46,7 +46,7 @@ from simulate.instability import log_Lambda_G
 from simulate.maps import generate
 from simulate.solvers import rk4
 
-from .common import ExperimentResult, RecordStore, Verdict, progress_iter, savefig, write_result
+from .common import ExperimentResult, RecordStore, Verdict, progress_iter, savefig, write_result, resolve_options
 
 __all__ = [
     "NAME",
@@ -92,14 +92,6 @@ FULL: dict[str, Any] = FAST | {
 
 
 # ------------------------------------------------------------------------------ shared helpers
-def resolve_options(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated with ``overrides``; unknown keys raise ``ValueError`` listing the valid ones."""
-    bad = sorted(set(overrides) - set(defaults))
-    if bad:
-        raise ValueError(f"unknown option(s) {', '.join(bad)}; valid: {', '.join(sorted(defaults))}")
-    opts = dict(defaults)
-    opts.update(overrides)
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()}
 
 
 def _generator(*parts: int) -> torch.Generator:

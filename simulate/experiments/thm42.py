@@ -57,7 +57,7 @@ from scipy.special import ndtr
 
 from simulate.fields import BoxMixture
 
-from .common import ExperimentResult, Verdict, savefig, write_result
+from .common import ExperimentResult, Verdict, savefig, write_result, resolve_options
 
 __all__ = [
     "NAME",
@@ -103,13 +103,9 @@ FULL: dict[str, Any] = FAST | {
 
 
 # ------------------------------------------------------------------------------ helpers
-def resolve_options(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated with ``overrides``; unknown keys raise ``ValueError`` listing the valid ones."""
-    bad = sorted(set(overrides) - set(defaults))
-    if bad:
-        raise ValueError(f"unknown option(s) {', '.join(bad)}; valid: {', '.join(sorted(defaults))}")
-    opts = dict(defaults)
-    opts.update(overrides)
+def _options(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """:func:`resolve_options` plus this experiment's checks (target name, square ``m``)."""
+    opts = resolve_options(defaults, overrides)
     if opts["target"] not in ("ring", "annulus"):
         raise ValueError(f"target must be 'ring' or 'annulus', got {opts['target']!r}")
     for m in opts["ms"]:
@@ -262,7 +258,7 @@ def run(out_dir: Path, *, full: bool = False, seed: int = 0, progress: bool = Tr
     """Run the Theorem 4.2 approximation study; see the module docstring for the options and outputs."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    opts = resolve_options(FULL if full else FAST, overrides)
+    opts = _options(FULL if full else FAST, overrides)
     rng = np.random.default_rng(seed)
     ns = int(opts["n_samples"])
     target_a = sample_target(ns, opts, rng)
