@@ -19,81 +19,14 @@ from simulate.inversion import InversionResult, invert_fixed_point
 from simulate.maps import INVERSION_METHODS, SOLVER_NAMES, Reconstruction, generate, invert, reconstruct
 from simulate.solvers import SOLVERS, SolveResult, euler, time_grid
 
-# ------------------------------------------------------------------------------------------
-# analytic fields (t: float or per-row (B,) tensor)
-# ------------------------------------------------------------------------------------------
+from analytic_fields import GaussianField, LinearField, MixtureField  # noqa: E402
 
 
-def _tcol(t, x):
-    if isinstance(t, torch.Tensor):
-        return t.to(x.dtype).reshape(-1, 1)
-    return float(t)
-
-
-class GaussianField:
-    """Flow-matching field of N(mu, s^2 I): v = mu + (t s^2 - (1-t)) / (t^2 s^2 + (1-t)^2) (x - t mu)."""
-
-    def __init__(self, mu, s):
-        self.mu, self.s = mu, s
-
-    def _coef(self, t):
-        s2 = self.s**2
-        return (t * s2 - (1 - t)) / (t * t * s2 + (1 - t) ** 2)
+class _VelocityOnly:
+    """A field without a divergence (logdet must be refused)."""
 
     def velocity(self, x, t):
-        tc = _tcol(t, x)
-        mu = self.mu.to(x)
-        return mu + self._coef(tc) * (x - tc * mu)
-
-    def divergence(self, x, t):
-        c = self._coef(_tcol(t, x))
-        if isinstance(c, torch.Tensor):
-            return x.shape[1] * c[:, 0]
-        return torch.full(x.shape[:1], x.shape[1] * c, dtype=x.dtype, device=x.device)
-
-
-class MixtureField:
-    """Flow-matching field of sum_i w_i N(mu_i, s_i^2 I) with its closed-form divergence."""
-
-    def __init__(self, w, mu, s):
-        self.w, self.mu, self.s = w, mu, s
-
-    def _parts(self, x, t):
-        tc = _tcol(t, x)
-        if not isinstance(tc, torch.Tensor):
-            tc = torch.full((x.shape[0], 1), tc, dtype=x.dtype, device=x.device)
-        mu, s2, w = self.mu.to(x), self.s.to(x) ** 2, self.w.to(x)
-        S = tc**2 * s2 + (1 - tc) ** 2
-        diff = x[:, None, :] - tc[:, :, None] * mu[None]
-        logp = torch.log(w) - 0.5 * x.shape[1] * torch.log(2 * math.pi * S)
-        logp = logp - 0.5 * (diff**2).sum(-1) / S
-        pi = torch.softmax(logp, dim=1)
-        c = (tc * s2 - (1 - tc)) / S
-        return pi, mu[None] + c[..., None] * diff, -diff / S[..., None], c, logp
-
-    def velocity(self, x, t):
-        pi, vi, *_ = self._parts(x, t)
-        return (pi[..., None] * vi).sum(1)
-
-    def divergence(self, x, t):
-        pi, vi, si, c, _ = self._parts(x, t)
-        v = (pi[..., None] * vi).sum(1)
-        score = (pi[..., None] * si).sum(1)
-        between = (pi * ((si - score[:, None]) * (vi - v[:, None])).sum(-1)).sum(1)
-        return (pi * x.shape[1] * c).sum(1) + between
-
-    def log_density(self, x):
-        """log p_g(x) (the mixture density at t = 1)."""
-        return torch.logsumexp(self._parts(x, 1.0)[4], dim=1)
-
-
-class LinearField:
-    def __init__(self, A):
-        self.A = A
-
-    def velocity(self, x, t):
-        return x @ self.A.to(x).T
-
+        return -x
 
 MU = torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64)
 S = 0.5
@@ -325,7 +258,7 @@ def test_invert_and_reconstruct_specific_validation():
     with pytest.raises(ValueError, match="gen_steps"):
         reconstruct(f, x, gen_steps=0)
     with pytest.raises(ValueError, match="divergence"):
-        generate(LinearField(torch.eye(4, dtype=torch.float64)), x, logdet=True)
+        generate(_VelocityOnly(), x, logdet=True)
     ts = time_grid(4)
     with pytest.raises(ValueError, match="scheme"):
         invert_fixed_point(f, x, ts, scheme="dopri5")
