@@ -174,3 +174,10 @@ def test_resume_does_not_recompute(tmp_path, monkeypatch) -> None:
     thm43.run(tmp_path, progress=False, **{**small, "ns": (2, 8, 16)})
     assert calls[2:] == [(1.0, 2, 0.2, 16)]
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 1 + 3
+
+
+def test_single_component_cells_plot(tmp_path) -> None:
+    """m = 1 has no pairwise separation (None): the figures must still be drawn."""
+    res = thm43.run(tmp_path, progress=False, **{**TINY, "ms": (1,)})
+    for name in res.figures:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -773,7 +773,8 @@ def _figures(
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("n")
         sep = recs[-1]["separation"]
-        ax.set_title(f"{cell_label(*cell)}, tau={tl}\nseparation at n={int(ns[-1])}: {sep:.3g}", fontsize=9)
+        sep_text = "n/a (m = 1)" if sep is None else f"{sep:.3g}"
+        ax.set_title(f"{cell_label(*cell)}, tau={tl}\nseparation at n={int(ns[-1])}: {sep_text}", fontsize=9)
     for ax in list(axes.flat)[len(chosen):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="best")
