@@ -93,8 +93,13 @@ def log_p1_bound(
     rho_max: ArrayLike = 1.0,
 ) -> np.ndarray:
     r"""``log min(1, rho_max m S_n(l, r*))``, ``-inf`` where ``r*^2 < 0`` (Theorem 4.3, p1)."""
-    b = instability_bounds(n, m, sigma, side, tau, c, rho_max)
-    return np.asarray(b["log_p1_bound"])
+    r2 = r_star_squared(n, sigma, tau, c)
+    m_arr = as_int_array("m", m).astype(np.float64)
+    side_arr = require_nonnegative("side", side)
+    rho_arr = require_positive("rho_max", rho_max)
+    n_b, m_b, side_b, rho_b, r2_b = np.broadcast_arrays(np.asarray(n, dtype=np.float64), m_arr, side_arr, rho_arr, r2)
+    log_vol = log_steiner_volume(n_b, side_b, np.sqrt(np.maximum(r2_b, 0.0)))
+    return _log_p1_from_volume(r2_b, np.log(rho_b), np.log(m_b), log_vol)
 
 
 def log_p2_bound(n: ArrayLike, c: ArrayLike, density_ratio: ArrayLike = 1.0) -> np.ndarray:

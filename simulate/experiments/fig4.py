@@ -78,11 +78,11 @@ import numpy as np
 import torch
 from scipy import stats
 
-from simulate.fields import GaussianMixture
 from simulate.instability import averaged_instability
 from simulate.maps import generate, invert
 
 from .common import ExperimentResult, Verdict, savefig, write_result, resolve_options
+from .fig3 import build_field
 
 __all__ = [
     "NAME",
@@ -138,15 +138,6 @@ FULL: dict[str, Any] = FAST | {
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def build_field(opts: dict[str, Any]) -> GaussianMixture:
-    """The Gaussian mixture of ``opts`` (``means``, ``stds``, ``weights``)."""
-    return GaussianMixture(
-        torch.as_tensor(np.asarray(opts["means"], dtype=float), dtype=DT),
-        torch.as_tensor(np.asarray(opts["stds"], dtype=float), dtype=DT),
-        torch.as_tensor(np.asarray(opts["weights"], dtype=float), dtype=DT),
-    )
 
 
 def _box(opts: dict[str, Any]) -> np.ndarray:
