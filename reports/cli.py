@@ -25,6 +25,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from largemodel import cli as largemodel_cli
     from reports import report_cli
     from simulate import cli as simulate_cli
     from theory import cli as theory_cli
@@ -33,10 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pfode",
         description="Verification and simulation suite for 'Instability in Diffusion ODEs'.",
     )
-    groups = parser.add_subparsers(dest="group", metavar="{theory,simulate,report}", parser_class=_OneLineParser)
+    groups = parser.add_subparsers(dest="group", metavar="{theory,simulate,largemodel,report}", parser_class=_OneLineParser)
     groups.required = True
     theory_cli.register(groups)
     simulate_cli.register(groups)
+    largemodel_cli.register(groups)
     report_cli.register(groups)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from reports.claims import CLAIMS, Verdict, not_run
 __all__ = ["SUITES", "run_report", "render_markdown"]
 
 SUITES = ("theory", "simulate", "largemodel")
+
+#: bump when a suite's output format or content changes (invalidates cached suite results)
+REPORT_VERSION = 2
 
 
 def _anchor(claim_id: str) -> str:
@@ -44,44 +48,111 @@ def render_markdown(verdicts: dict[str, Verdict], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_report(out_dir: Path, suites: tuple[str, ...] = ("theory", "simulate"), quick: bool = True, progress=None) -> dict[str, Any]:
-    """Run the chosen suites and write ``report.md`` and ``results.json`` into ``out_dir``."""
+def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], fresh: bool, run: Any, progress: Any) -> tuple[list[Verdict], Any]:
+    """Run one suite, or reuse its finished result (``<suite>/suite.json``) unless ``fresh``.
+
+    An interrupted suite has no ``suite.json``; rerunning resumes it from the records its
+    experiments wrote as they went.
+    """
+    cache = out_dir / suite / "suite.json"
+    if fresh and (out_dir / suite).exists():
+        shutil.rmtree(out_dir / suite)
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("signature") == signature:
+            if progress is not None:
+                progress(f"{suite}: cached result reused ({cache}; --fresh recomputes)")
+            return [Verdict(**v) for v in saved["verdicts"]], saved["data"]
+    rows, data = run()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"signature": signature, "verdicts": [v.as_dict() for v in rows], "data": data},
+                                indent=1, default=_json_default))
+    return rows, data
+
+
+def _merge(verdicts: dict[str, Verdict], v: Verdict, suite: str) -> None:
+    """Add a suite's row: measured verdicts replace bound-level ones (whose evidence is kept);
+    supplements add evidence to the row of their claim."""
+    from reports.largemodel_suite import SUPPLEMENT
+
+    previous = verdicts.get(v.claim_id)
+    if v.status == SUPPLEMENT:
+        note = f" Large-model suite: {v.evidence}"
+        if previous is None:
+            verdicts[v.claim_id] = Verdict(v.claim_id, "not run: simulate suite not selected", v.key_number,
+                                           note.strip(), figures=list(v.figures))
+        else:
+            previous.evidence += note
+            previous.figures += [f for f in v.figures if f not in previous.figures]
+        return
+    if previous is not None:
+        v.evidence += f" {suite.capitalize()} suite before it: {previous.status}; {previous.evidence}"
+        v.figures += [f for f in previous.figures if f not in v.figures]
+    verdicts[v.claim_id] = v
+
+
+def run_report(
+    out_dir: Path,
+    suites: tuple[str, ...] = ("theory", "simulate", "largemodel"),
+    quick: bool = True,
+    progress: Any = None,
+    fresh: bool = False,
+    model: Path | None = None,
+    images: Path | None = None,
+) -> dict[str, Any]:
+    """Run the chosen suites and write ``report.md`` and ``results.json`` into ``out_dir``.
+
+    Args:
+        suites: any of ``SUITES``.
+        quick: the fast scale (``--quick``, default) or the full one.
+        fresh: recompute every suite (otherwise finished suites in ``out_dir`` are reused and an
+            interrupted one resumes).
+        model, images: a user's diffusers model folder and image folder for the large-model
+            suite (its result then decides the Fig. 4(c) row).
+    """
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
         raise ValueError(f"suites: unknown suite(s) {', '.join(unknown)}; choose from {', '.join(SUITES)}")
+    if (model is None) != (images is None):
+        raise ValueError("give both --model and --images to study your own model")
+    if model is not None and "largemodel" not in suites:
+        raise ValueError("--model needs the largemodel suite (--suites ...,largemodel)")
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    mode = "quick" if quick else "full"
     verdicts: dict[str, Verdict] = {}
     suite_data: dict[str, Any] = {}
+    runners: dict[str, Any] = {}
     if "theory" in suites:
         from reports.theory_suite import run_theory_suite
 
-        rows, data = run_theory_suite(out_dir, quick=quick, progress=progress)
-        verdicts.update({v.claim_id: v for v in rows})
-        suite_data["theory"] = data
+        runners["theory"] = lambda: run_theory_suite(out_dir, quick=quick, progress=progress)
     if "simulate" in suites:
         from reports.simulate_suite import run_simulate_suite
 
-        rows, data = run_simulate_suite(out_dir, quick=quick, progress=progress)
-        for v in rows:  # measured verdicts take precedence; the bound-level evidence is kept
-            previous = verdicts.get(v.claim_id)
-            if previous is not None:
-                v.evidence += f" Theory suite (bounds): {previous.status}; {previous.evidence}"
-                v.figures += [f for f in previous.figures if f not in v.figures]
-            verdicts[v.claim_id] = v
-        suite_data["simulate"] = data
+        runners["simulate"] = lambda: run_simulate_suite(out_dir, quick=quick, progress=progress)
     if "largemodel" in suites:
-        suite_data["largemodel"] = {"status": "not available yet in this version"}
+        from reports.largemodel_suite import run_largemodel_suite
+
+        runners["largemodel"] = lambda: run_largemodel_suite(out_dir, quick=quick, progress=progress, model=model,
+                                                             images=images)
+    for suite in SUITES:
+        if suite not in runners:
+            continue
+        signature = {"mode": mode, "version": REPORT_VERSION,
+                     "model": str(model) if suite == "largemodel" and model else None,
+                     "images": str(images) if suite == "largemodel" and images else None}
+        rows, data = _cached_suite(out_dir, suite, signature, fresh, runners[suite], progress)
+        for v in rows:
+            _merge(verdicts, v, suite)
+        suite_data[suite] = data
     for claim_id, _text, _section in CLAIMS:
         if claim_id not in verdicts:
-            if claim_id == "fig4c":
-                why = "the large-model study is not built yet (issue: largemodel/)"
-            else:
-                why = f"suite not selected (run with --suites {','.join(SUITES)})"
-            verdicts[claim_id] = not_run(claim_id, why)
+            owner = "largemodel" if claim_id == "fig4c" else "simulate"
+            verdicts[claim_id] = not_run(claim_id, f"the {owner} suite was not selected (--suites {','.join(SUITES)})")
     meta = {
         "run": out_dir.name,
-        "mode": "quick" if quick else "full",
+        "mode": mode,
         "suites": list(suites),
         "seconds": time.perf_counter() - t0,
         "machine": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",

@@ -15,24 +15,38 @@ def register(groups: argparse._SubParsersAction) -> None:
     mode = report.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="fast checks (default)")
     mode.add_argument("--full", action="store_true", help="larger checks (high-precision agreement up to n = 10^5)")
-    report.add_argument("--suites", default="theory,simulate", help="comma-separated suites (default %(default)s)")
-    report.add_argument("--out", type=Path, default=None, help="output folder (default reports/runs/<timestamp>)")
+    report.add_argument("--suites", default="theory,simulate,largemodel", help="comma-separated suites (default %(default)s)")
+    report.add_argument("--out", type=Path, default=None,
+                        help="output folder (default reports/runs/<quick|full>; finished suites there are reused)")
+    report.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: the suites' tensors are small, and extra threads "
+                             "slow them badly when other processes share the cores; 0 keeps torch's default)")
+    report.add_argument("--fresh", action="store_true", help="recompute every suite instead of reusing cached results")
+    report.add_argument("--model", type=Path, default=None, help="your diffusers model folder for the large-model suite")
+    report.add_argument("--images", type=Path, default=None, help="image folder for --model")
     report.set_defaults(handler=_run_report)
 
 
 def _run_report(args: argparse.Namespace) -> int:
     from reports.report import run_report
 
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     suites = tuple(s.strip() for s in args.suites.split(",") if s.strip())
     if not suites:
         raise ValueError("suites: give at least one suite")
-    out = args.out or Path("reports") / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("reports") / "runs" / ("full" if args.full else "quick")
     t0 = time.perf_counter()
 
     def progress(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    result = run_report(out, suites=suites, quick=not args.full, progress=progress)
+    result = run_report(out, suites=suites, quick=not args.full, progress=progress, fresh=args.fresh,
+                        model=args.model, images=args.images)
     width = max(len(c) for c in result["verdicts"])
     for claim_id, verdict in result["verdicts"].items():
         print(f"{claim_id:<{width}}  {verdict.status}")

@@ -206,6 +206,29 @@ def _rhs(field: Any, x: Tensor, t: TimeLike, logdet: bool) -> tuple[Tensor, Tens
     return v, d
 
 
+def _unchecked_rhs(field: Any, x: Tensor, t0: float, t1: float) -> Callable[..., Any] | None:
+    """The field's ``evaluate_unchecked`` when :func:`dopri5` can vouch for its inputs, else ``None``.
+
+    :meth:`simulate.fields.VelocityField.evaluate_unchecked` skips the per-call validation of
+    :meth:`~simulate.fields.VelocityField.evaluate` (finite ``x`` of the field's dtype, device and
+    dimension; ``t`` in ``[0, 1]``; finite results). :func:`dopri5` checks ``x`` once, only
+    evaluates times between ``t0`` and ``t1``, and rejects any step whose stages are not finite,
+    so the checks are done once at its boundary; when it cannot vouch for them (other dtype or
+    device, wrong dimension, times outside ``[0, 1]``), the checked path runs and raises the
+    field's usual errors.
+    """
+    fn = getattr(field, "evaluate_unchecked", None)
+    if not callable(fn):
+        return None
+    if getattr(field, "dtype", None) != x.dtype or getattr(field, "device", None) != x.device:
+        return None
+    if getattr(field, "n", None) != x.shape[1]:
+        return None
+    if not (0.0 <= t0 <= 1.0 and 0.0 <= t1 <= 1.0):
+        return None
+    return fn
+
+
 # --------------------------------------------------------------------------------------------
 # fixed-grid schemes
 # --------------------------------------------------------------------------------------------
@@ -452,25 +475,32 @@ _FAC_MAX = 10.0
 _ERR_EXPONENT = -1.0 / 5.0  # -1 / (q + 1), q = 4: order of the embedded error estimate
 
 
-def _combine(coeffs: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
-    """``sum_j coeffs[j] * ks[j]`` skipping zero coefficients."""
+def _lincomb(coeffs: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
+    """``sum_j coeffs[j] * ks[j]`` skipping zero coefficients, accumulated in place in one fresh
+    tensor (one pass per term, no temporaries; differentiable: the buffer is an output of the
+    first product, and ``add_`` needs no saved values)."""
     out: Tensor | None = None
     for c, k in zip(coeffs, ks):
         if c == 0.0:
             continue
-        out = c * k if out is None else out + c * k
+        if out is None:
+            out = c * k
+        else:
+            out.add_(k, alpha=c)
     assert out is not None
     return out
 
 
 def _rms_rows(a: Tensor, extra: Tensor | None) -> Tensor:
-    """Per-row RMS of ``a`` (B, n), with an optional extra component ``extra`` (B,)."""
-    sq = (a * a).sum(dim=1)
+    """Per-row RMS of ``a`` (B, n), with an optional extra component ``extra`` (B,).
+
+    ``||a_row||_2 / sqrt(m)`` (one pass over ``a``), with ``hypot`` for the extra component."""
+    norm = torch.linalg.vector_norm(a, dim=1)
     m = a.shape[1]
     if extra is not None:
-        sq = sq + extra * extra
+        norm = torch.hypot(norm, extra)
         m += 1
-    return torch.sqrt(sq / m)
+    return norm * (1.0 / math.sqrt(m))
 
 
 def dopri5(
@@ -505,7 +535,10 @@ def dopri5(
     extra component (so the log-determinant is under the same tolerance).
 
     Only rows still short of ``t1`` are passed to the field (index-selected, with their times
-    as a ``(B_active,)`` tensor). Unless ``h0`` is given, each row's first step comes from
+    as a ``(B_active,)`` tensor). Fields of :mod:`simulate.fields` are called through their
+    ``evaluate_unchecked`` (inputs are checked once here, not on every call; a step with a
+    non-finite stage is rejected like any step whose error is too large) when ``x`` has the
+    field's dtype, device and dimension and ``t0``, ``t1`` lie in ``[0, 1]``. Unless ``h0`` is given, each row's first step comes from
     Hairer's starting-step heuristic (one extra evaluation):
     ``d0 = ||y0||, d1 = ||f0||, h_a = 0.01 d0 / d1`` (``1e-6`` if either is ``< 1e-5``),
     ``d2 = ||f(y0 + h_a f0) - f0|| / h_a``,
@@ -566,10 +599,15 @@ def dopri5(
     nfe = 0
     row_evals = 0
 
+    unchecked = _unchecked_rhs(field, x, t0, t1)
+
     def f(y: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
         nonlocal nfe, row_evals
         nfe += 1
         row_evals += y.shape[0]
+        if unchecked is not None:
+            values = unchecked(y, t.to(dt), velocity=True, divergence=logdet)
+            return values.velocity, values.divergence
         return _rhs(field, y, t.to(dt), logdet)
 
     y = x.clone()
@@ -606,84 +644,95 @@ def dopri5(
     else:
         h = torch.full((B,), min(h0, span), dtype=tdt, device=dev)
 
-    done = torch.zeros(B, dtype=torch.bool, device=dev)
     tiny = 16.0 * torch.finfo(tdt).eps * max(abs(t0), abs(t1))  # smallest meaningful |h|
+
+    # State of the rows still short of t1 (compacted when rows finish; finished rows are
+    # written to the outputs): every active row attempts one step per pass.
+    rows = torch.arange(B, device=dev)  # original index of each active row
+    ya, k1a, ta, ha, la, d1a = y, k1, t, h, l, d1
+    acc_a = torch.zeros(B, dtype=torch.int64, device=dev)  # accepted steps of the active rows
+    y_out = torch.zeros_like(x)
+    l_out = torch.zeros(B, dtype=dt, device=dev) if logdet else None
+    n_att = torch.zeros(B, dtype=torch.int64, device=dev)
     attempts = 0
-    while True:
-        idx = torch.nonzero(~done).squeeze(1)
-        if idx.numel() == 0:
-            break
+    while rows.numel() > 0:
         attempts += 1
         if attempts > max_steps:
             raise RuntimeError(
-                f"dopri5: max_steps={max_steps} step attempts exceeded with {idx.numel()} of "
+                f"dopri5: max_steps={max_steps} step attempts exceeded with {rows.numel()} of "
                 f"{B} rows short of t1={t1} (rtol={rtol}, atol={atol})"
             )
-        ta = t[idx]
         remaining = (t1 - ta) * direction
-        last = h[idx] >= remaining
-        ha = torch.where(last, remaining, h[idx])  # step magnitude, float64
-        hs64 = direction * ha
+        last = ha >= remaining
+        hstep = torch.where(last, remaining, ha)  # step magnitude, float64
+        hs64 = direction * hstep
         hs = hs64.to(dt)[:, None]
-        t_next = torch.where(last, torch.full_like(ta, t1), ta + hs64)  # exactly t1 at the end
-        ya = y[idx]
-        ks = [k1[idx]]
-        ds = [d1[idx]] if d1 is not None else None
-        la = l[idx] if l is not None else None
+        t_next = torch.where(last, t1, ta + hs64)  # exactly t1 at the end
+        ks = [k1a]
+        ds = [d1a] if logdet else None
         for i in range(1, 7):
             if i < 6:
-                yi = ya + hs * _combine(_DP_A[i], ks)
+                yi = torch.addcmul(ya, hs, _lincomb(_DP_A[i], ks))
             else:
-                yi = ya + hs * _combine(_DP_B, ks)  # = y_new (FSAL stage)
+                yi = torch.addcmul(ya, hs, _lincomb(_DP_B, ks))  # = y_new (FSAL stage)
                 y_new = yi
             ki, di = f(yi, t_next if _DP_C[i] == 1.0 else ta + _DP_C[i] * hs64)
             ks.append(ki)
             if ds is not None:
                 ds.append(di)  # type: ignore[arg-type]
-        err = hs * _combine(_DP_E, ks)
-        scale = atol + rtol * torch.maximum(ya.abs(), y_new.abs())
+        err = hs * _lincomb(_DP_E, ks)
+        scale = torch.maximum(ya.abs(), y_new.abs()).mul_(rtol).add_(atol)  # atol + rtol max(|y|, |y_new|)
         if ds is not None:
             hsl = hs[:, 0]
-            l_new = la + hsl * _combine(_DP_B, ds[:6])  # type: ignore[operator]
-            errl = hsl * _combine(_DP_E, ds)
+            l_new = la + hsl * _lincomb(_DP_B, ds[:6])  # type: ignore[operator]
+            errl = hsl * _lincomb(_DP_E, ds)
             lscale = atol + rtol * torch.maximum(la.abs(), l_new.abs())  # type: ignore[union-attr]
             enorm = _rms_rows(err / scale, errl / lscale)
         else:
             enorm = _rms_rows(err / scale, None)
         enorm = enorm.to(tdt)
-        finite = torch.isfinite(enorm)
-        accept = finite & (enorm <= 1.0)
-        factor = torch.where(
-            enorm == 0,
-            torch.full_like(enorm, _FAC_MAX),
-            (_SAFETY * enorm.clamp(min=1e-300) ** _ERR_EXPONENT).clamp(_FAC_MIN, _FAC_MAX),
-        )
-        factor = torch.where(finite, factor, torch.full_like(enorm, _FAC_MIN))
-        h_new = ha * factor
+        accept = enorm <= 1.0  # False for a NaN or infinite error
+        # h <- h min(10, max(0.2, 0.9 ||err||^(-1/5))): ||err|| = 0 gives 10 (through the
+        # clamp at 1e-300), ||err|| = inf gives 0.2, NaN (a non-finite stage) gives 0.2
+        factor = (_SAFETY * enorm.clamp(min=1e-300) ** _ERR_EXPONENT).clamp(_FAC_MIN, _FAC_MAX)
+        factor = torch.nan_to_num(factor, nan=_FAC_MIN)
+        h_new = hstep * factor
 
         # rejected rows whose step can no longer shrink: give up with a clear message
-        stuck = (~accept) & (h_new <= tiny)
-        if bool(stuck.any()):
-            bad = idx[stuck]
-            raise RuntimeError(
-                f"dopri5: step size underflow for {bad.numel()} row(s) (first: row "
-                f"{int(bad[0])} at t={float(t[bad[0]]):.17g}); the tolerance rtol={rtol}, "
-                f"atol={atol} is unreachable in {dt} or the field is singular / non-finite there"
-            )
+        if float(h_new.detach().min()) <= tiny:
+            stuck = (~accept) & (h_new <= tiny)
+            if bool(stuck.any()):
+                bad = rows[stuck]
+                raise RuntimeError(
+                    f"dopri5: step size underflow for {bad.numel()} row(s) (first: row "
+                    f"{int(bad[0])} at t={float(ta[stuck][0]):.17g}); the tolerance rtol={rtol}, "
+                    f"atol={atol} is unreachable in {dt} or the field is singular / non-finite there"
+                )
 
-        acc = idx[accept]
-        # out-of-place updates of the states that carry gradients, so reverse-mode AD works
-        y = y.index_put((acc,), y_new[accept])
-        k1 = k1.index_put((acc,), ks[6][accept])
-        if l is not None:
-            l = l.index_put((acc,), l_new[accept])
-            d1 = d1.index_put((acc,), ds[6][accept])  # type: ignore[union-attr]
-        t[acc] = t_next[accept]
-        done[acc] = last[accept]
-        h[idx] = h_new
-        n_acc[idx] += accept.to(torch.int64)
-        n_rej[idx] += (~accept).to(torch.int64)
+        # out-of-place updates (torch.where / index_put) of the states that carry gradients,
+        # so reverse- and forward-mode AD work through the solve
+        acc_col = accept[:, None]
+        ya = torch.where(acc_col, y_new, ya)
+        k1a = torch.where(acc_col, ks[6], k1a)
+        if logdet:
+            la = torch.where(accept, l_new, la)
+            d1a = torch.where(accept, ds[6], d1a)  # type: ignore[index]
+        ta = torch.where(accept, t_next, ta)
+        ha = h_new
+        acc_a = acc_a + accept
+        fin = accept & last
+        if bool(fin.any()):
+            done_rows = rows[fin]
+            y_out = y_out.index_put((done_rows,), ya[fin])
+            if logdet:
+                l_out = l_out.index_put((done_rows,), la[fin])  # type: ignore[union-attr]
+            n_acc[done_rows] = acc_a[fin]
+            n_att[done_rows] = attempts
+            keep = ~fin
+            rows, ya, k1a, ta, ha, acc_a = rows[keep], ya[keep], k1a[keep], ta[keep], ha[keep], acc_a[keep]
+            if logdet:
+                la, d1a = la[keep], d1a[keep]  # type: ignore[index]
 
     return SolveResult(
-        x=y, logdet=l, nfe=nfe, n_accepted=n_acc, n_rejected=n_rej, row_evals=row_evals
+        x=y_out, logdet=l_out, nfe=nfe, n_accepted=n_acc, n_rejected=n_att - n_acc, row_evals=row_evals
     )

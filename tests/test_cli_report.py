@@ -13,6 +13,9 @@ from reports.cli import main
 from theory import BOUND_KEYS, instability_bounds
 
 
+STATUSES = ("verified", "holds in regime", "refuted", "inconclusive", "not run: ")
+
+
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "reports.cli", *args], capture_output=True, text=True, timeout=120)
 
@@ -82,7 +85,7 @@ def test_report_quick_has_every_claim(tmp_path) -> None:
     for claim_id, text, _ in CLAIMS:
         assert f"| {text} |" in md
         status = rows[claim_id]["status"]
-        assert status.startswith(("verified", "holds in regime", "refuted", "not run: "))
+        assert status.startswith(STATUSES)
         assert rows[claim_id]["key_number"] and rows[claim_id]["evidence"]
     for claim_id in ("prop21", "thm31", "lemma_d1", "thm41", "thm43_p2"):
         assert rows[claim_id]["status"].startswith("verified"), rows[claim_id]
@@ -90,3 +93,43 @@ def test_report_quick_has_every_claim(tmp_path) -> None:
     assert agreement["steiner_max_rel_error"] < 1e-10 and agreement["chi2_max_rel_error"] < 1e-10
     for fig in rows["thm43_pinst"]["figures"]:
         assert (out / fig).exists()
+
+
+def test_report_reuses_finished_suites_unless_fresh(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["report", "--quick", "--suites", "theory", "--out", str(out)]) == 0
+    cache = out / "theory" / "suite.json"
+    first = cache.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["report", "--quick", "--suites", "theory", "--out", str(out)]) == 0
+    assert "cached result reused" in capsys.readouterr().err and cache.stat().st_mtime_ns == first
+    assert main(["report", "--quick", "--suites", "theory", "--out", str(out), "--fresh"]) == 0
+    assert "cached result reused" not in capsys.readouterr().err and cache.stat().st_mtime_ns != first
+
+
+def test_report_model_needs_images(tmp_path, capsys) -> None:
+    assert main(["report", "--suites", "largemodel", "--out", str(tmp_path), "--model", str(tmp_path)]) == 2
+    assert "give both --model and --images" in capsys.readouterr().err
+
+
+def test_report_quick_all_suites(tmp_path, monkeypatch) -> None:
+    """The default report (all suites, quick), as a user runs it: every row has a status and a
+    number or a reason; the large-model rows come from models trained here (cache in tmp)."""
+    monkeypatch.setenv("PFODE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["report", "--quick", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = {v["claim_id"]: v for v in results["verdicts"]}
+    assert set(rows) == {c for c, _, _ in CLAIMS}
+    md = (out / "report.md").read_text()
+    for claim_id, text, _ in CLAIMS:
+        row = rows[claim_id]
+        assert f"| {text} | {row['status']} |" in md
+        assert row["status"].startswith(STATUSES) and not row["status"].startswith("not run"), row
+        assert row["key_number"] not in ("", "-") and row["evidence"]
+        for fig in row["figures"]:
+            assert (out / fig).stat().st_size > 0
+    assert "trained here" in rows["fig4c"]["key_number"]
+    assert "Large-model suite" in rows["thm43_pinst"]["evidence"]
+    trend = results["suites"]["largemodel"]["trend"]
+    assert len(trend) >= 2 and trend[0]["n"] < trend[-1]["n"]

@@ -131,7 +131,11 @@ class RecordStore:
         self.signature = hashlib.sha256(json.dumps(json_ready(params), sort_keys=True).encode()).hexdigest()[:16]
         self._records: dict[str, dict[str, Any]] = {}
         if self.path.exists():
-            lines = self.path.read_text().splitlines()
+            text = self.path.read_text()
+            if text and not text.endswith("\n"):  # drop a last line cut by an interruption
+                text = text[: text.rfind("\n") + 1]
+                self.path.write_text(text)
+            lines = text.splitlines()
             header = json.loads(lines[0]) if lines else {}
             if header.get("signature") != self.signature:
                 self.path.rename(self.path.with_name(f"{self.path.stem}.stale-{int(time.time())}.jsonl"))

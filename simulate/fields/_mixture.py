@@ -36,67 +36,100 @@ __all__ = ["MixtureField"]
 
 
 @dataclass
+class Affine:
+    """Per-(row, component) vectors kept factored: ``coef_basis[b, i] basis[i] + coef_x[b, i] x[b]``.
+
+    Used when a component term is affine in a per-component vector (a mean) and the row
+    ``x`` with per-(row, component) coefficients (isotropic Gaussian components): the posterior
+    mean is then two small products, ``(p coef_basis) @ basis + (sum_i p_i coef_x_i) x``,
+    instead of building and reducing a ``(B, mc, n)`` tensor.
+    """
+
+    coef_basis: Tensor  # (B, mc)
+    coef_x: Tensor  # (B, mc)
+    basis: Tensor  # (mc, n)
+    x: Tensor  # (B, n)
+
+    def weighted_mean(self, p: Tensor) -> Tensor:
+        """``sum_i p_i (coef_basis_i basis_i + coef_x_i x)`` for weights ``p`` ``(B, mc)``."""
+        return (p * self.coef_basis) @ self.basis + (p * self.coef_x).sum(dim=1, keepdim=True) * self.x
+
+
+@dataclass
 class ComponentTerms:
-    """Per-(row, component) terms of one chunk: ``l`` ``(B, mc)``, ``a``/``b`` ``(B, mc, n)``,
-    ``c`` ``(B, mc)``; ``b is None`` means ``b = a``."""
+    """Per-(row, component) terms of one chunk: ``l`` ``(B, mc)``, ``a``/``b`` ``(B, mc, n)``
+    (or :class:`Affine`), ``c`` ``(B, mc)``. Terms not requested are ``None``; ``b_is_a``
+    means ``b = a`` (``b`` is then ``None``). The co-moment needs ``a`` (and ``b`` unless
+    ``b_is_a``) as tensors."""
 
     log_weight: Tensor
-    a: Tensor | None = None
-    b: Tensor | None = None
+    a: Tensor | Affine | None = None
+    b: Tensor | Affine | None = None
     c: Tensor | None = None
+    b_is_a: bool = False
 
 
 @dataclass
 class PosteriorStats:
-    """Posterior summaries over the components seen so far (per row)."""
+    """Posterior summaries over the components seen so far (per row); ``None``: not requested."""
 
     log_weight: Tensor  # (B,)
     mean_a: Tensor | None = None  # (B, n)
-    mean_b: Tensor | None = None  # (B, n); None: same as mean_a
+    mean_b: Tensor | None = None  # (B, n); None: not requested, or the same as mean_a (b_is_a)
     comoment: Tensor | None = None  # (B,)
     mean_c: Tensor | None = None  # (B,)
+    b_is_a: bool = False
 
 
 def _safe_shift(log_total: Tensor) -> Tensor:
     return torch.where(torch.isfinite(log_total), log_total, torch.zeros_like(log_total))
 
 
-def _reduce(terms: ComponentTerms, moments: bool, comoment: bool) -> PosteriorStats:
+def _weighted_mean(p: Tensor, v: Tensor | Affine | None) -> Tensor | None:
+    """``sum_i p_i v_i`` per row (``p`` ``(B, mc)``, ``v`` ``(B, mc, n)`` or :class:`Affine`)."""
+    if v is None:
+        return None
+    if isinstance(v, Affine):
+        return v.weighted_mean(p)
+    return torch.bmm(p.unsqueeze(1), v).squeeze(1)
+
+
+def _reduce(terms: ComponentTerms, comoment: bool) -> PosteriorStats:
     log_total = torch.logsumexp(terms.log_weight, dim=1)
-    if not moments:
+    if terms.a is None and terms.b is None and terms.c is None:
         return PosteriorStats(log_total)
     p = torch.exp(terms.log_weight - _safe_shift(log_total)[:, None])  # (B, mc)
-    mean_a = torch.einsum("bm,bmn->bn", p, terms.a)
-    mean_b = None if terms.b is None else torch.einsum("bm,bmn->bn", p, terms.b)
+    mean_a = _weighted_mean(p, terms.a)
+    mean_b = _weighted_mean(p, terms.b)
     mean_c = None if terms.c is None else (p * terms.c).sum(dim=1)
     co = None
     if comoment:
+        if not isinstance(terms.a, Tensor) or not (terms.b_is_a or isinstance(terms.b, Tensor)):
+            raise TypeError("the co-moment needs the component terms a (and b) as tensors")
         da = terms.a - mean_a[:, None, :]
-        if terms.b is None:
+        if terms.b_is_a:
             co = torch.einsum("bm,bmn,bmn->b", p, da, da)
         else:
             co = torch.einsum("bm,bmn,bmn->b", p, da, terms.b - mean_b[:, None, :])
-    return PosteriorStats(log_total, mean_a, mean_b, co, mean_c)
+    return PosteriorStats(log_total, mean_a, mean_b, co, mean_c, terms.b_is_a)
 
 
 def _merge(s1: PosteriorStats, s2: PosteriorStats) -> PosteriorStats:
     log_total = torch.logaddexp(s1.log_weight, s2.log_weight)
-    if s1.mean_a is None:
+    if s1.mean_a is None and s1.mean_b is None and s1.mean_c is None:
         return PosteriorStats(log_total)
     shift = _safe_shift(log_total)
     f1 = torch.exp(s1.log_weight - shift)
     f2 = torch.exp(s2.log_weight - shift)
-    mean_a = f1[:, None] * s1.mean_a + f2[:, None] * s2.mean_a
-    mean_b = None
-    if s1.mean_b is not None:
-        mean_b = f1[:, None] * s1.mean_b + f2[:, None] * s2.mean_b
+    mean_a = None if s1.mean_a is None else f1[:, None] * s1.mean_a + f2[:, None] * s2.mean_a
+    mean_b = None if s1.mean_b is None else f1[:, None] * s1.mean_b + f2[:, None] * s2.mean_b
     mean_c = None if s1.mean_c is None else f1 * s1.mean_c + f2 * s2.mean_c
     co = None
     if s1.comoment is not None:
         da = s1.mean_a - s2.mean_a
-        db = da if s1.mean_b is None else s1.mean_b - s2.mean_b
+        db = da if s1.b_is_a else s1.mean_b - s2.mean_b
         co = f1 * s1.comoment + f2 * s2.comoment + f1 * f2 * (da * db).sum(dim=1)
-    return PosteriorStats(log_total, mean_a, mean_b, co, mean_c)
+    return PosteriorStats(log_total, mean_a, mean_b, co, mean_c, s1.b_is_a)
 
 
 def _cat(parts: list[PosteriorStats]) -> PosteriorStats:
@@ -107,7 +140,9 @@ def _cat(parts: list[PosteriorStats]) -> PosteriorStats:
         first = getattr(parts[0], name)
         return None if first is None else torch.cat([getattr(p, name) for p in parts], dim=0)
 
-    return PosteriorStats(*(cat(k) for k in ("log_weight", "mean_a", "mean_b", "comoment", "mean_c")))
+    return PosteriorStats(
+        *(cat(k) for k in ("log_weight", "mean_a", "mean_b", "comoment", "mean_c")), parts[0].b_is_a
+    )
 
 
 class MixtureField(VelocityField):
@@ -212,8 +247,15 @@ class MixtureField(VelocityField):
 
     # ------------------------------------------------------------------ subclass hooks
     @abc.abstractmethod
-    def _component_terms(self, x: Tensor, t: Tensor, comps: slice, moments: bool) -> ComponentTerms:
-        """Terms of components ``comps`` for rows ``x`` ``(B, n)`` at times ``t`` ``(B,)``."""
+    def _component_terms(
+        self, x: Tensor, t: Tensor, comps: slice, request: _Request | None
+    ) -> ComponentTerms:
+        """Terms of components ``comps`` for rows ``x`` ``(B, n)`` at times ``t`` ``(B,)``.
+
+        ``request is None``: only the log weights (log density / log posterior); otherwise
+        the terms that the requested values need (and only those: a velocity-only request
+        skips what only the score or the divergence use).
+        """
 
     @abc.abstractmethod
     def _finish(self, x: Tensor, t: Tensor, stats: PosteriorStats, request: _Request) -> FieldValues:
@@ -234,22 +276,25 @@ class MixtureField(VelocityField):
             return max(1, min(batch, elements // per_row)), self.m
         return 1, max(1, elements // self._n)
 
-    def _stats(self, x: Tensor, t: Tensor, moments: bool, comoment: bool) -> PosteriorStats:
+    def _stats(self, x: Tensor, t: Tensor, request: _Request | None) -> PosteriorStats:
         rows, comps = self._plan(x.shape[0])
+        comoment = request is not None and request.divergence
+        if rows >= x.shape[0] and comps >= self.m:  # one chunk (the usual case): no slicing
+            return _reduce(self._component_terms(x, t, slice(None), request), comoment)
         parts = []
         for r0 in range(0, x.shape[0], rows):
             xr, tr = x[r0 : r0 + rows], t[r0 : r0 + rows]
             acc = None
             for c0 in range(0, self.m, comps):
-                terms = self._component_terms(xr, tr, slice(c0, c0 + comps), moments)
-                st = _reduce(terms, moments, comoment)
+                terms = self._component_terms(xr, tr, slice(c0, c0 + comps), request)
+                st = _reduce(terms, comoment)
                 acc = st if acc is None else _merge(acc, st)
             parts.append(acc)
         return _cat(parts)
 
     def _evaluate(self, x: Tensor, t: Tensor, request: _Request) -> FieldValues:
         moments = request.velocity or request.score or request.divergence
-        stats = self._stats(x, t, moments=moments, comoment=request.divergence)
+        stats = self._stats(x, t, request if moments else None)
         return self._finish(x, t, stats, request)
 
     def log_posterior(self, x: Tensor, t: float | Tensor) -> Tensor:
@@ -261,7 +306,7 @@ class MixtureField(VelocityField):
             xr, tr = xb[r0 : r0 + rows], tb[r0 : r0 + rows]
             logs = torch.cat(
                 [
-                    self._component_terms(xr, tr, slice(c0, c0 + comps), moments=False).log_weight
+                    self._component_terms(xr, tr, slice(c0, c0 + comps), None).log_weight
                     for c0 in range(0, self.m, comps)
                 ],
                 dim=1,

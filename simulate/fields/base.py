@@ -19,6 +19,7 @@ They satisfy the continuity equation ``d/dt log p_t(x) = -div v - v . score``.
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,20 @@ from ._validation import check_memory, resolve_dtype
 
 __all__ = ["FieldValues", "VelocityField", "DEFAULT_MAX_MEMORY_BYTES"]
 
+
 DEFAULT_MAX_MEMORY_BYTES = 512 * 2**20
 """Default working-memory budget of one call (512 MiB)."""
+
+
+def _all_finite(value: Tensor) -> bool:
+    """Whether every entry is finite, with one reduction in the common case.
+
+    A sum is finite only if every term is (a NaN or an infinity makes it NaN or infinite); a
+    non-finite sum may still come from finite terms that overflow, so it is checked exactly.
+    """
+    if math.isfinite(float(value.detach().sum())):
+        return True
+    return bool(torch.isfinite(value).all())
 
 
 @dataclass(frozen=True)
@@ -151,12 +164,40 @@ class VelocityField(abc.ABC):
         for name in ("velocity", "score", "log_prob", "divergence"):
             value = getattr(values, name) if getattr(request, name) else None
             if value is not None:
-                if not bool(torch.isfinite(value).all()):
+                if not _all_finite(value):
                     raise FloatingPointError(f"{type(self).__name__}.{name} produced non-finite values")
                 if unbatched:
                     value = value[0]
             out[name] = value
         return FieldValues(**out)
+
+    def evaluate_unchecked(
+        self,
+        x: Tensor,
+        t: Tensor,
+        *,
+        velocity: bool = True,
+        score: bool = False,
+        log_prob: bool = False,
+        divergence: bool = False,
+    ) -> FieldValues:
+        """:meth:`evaluate` without its per-call checks, for solvers that validate once.
+
+        The caller guarantees what :meth:`evaluate` would check and convert: ``x`` a finite
+        tensor of shape ``(B, n)`` with the field's dtype and device, ``t`` a tensor of shape
+        ``(B,)`` of that dtype and device with entries in ``[0, 1]``. Results are not checked
+        for finiteness. Same values as :meth:`evaluate` on such inputs; entries not requested
+        are ``None``. Used by :func:`simulate.solvers.dopri5` inside its step loop (it checks
+        ``x``, ``t0``, ``t1`` once and rejects steps with non-finite stages).
+        """
+        request = _Request(velocity, score, log_prob, divergence)
+        values = self._evaluate(x, t, request)
+        return FieldValues(
+            velocity=values.velocity if velocity else None,
+            score=values.score if score else None,
+            log_prob=values.log_prob if log_prob else None,
+            divergence=values.divergence if divergence else None,
+        )
 
     # ------------------------------------------------------------------ validation
     def _prepare(self, x: Any, t: Any) -> tuple[Tensor, Tensor, bool]:
@@ -170,7 +211,7 @@ class VelocityField(abc.ABC):
             raise ValueError(f"x must have shape (B, n) or (n,), got {tuple(x.shape)}")
         if x.shape[1] != self._n:
             raise ValueError(f"x has dimension {x.shape[1]} but the field has n = {self._n}")
-        if not bool(torch.isfinite(x).all()):
+        if not _all_finite(x):
             raise ValueError("x must be finite")
         return x, self._prepare_t(t, x.shape[0], unbatched), unbatched
 
@@ -179,16 +220,22 @@ class VelocityField(abc.ABC):
             tt = t.to(dtype=self._dtype, device=self._device)
         else:
             try:
-                tt = torch.as_tensor(float(t), dtype=self._dtype, device=self._device)
+                tf = float(t)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"t must be a real number or a tensor, got {t!r}") from exc
+            if not 0.0 <= tf <= 1.0:  # also rejects NaN
+                raise ValueError("t must lie in [0, 1]")
+            # a Python float in [0, 1] stays in [0, 1] in any floating dtype
+            return torch.as_tensor(tf, dtype=self._dtype, device=self._device).expand(batch)
         if tt.ndim == 0:
             tt = tt.expand(batch)
         elif tt.ndim != 1 or tt.shape[0] != batch:
             shape = "(), (1,)" if unbatched else f"() or ({batch},)"
             raise ValueError(f"t must have shape {shape}, got {tuple(tt.shape)}")
-        if not bool(((tt >= 0) & (tt <= 1)).all()):
-            raise ValueError("t must lie in [0, 1]")
+        if tt.numel():
+            lo, hi = torch.aminmax(tt.detach())
+            if not (float(lo) >= 0.0 and float(hi) <= 1.0):  # NaN fails both
+                raise ValueError("t must lie in [0, 1]")
         return tt
 
     def __repr__(self) -> str:

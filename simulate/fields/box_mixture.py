@@ -167,7 +167,9 @@ class BoxMixture(MixtureField):
         """``s_t = sqrt(t^2 sigma^2 + (1 - t)^2)`` (THEORY.md section 6)."""
         return torch.sqrt(t * t * self._sigma**2 + (1.0 - t) ** 2)
 
-    def _component_terms(self, x: Tensor, t: Tensor, comps: slice, moments: bool) -> ComponentTerms:
+    def _component_terms(
+        self, x: Tensor, t: Tensor, comps: slice, request: _Request | None
+    ) -> ComponentTerms:
         mid = self._mid[comps]  # (mc, n)
         half = self._half[comps]
         s_t = self._s_t(t)  # (B,)
@@ -175,14 +177,18 @@ class BoxMixture(MixtureField):
         s3 = s_t[:, None, None]
         c = (t3 * mid - x[:, None, :]) / s3  # centre of the standardized interval
         h = (t / s_t)[:, None, None] * half  # half-width t (b - a) / (2 s_t)
-        st = interval_stats(c, h)
+        # log density only; + posterior means (velocity, score); + variances (divergence)
+        moments = 0 if request is None else (2 if request.divergence else 1)
+        st = interval_stats(c, h, moments=moments)
         log_p = st.log_mean_density.sum(dim=2) - self._n * torch.log(s_t)[:, None]
         log_weight = self._log_weights[comps] + log_p
-        if not moments:
+        if request is None:
             return ComponentTerms(log_weight)
         post_mean = mid + half * st.rel_mean  # E_i[y | x]
-        post_var = (half * half * st.rel_var).sum(dim=2)  # sum_d Var_i[y_d | x]
-        return ComponentTerms(log_weight, a=post_mean, b=None, c=post_var)
+        post_var = None
+        if request.divergence:
+            post_var = (half * half * st.rel_var).sum(dim=2)  # sum_d Var_i[y_d | x]
+        return ComponentTerms(log_weight, a=post_mean, c=post_var, b_is_a=True)
 
     def _finish(self, x: Tensor, t: Tensor, stats: PosteriorStats, request: _Request) -> FieldValues:
         s2 = (t * t * self._sigma**2 + (1.0 - t) ** 2)[:, None]  # s_t^2, (B, 1)

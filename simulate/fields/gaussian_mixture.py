@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._mixture import ComponentTerms, MixtureField, PosteriorStats
+from ._mixture import Affine, ComponentTerms, MixtureField, PosteriorStats
 from ._validation import as_param, resolve_device, resolve_dtype
 from .base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, _Request
 
@@ -81,6 +81,9 @@ class GaussianMixture(MixtureField):
         self._means = mu
         self._stds = s.contiguous()
         self._vars = self._stds * self._stds
+        # isotropic components (one s_i per component): S_i = t^2 s_i^2 + (1-t)^2 per (row, component)
+        iso = bool((self._stds == self._stds[:, :1]).all())
+        self._iso_vars = self._vars[:, 0].contiguous() if iso else None
         super().__init__(n, w, dtype, device, max_memory_bytes)
 
     # ------------------------------------------------------------------ properties
@@ -139,7 +142,11 @@ class GaussianMixture(MixtureField):
         return self._means[idx] + self._stds[idx] * z
 
     # ------------------------------------------------------------------ evaluation
-    def _component_terms(self, x: Tensor, t: Tensor, comps: slice, moments: bool) -> ComponentTerms:
+    def _component_terms(
+        self, x: Tensor, t: Tensor, comps: slice, request: _Request | None
+    ) -> ComponentTerms:
+        if self._iso_vars is not None:
+            return self._isotropic_terms(x, t, comps, request)
         mu = self._means[comps]  # (mc, n)
         var = self._vars[comps]
         t3 = t[:, None, None]
@@ -147,13 +154,56 @@ class GaussianMixture(MixtureField):
         r = x[:, None, :] - t3 * mu  # x - t mu_i
         log_p = -0.5 * (r * r / big_s + torch.log(big_s)).sum(dim=2) - 0.5 * self._n * _LOG_2PI
         log_weight = self._log_weights[comps] + log_p
-        if not moments:
+        if request is None:
             return ComponentTerms(log_weight)
-        k = (t3 * var - (1.0 - t3)) / big_s  # (t s_i^2 - (1-t)) / S_i
-        score = -r / big_s
-        # v_i - x = mu_i + k (x - t mu_i) - x = ((1-t)/S_i) (mu_i + (t s_i^2 + t - 2) x): exactly 0 at t = 1
-        vel_minus_x = ((1.0 - t3) / big_s) * (mu + (t3 * var + t3 - 2.0) * x[:, None, :])
-        return ComponentTerms(log_weight, a=score, b=vel_minus_x, c=k.sum(dim=2))
+        div = request.divergence
+        score = vel_minus_x = k_sum = None
+        if request.score or div:
+            score = -r / big_s
+        if request.velocity or div:
+            # v_i - x = mu_i + k (x - t mu_i) - x = ((1-t)/S_i) (mu_i + (t s_i^2 + t - 2) x): exactly 0 at t = 1
+            vel_minus_x = ((1.0 - t3) / big_s) * (mu + (t3 * var + t3 - 2.0) * x[:, None, :])
+        if div:
+            k_sum = ((t3 * var - (1.0 - t3)) / big_s).sum(dim=2)  # sum_d (t s_i^2 - (1-t)) / S_i
+        return ComponentTerms(log_weight, a=score, b=vel_minus_x, c=k_sum)
+
+    def _isotropic_terms(
+        self, x: Tensor, t: Tensor, comps: slice, request: _Request | None
+    ) -> ComponentTerms:
+        """Isotropic components (``s_i`` the same in every coordinate): ``S_i`` is per (row,
+        component), so ``log p`` needs only ``||x - t mu_i||^2`` from the ``(B, mc, n)`` tensors,
+        and the score / velocity terms, affine in ``(mu_i, x)`` with per-(row, component)
+        coefficients, are reduced in factored form (:class:`Affine`) unless the divergence's
+        co-moment needs them in full."""
+        mu = self._means[comps]  # (mc, n)
+        var = self._iso_vars[comps]  # (mc,)
+        n = self._n
+        t2 = t[:, None]
+        big_s = t2 * t2 * var + (1.0 - t2) ** 2  # S_i, (B, mc)
+        r = torch.addcmul(x[:, None, :], t[:, None, None], mu, value=-1.0)  # x - t mu_i, (B, mc, n)
+        d2 = torch.linalg.vector_norm(r, dim=2).square()  # ||x - t mu_i||^2, one pass over r
+        log_p = -0.5 * (d2 / big_s + n * torch.log(big_s)) - 0.5 * n * _LOG_2PI
+        log_weight = self._log_weights[comps] + log_p
+        if request is None:
+            return ComponentTerms(log_weight)
+        one_m_t = 1.0 - t2
+        if request.divergence:  # the co-moment needs the (B, mc, n) terms
+            s3 = big_s[:, :, None]
+            t3 = t[:, None, None]
+            score = -r / s3
+            vel_minus_x = ((1.0 - t3) / s3) * (mu + (t3 * var[:, None] + t3 - 2.0) * x[:, None, :])
+            k_sum = n * ((t2 * var - one_m_t) / big_s)
+            return ComponentTerms(log_weight, a=score, b=vel_minus_x, c=k_sum)
+        score = vel_minus_x = None
+        inv_s = 1.0 / big_s
+        if request.score:
+            # score_i = -(x - t mu_i) / S_i = (t / S_i) mu_i - (1 / S_i) x
+            score = Affine(t2 * inv_s, -inv_s, mu, x)
+        if request.velocity:
+            # v_i - x = ((1-t)/S_i) mu_i + ((1-t)(t s_i^2 + t - 2)/S_i) x: exactly 0 at t = 1
+            g = one_m_t * inv_s
+            vel_minus_x = Affine(g, g * (t2 * var + t2 - 2.0), mu, x)
+        return ComponentTerms(log_weight, a=score, b=vel_minus_x)
 
     def _finish(self, x: Tensor, t: Tensor, stats: PosteriorStats, request: _Request) -> FieldValues:
         div = None

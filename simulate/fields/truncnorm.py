@@ -33,12 +33,19 @@ Three regimes, chosen per element (``A = |c| + h``, the largest ``|z|`` on the i
    ``E[Z] = a + delta(a) - r Delta / (1 - r)``,
    ``Var[Z] = (V(a) - r V(b)) / (1 - r) - r Delta^2 / (1 - r)^2``,
    ``Delta = (b - a) + delta(b) - delta(a)``.
-   ``Q`` comes from ``erfcx``; ``delta`` and ``V`` from ``erfcx`` for ``x < 4`` and from
-   Laplace's continued fraction (depth 40) for ``x >= 4``, where the ``erfcx`` form of
-   ``V = 1 - lambda (lambda - x)`` would lose ``x^4`` ulps.
+   ``Q``, ``delta`` and ``V`` come from ``erfcx`` for ``x < 4`` and from Laplace's continued
+   fraction (depth 40) for ``x >= 4``, where the ``erfcx`` form of
+   ``V = 1 - lambda (lambda - x)`` would lose ``x^4`` ulps (there ``erfcx(x / sqrt 2) =
+   sqrt(2/pi) / lambda``; for ``a >= 4``, ``log(Q(b) / Q(a))`` is taken as
+   ``-log1p(Delta / lambda(a)) - (b^2 - a^2)/2``, free of the cancellation of two nearly
+   equal logarithms when ``b - a`` is small). Only ``log Q`` is needed for the density
+   alone (``moments=0``): then ``erfcx`` everywhere and no continued fraction.
 
 The branches are evaluated only on their own elements (gather / scatter), so gradients
-(autograd) are exact and free of the ``0 * inf`` NaNs of a plain ``torch.where``.
+(autograd) are exact and free of the ``0 * inf`` NaNs of a plain ``torch.where``. On the small
+tensors of an ODE solver's step the cost is the number of tensor operations, not the
+arithmetic, so the Gauss-Legendre nodes are one tensor axis, the two tail points ``a``, ``b``
+one stacked tensor, and the regimes' element counts come with one synchronisation.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ _SQRT_HALF = math.sqrt(0.5)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_HALF = math.log(0.5)
+_LOG_SQRT_2_OVER_PI = 0.5 * math.log(2.0 / math.pi)
 
 _gl_nodes, _gl_weights = np.polynomial.legendre.leggauss(8)
 _GL_POS = _gl_nodes > 0
@@ -79,148 +87,237 @@ _GL_S = tuple(float(v) for v in _gl_nodes[_GL_POS])  # 4 positive nodes
 _GL_W = tuple(float(v) for v in _gl_weights[_GL_POS])
 
 
-def _tail_continued_fraction(x: Tensor) -> tuple[Tensor, Tensor]:
+def _tail_continued_fraction(x: Tensor, variance: bool = True) -> tuple[Tensor, Tensor | None]:
     """``(delta(x), V(x))`` from Laplace's continued fraction, for ``x >= 4``.
 
     ``lambda(x) = phi/Q = x + 1/K_1``, ``K_j = x + (j + 1)/K_{j+1}`` (Laplace's continued
     fraction of the Mills ratio), evaluated backwards from depth ``_CF_DEPTH``. Then
     ``delta = 1/K_1`` and ``V = 1 - x delta - delta^2 = (x + 4/K_2 - 3/K_3) / (K_1^2 K_2)``:
     a sum of positive terms, free of the ``x^4``-ulp cancellation of ``1 - lambda delta``.
+    ``variance=False`` skips ``V`` (returned as ``None``).
+
+    One fused ``addcdiv`` per level (``K_j = x + (j + 1) * 1 / K_{j+1}``): the loop is
+    sequential in depth, so on the small tensors of a solver step its cost is the per-op
+    overhead, not the arithmetic.
     """
+    one = torch.ones((), dtype=x.dtype, device=x.device)
     k = x
     k2 = k3 = x
     for j in range(_CF_DEPTH, 0, -1):
-        k = x + (j + 1) / k
+        k = torch.addcdiv(x, one, k, value=j + 1)
         if j == 3:
             k3 = k
         elif j == 2:
             k2 = k
-    k1 = k
-    delta = 1.0 / k1
-    return delta, (x + 4.0 / k2 - 3.0 / k3) / (k1 * k1 * k2)
+    delta = torch.reciprocal(k)
+    if not variance:
+        return delta, None
+    return delta, (x + 4.0 / k2 - 3.0 / k3) / (k * k * k2)
 
 
 class IntervalStats(NamedTuple):
-    """Statistics of ``Z ~ N(0, 1)`` on ``[c - h, c + h]`` (see the module docstring)."""
+    """Statistics of ``Z ~ N(0, 1)`` on ``[c - h, c + h]`` (see the module docstring).
+
+    ``rel_mean`` / ``rel_var`` are ``None`` when not requested (``moments`` < 1 / < 2 in
+    :func:`interval_stats`).
+    """
 
     log_mean_density: Tensor
-    rel_mean: Tensor
-    rel_var: Tensor
+    rel_mean: Tensor | None
+    rel_var: Tensor | None
 
 
-def upper_tail_moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _check_moments(moments: int) -> int:
+    if moments not in (0, 1, 2):
+        raise ValueError(f"moments must be 0, 1 or 2, got {moments!r}")
+    return moments
+
+
+def upper_tail_moments(x: Tensor, *, moments: int = 2) -> tuple[Tensor, Tensor | None, Tensor | None]:
     r"""One-sided tail of the standard normal beyond ``x >= 0``.
 
     Returns ``(log erfcx(x/sqrt 2), delta(x), V(x))`` where ``Q(x) = erfcx(x/sqrt 2)
     exp(-x^2/2) / 2``, ``delta(x) = E[Z - x | Z > x] = lambda(x) - x`` and
     ``V(x) = Var[Z | Z > x] = 1 - lambda(x) delta(x)``, ``lambda = phi/Q`` the inverse Mills
     ratio. Accurate to a few ulps for all ``x >= 0`` (continued fraction for ``x >= 4``).
+    ``moments`` (0, 1, 2): how many of ``delta``, ``V`` to compute; the others are ``None``.
+
+    Where the continued fraction runs (``x >= 4``) it also gives
+    ``erfcx(x/sqrt 2) = sqrt(2/pi) / lambda = sqrt(2/pi) / (x + delta)``, so ``erfcx`` (the
+    costliest function here, ~10x a ``log``) is evaluated only on the elements below 4.
     """
-    ex = torch.special.erfcx(x * _SQRT_HALF)
-    log_ex = torch.log(ex)
+    moments = _check_moments(moments)
+    if moments == 0:
+        return torch.log(torch.special.erfcx(x * _SQRT_HALF)), None, None
+    variance = moments == 2
     small = x < TAIL_CF_THRESHOLD
-    if bool(small.all()):
+    n_small = int(small.sum())
+    if n_small == x.numel():
+        ex = torch.special.erfcx(x * _SQRT_HALF)
         lam = _SQRT_2_OVER_PI / ex
         delta = lam - x
-        return log_ex, delta, 1.0 - lam * delta
-    x_large = torch.where(small, torch.full_like(x, TAIL_CF_THRESHOLD), x)
-    delta_large, var_large = _tail_continued_fraction(x_large)
-    if not bool(small.any()):
-        return log_ex, delta_large, var_large
+        return torch.log(ex), delta, (1.0 - lam * delta) if variance else None
+    x_large = torch.where(small, TAIL_CF_THRESHOLD, x) if n_small else x
+    delta, var = _tail_continued_fraction(x_large, variance)
+    log_ex = _LOG_SQRT_2_OVER_PI - torch.log(x_large + delta)
+    if not n_small:
+        return log_ex, delta, var
+    # below the threshold: erfcx on those elements only, written over the others' values
+    flat_idx = small.reshape(-1).nonzero().squeeze(1)
+    xs = x.reshape(-1).index_select(0, flat_idx)
+    ex = torch.special.erfcx(xs * _SQRT_HALF)
     lam = _SQRT_2_OVER_PI / ex
-    delta_small = lam - x
-    var_small = 1.0 - lam * delta_small
-    return (
-        log_ex,
-        torch.where(small, delta_small, delta_large),
-        torch.where(small, var_small, var_large),
-    )
+    delta_small = lam - xs
+
+    def put(full: Tensor, part: Tensor) -> Tensor:
+        return full.reshape(-1).index_put((flat_idx,), part).reshape(full.shape)
+
+    log_ex = put(log_ex, torch.log(ex))
+    delta_out = put(delta, delta_small)
+    if not variance:
+        return log_ex, delta_out, None
+    return log_ex, delta_out, put(var, 1.0 - lam * delta_small)  # type: ignore[arg-type]
 
 
-def _narrow(c: Tensor, h: Tensor) -> IntervalStats:
-    """Gauss-Legendre in ``s = (z - c)/h`` for ``2 h (|c| + h) <= NARROW_THRESHOLD``."""
-    beta = c * h
-    gamma = 0.5 * h * h
-    d = torch.zeros_like(c)
-    first = torch.zeros_like(c)
-    second = torch.zeros_like(c)
-    for s, w in zip(_GL_S, _GL_W):
-        e = w * torch.exp(-gamma * (s * s))
-        bs = beta * s
-        ch = torch.cosh(bs)
-        d = d + e * ch
-        first = first - (e * s) * torch.sinh(bs)
-        second = second + (e * (s * s)) * ch
-    mean = first / d
-    var = second / d - mean * mean
-    log_density = -0.5 * c * c - _LOG_SQRT_2PI + torch.log(d)
+def _gl_constants(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(s, -s^2, w, -w s, w s^2)`` of the 4 positive Gauss-Legendre nodes, cached per dtype/device."""
+    key = (dtype, device)
+    consts = _GL_CACHE.get(key)
+    if consts is None:
+        s = torch.tensor(_GL_S, dtype=torch.float64)
+        w = torch.tensor(_GL_W, dtype=torch.float64)
+        consts = tuple(v.to(dtype=dtype, device=device) for v in (s, -s * s, w, -w * s, w * s * s))
+        _GL_CACHE[key] = consts
+    return consts  # type: ignore[return-value]
+
+
+_GL_CACHE: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
+
+
+def _narrow(c: Tensor, h: Tensor, moments: int = 2) -> IntervalStats:
+    """Gauss-Legendre in ``s = (z - c)/h`` for ``2 h (|c| + h) <= NARROW_THRESHOLD``.
+
+    ``phi(c + h s) = phi(c) exp(-c h s - h^2 s^2 / 2)``; the 8 nodes come in pairs ``+-s``, so
+    with ``e = exp(-h^2 s^2 / 2)``: ``D = sum_s w e cosh(c h s)`` (the mean of ``phi / phi(c)``),
+    ``E[s] D = -sum_s w s e sinh(c h s)``, ``E[s^2] D = sum_s w s^2 e cosh(c h s)``. The 4 node
+    terms are one trailing axis, summed by a matrix-vector product.
+    """
+    s, neg_s2, w, neg_ws, ws2 = _gl_constants(c.dtype, c.device)
+    e = torch.exp((0.5 * h * h)[..., None] * neg_s2)  # (..., 4)
+    bs = (c * h)[..., None] * s
+    e_cosh = e * torch.cosh(bs)
+    d = e_cosh @ w
+    log_density = torch.log(d) - (0.5 * c * c + _LOG_SQRT_2PI)
+    if moments == 0:
+        return IntervalStats(log_density, None, None)
+    mean = ((e * torch.sinh(bs)) @ neg_ws) / d
+    if moments == 1:
+        return IntervalStats(log_density, mean, None)
+    var = (e_cosh @ ws2) / d - mean * mean
     return IntervalStats(log_density, mean, var.clamp_min(0.0))
 
 
-def _straddling(c: Tensor, h: Tensor) -> IntervalStats:
+def _straddling(c: Tensor, h: Tensor, moments: int = 2) -> IntervalStats:
     """Classical formulas when ``lo < 0 < hi`` and the interval is not narrow (mass > 0.26)."""
     lo = c - h
     hi = c + h
     mass = torch.special.ndtr(hi) - torch.special.ndtr(lo)
+    log_density = torch.log(mass) - torch.log(2.0 * h)
+    if moments == 0:
+        return IntervalStats(log_density, None, None)
     p_lo = torch.exp(-0.5 * lo * lo - _LOG_SQRT_2PI)
     p_hi = torch.exp(-0.5 * hi * hi - _LOG_SQRT_2PI)
     ez = (p_lo - p_hi) / mass
+    rel_mean = (ez - c) / h
+    if moments == 1:
+        return IntervalStats(log_density, rel_mean, None)
     ez2 = 1.0 + (lo * p_lo - hi * p_hi) / mass
     var = (ez2 - ez * ez).clamp_min(0.0)
-    return IntervalStats(torch.log(mass) - torch.log(2.0 * h), (ez - c) / h, var / (h * h))
+    return IntervalStats(log_density, rel_mean, var / (h * h))
 
 
-def _one_tail(c: Tensor, h: Tensor) -> IntervalStats:
-    """Reflect to ``0 <= a < b`` and combine one-sided tail moments at ``a`` and ``b``."""
-    sign = torch.sign(c)  # c != 0 here: |c| >= h > 0
-    cp = c.abs()
+def _one_tail(c: Tensor, h: Tensor, moments: int = 2) -> IntervalStats:
+    """Reflect to ``0 <= a < b`` and combine one-sided tail moments at ``a`` and ``b``.
+
+    ``a`` and ``b`` go through :func:`upper_tail_moments` as one stacked tensor (one
+    continued-fraction pass instead of two). With the moments at hand and ``a >= 4`` (both on
+    the continued fraction, ``erfcx = sqrt(2/pi) / lambda``), ``log(erfcx(b) / erfcx(a))`` is
+    ``-log1p(Delta / lambda(a))`` with ``Delta = lambda(b) - lambda(a) = (b - a) + delta(b) -
+    delta(a)``: no cancellation between two nearly equal logarithms when ``b - a`` is small.
+    """
+    cp = c.abs()  # c != 0 here: |c| >= h > 0
     a = cp - h
-    b = cp + h
-    le_a, d_a, v_a = upper_tail_moments(a)
-    le_b, d_b, v_b = upper_tail_moments(b)
+    le, d, v = upper_tail_moments(torch.stack([a, cp + h]), moments=moments)
+    le_a, le_b = le[0], le[1]
+    if moments == 0:
+        log_ratio = le_b - le_a
+    else:
+        d_a, d_b = d[0], d[1]  # type: ignore[index]
+        big_delta = 2.0 * h + d_b - d_a
+        log_ratio = torch.where(
+            a >= TAIL_CF_THRESHOLD, -torch.log1p(big_delta / (a + d_a)), le_b - le_a
+        )
     # log r = log Q(b) - log Q(a), with (b^2 - a^2)/2 = 2 h c' computed without cancellation
-    log_r = le_b - le_a - 2.0 * h * cp
+    log_r = log_ratio - 2.0 * h * cp
     one_m_r = -torch.expm1(log_r)
-    r = torch.exp(log_r)
     log_mass = _LOG_HALF + le_a - 0.5 * a * a + torch.log(one_m_r)
-    big_delta = 2.0 * h + d_b - d_a
+    log_density = log_mass - torch.log(2.0 * h)
+    if moments == 0:
+        return IntervalStats(log_density, None, None)
+    r = torch.exp(log_r)
     q = r / one_m_r
     mean_minus_c = -h + d_a - q * big_delta
+    rel_mean = torch.sign(c) * mean_minus_c / h
+    if moments == 1:
+        return IntervalStats(log_density, rel_mean, None)
+    v_a, v_b = v[0], v[1]  # type: ignore[index]
     var = (v_a - r * v_b) / one_m_r - q * big_delta * big_delta / one_m_r
-    return IntervalStats(
-        log_mass - torch.log(2.0 * h), sign * mean_minus_c / h, var.clamp_min(0.0) / (h * h)
-    )
+    return IntervalStats(log_density, rel_mean, var.clamp_min(0.0) / (h * h))
 
 
-def interval_stats(center: Tensor, half_width: Tensor) -> IntervalStats:
+def interval_stats(center: Tensor, half_width: Tensor, *, moments: int = 2) -> IntervalStats:
     r"""Stable statistics of ``Z ~ N(0, 1)`` restricted to ``[center - h, center + h]``.
 
     Args:
         center: interval centres ``c`` (any shape, broadcast against ``half_width``).
         half_width: half-widths ``h >= 0`` (``h = 0`` is a point).
+        moments: ``2`` (default): all three statistics; ``1``: ``rel_var`` is ``None`` (not
+            computed); ``0``: only ``log_mean_density`` (the others ``None``). The values
+            computed do not depend on ``moments``.
 
     Returns:
         ``IntervalStats(log_mean_density, rel_mean, rel_var)``: ``log`` of the mean of
         ``phi`` over the interval, ``(E[Z] - c)/h`` and ``Var[Z]/h^2`` (with their ``h -> 0``
         limits ``log phi(c)``, ``0``, ``1/3`` at ``h = 0``). Differentiable in both inputs.
     """
+    moments = _check_moments(moments)
     c, h = torch.broadcast_tensors(center, half_width)
-    width_scale = 2.0 * h * (c.abs() + h)
-    narrow = width_scale <= NARROW_THRESHOLD
-    straddle = (~narrow) & (c.abs() < h)
+    ca = c.abs()
+    # 2 h (|c| + h) <= NARROW_THRESHOLD, written without the (exact) factor 2
+    narrow = h * (ca + h) <= 0.5 * NARROW_THRESHOLD
+    straddle = (ca < h) & ~narrow
     tail = ~(narrow | straddle)
-    parts = []
-    for mask, fn in ((narrow, _narrow), (straddle, _straddling), (tail, _one_tail)):
-        if bool(mask.all()):
-            return fn(c, h)
-        if bool(mask.any()):
-            parts.append((mask, fn(c[mask], h[mask])))
-    outs = []
+    # how many elements each regime has, with one synchronisation
+    counts = torch.stack([narrow.sum(), straddle.sum()]).tolist()
+    counts.append(c.numel() - counts[0] - counts[1])
+    regimes = [(mask, fn) for mask, fn, k in zip((narrow, straddle, tail), (_narrow, _straddling, _one_tail), counts) if k]
+    if len(regimes) <= 1:
+        fn = regimes[0][1] if regimes else _narrow  # (an empty input)
+        return fn(c, h, moments)
+    # each regime on its own elements (gather), then the results back in place (one gather
+    # through the inverse of the concatenated index lists)
+    cf, hf = c.reshape(-1), h.reshape(-1)
+    idx = [mask.reshape(-1).nonzero().squeeze(1) for mask, _ in regimes]
+    parts = [fn(cf.index_select(0, i), hf.index_select(0, i), moments) for (_, fn), i in zip(regimes, idx)]
+    perm = torch.cat(idx)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=perm.device)
+    outs: list[Tensor | None] = []
     for k in range(3):
-        out = torch.zeros_like(c)
-        for mask, stats in parts:
-            out = out.masked_scatter(mask, stats[k])
-        outs.append(out)
+        if k > moments:
+            outs.append(None)
+        else:
+            outs.append(torch.cat([st[k] for st in parts])[inv].reshape(c.shape))
     return IntervalStats(*outs)
 
 

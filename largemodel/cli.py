@@ -1,0 +1,144 @@
+"""``pfode largemodel study|gallery|train``: the reconstruction-instability study on real models.
+
+``study`` and ``gallery`` run under ``accelerate launch`` on several GPUs unchanged: images are
+split across processes, each writes its own records, the main process merges and summarises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="local diffusers model folder (SD3, SD3.5, FLUX, or trained here)")
+    p.add_argument("--images", type=Path, required=True, help="folder of images (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="study folder (records, figures, summary)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image subset and perturbations (default %(default)s)")
+    p.add_argument("--resolution", type=int, default=None, help="image side in pixels (default: the model's)")
+    p.add_argument("--dtype", default="auto", help="network dtype: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16, fp64")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: CUDA if available)")
+    p.add_argument("--offload", action="store_true", help="keep the VAE on the CPU except while it runs")
+    p.add_argument("--guidance", type=float, default=3.5, help="FLUX guidance-embedding value (default %(default)s)")
+    p.add_argument("--solver", choices=("euler", "heun"), default="euler", help="ODE solver (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16, help="rows per transformer call (default %(default)s)")
+    p.add_argument("--images-per-batch", type=int, default=1, help="images processed together (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    lm = groups.add_parser("largemodel", help="the study on real diffusion models (SD3, SD3.5, FLUX) or models trained here")
+    sub = lm.add_subparsers(dest="command", metavar="{study,gallery,train}", parser_class=type(lm))
+    sub.required = True
+
+    st = sub.add_parser("study", help="reconstruction error vs instability coefficient (Fig. 4c / A1)")
+    _add_model_arguments(st)
+    st.add_argument("--n-images", type=int, default=100, help="seeded random subset size (default %(default)s)")
+    st.add_argument("--steps", type=int, default=500, help="ODE steps each way (default %(default)s, as the paper)")
+    st.add_argument("--perturbations", type=int, default=8, help="K for the averaged coefficient mu_bar (default %(default)s)")
+    st.add_argument("--eps", type=float, default=1e-2, help="RMS perturbation size per coordinate (default %(default)s)")
+    st.add_argument("--jvp-directions", type=int, default=1, help="directions for lambda_G by JVP; 0 disables (default %(default)s)")
+    st.add_argument("--power-iters", type=int, default=0, help="power iterations for ||J_G||_2; 0 disables (default %(default)s)")
+    st.add_argument("--log-lambda", choices=("none", "hutchinson", "exact"), default="none",
+                    help="log Lambda_G in the inversion pass (default %(default)s)")
+    st.add_argument("--probes", type=int, default=1, help="Hutchinson probes per evaluation (default %(default)s)")
+    st.set_defaults(handler=_run_study)
+
+    ga = sub.add_parser("gallery", help="failure cases: original, reconstruction, difference (App. F)")
+    _add_model_arguments(ga)
+    ga.add_argument("--n-images", type=int, default=24, help="images to reconstruct (default %(default)s)")
+    ga.add_argument("--steps", type=int, default=100, help="ODE steps each way (default %(default)s, as App. F)")
+    ga.add_argument("--perturbations", type=int, default=4, help="K for mu_bar shown beside each case (default %(default)s)")
+    ga.add_argument("--eps", type=float, default=1e-2, help="RMS perturbation size (default %(default)s)")
+    ga.add_argument("--top", type=int, default=6, help="worst cases shown (default %(default)s)")
+    ga.set_defaults(handler=_run_gallery, jvp_directions=0, power_iters=0, log_lambda="none", probes=1)
+
+    tr = sub.add_parser("train", help="train a small flow-matching model on offline data (digits, faces, patches)")
+    from .train import add_train_arguments, run_train
+
+    add_train_arguments(tr)
+    tr.set_defaults(handler=run_train)
+
+
+def _distributed() -> tuple[int, int, Any]:
+    """(rank, world, accelerate state or None)."""
+    try:
+        from accelerate import PartialState
+    except ImportError:  # accelerate is optional: one process
+        return 0, 1, None
+    state = PartialState()
+    return state.process_index, state.num_processes, state
+
+
+def _study(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, Any]:
+    from .model import load_model
+    from .study import StudyConfig, items_from_folder, run_study, summarize
+
+    rank, world, state = _distributed()
+    device = args.device if args.device is not None else (str(state.device) if state is not None and world > 1 else None)
+    cfg = StudyConfig(
+        steps=args.steps, solver=args.solver, perturbations=args.perturbations, eps=args.eps,
+        jvp_directions=args.jvp_directions, power_iters=args.power_iters, log_lambda=args.log_lambda,
+        probes=args.probes, batch_size=args.batch_size, images_per_batch=args.images_per_batch, seed=args.seed,
+    )
+    if args.n_images < 1:
+        raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
+    model = load_model(args.model, device=device, dtype=args.dtype, offload=args.offload, guidance=args.guidance,
+                       resolution=args.resolution)
+    items = items_from_folder(args.images, args.n_images, args.seed, model.resolution, model.image_channels)
+    progress = not args.no_progress and sys.stderr.isatty() and rank == 0
+    run_study(model, items, args.out, cfg, model_id=str(args.model.resolve()), rank=rank, world=world, progress=progress)
+    if state is not None and world > 1:
+        state.wait_for_everyone()
+    summary = summarize(args.out, title=f"{model.family}: {args.model.name}") if rank == 0 else None
+    return args.out, summary, (model, items)
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    out, summary, _ = _study(args)
+    if summary is None:
+        return 0
+    main = summary["correlations"].get("mu_bar~mse_latent")
+    print(f"{summary['n_images']} images; median latent MSE {summary['medians'].get('mse_latent', float('nan')):.3g}, "
+          f"median mu_bar {summary['medians'].get('mu_bar', float('nan')):.3g}")
+    if main is not None:
+        lo, hi = main["spearman_ci"]
+        print(f"Spearman(mu_bar, error) = {main['spearman_rho']:.3f} [{lo:.3f}, {hi:.3f}], p = {main['spearman_p']:.2g}")
+    print(f"wrote {out / 'summary.json'}" + (f"\nwrote {summary['figure']}" if "figure" in summary else ""))
+    return 0
+
+
+def _run_gallery(args: argparse.Namespace) -> int:
+    from .images import load_image
+    from .plots import failure_gallery
+    from .study import _safe_name, load_records
+
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    out, summary, (model, items) = _study(args)
+    if summary is None:
+        return 0
+    meta = json.loads((out / "study.json").read_text())
+    records = sorted(load_records(out, meta["signature"]), key=lambda r: r["psnr"])[: args.top]
+    by_key = {it.key: it for it in items}
+    rows = []
+    for r in records:
+        if r["key"] not in by_key:
+            continue
+        recon = load_image(out / "recon" / (_safe_name(r["key"]) + ".png"), model.resolution, channels=model.image_channels)
+        numbers = {"PSNR": r["psnr"]}
+        if "mu_bar" in r:
+            numbers["mu_bar"] = r["mu_bar"]
+        rows.append({"name": r["key"], "original": by_key[r["key"]].load(), "reconstruction": recon, "numbers": numbers})
+    path = failure_gallery(rows, out / "gallery.png", title=f"worst reconstructions, {args.steps} steps ({args.solver})")
+    print(f"wrote {path}")
+    return 0
+
+
+def _json_default(o: Any) -> Any:  # pragma: no cover - debugging aid
+    return str(o)

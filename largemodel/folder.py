@@ -1,0 +1,208 @@
+"""Reading and writing local diffusers model folders, offline and safetensors only.
+
+A model folder is what ``DiffusionPipeline.save_pretrained`` writes: a ``model_index.json``
+naming the pipeline class and one sub-folder per component. The study needs the transformer,
+the scheduler config, the VAE (absent for pixel-space models trained by ``pfode largemodel
+train``) and the null-prompt conditioning, which is either computed once from the text encoders
+or read from ``null_prompt.safetensors`` (written by this module for models without encoders).
+
+Nothing here touches the network or runs code shipped with a model: classes come from diffusers
+itself, chosen by a fixed table, never from the folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+NULL_PROMPT_FILE = "null_prompt.safetensors"
+PFODE_META_FILE = "pfode_model.json"
+
+#: pipeline class in ``model_index.json`` -> (family, transformer class name)
+SUPPORTED_PIPELINES: dict[str, tuple[str, str]] = {
+    "StableDiffusion3Pipeline": ("sd3", "SD3Transformer2DModel"),
+    "StableDiffusion3Img2ImgPipeline": ("sd3", "SD3Transformer2DModel"),
+    "FluxPipeline": ("flux", "FluxTransformer2DModel"),
+    "FluxImg2ImgPipeline": ("flux", "FluxTransformer2DModel"),
+}
+
+
+class ModelFolderError(ValueError):
+    """A model folder is missing, malformed, unsupported or not loadable offline."""
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """What a model folder holds.
+
+    Attributes:
+        path: the folder.
+        pipeline_class: ``_class_name`` of ``model_index.json``.
+        family: ``"sd3"``, ``"sd3.5"`` or ``"flux"`` (SD3.5 is told from SD3 by its transformer
+            config: dual-attention layers (Medium) or q/k RMS-norm (Large)).
+        components: component name -> (library, class) for the components present.
+        transformer_config: the transformer's ``config.json``.
+        has_vae: whether a VAE is present (otherwise the model works in pixel space).
+        has_text_encoders: whether text encoders and tokenizers are present.
+        null_prompt_file: ``null_prompt.safetensors`` if the folder has one.
+        meta: ``pfode_model.json`` (written for models trained here), or ``{}``.
+    """
+
+    path: Path
+    pipeline_class: str
+    family: str
+    components: dict[str, tuple[str, str]]
+    transformer_config: dict[str, Any]
+    has_vae: bool
+    has_text_encoders: bool
+    null_prompt_file: Path | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelFolderError(f"{what}: {path} not found") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(f"{what}: cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{what}: {path} is not a JSON object")
+    return data
+
+
+def _has_safetensors(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors"))
+
+
+def family_of(pipeline_class: str, transformer_config: dict[str, Any]) -> str:
+    """Model family from the pipeline class and the transformer config (see ``FolderInfo``)."""
+    family = SUPPORTED_PIPELINES[pipeline_class][0]
+    if family == "sd3" and (transformer_config.get("dual_attention_layers") or transformer_config.get("qk_norm")):
+        return "sd3.5"
+    return family
+
+
+def inspect_folder(path: str | Path) -> FolderInfo:
+    """Check that ``path`` is a supported, complete, safetensors diffusers folder; describe it.
+
+    Raises:
+        ModelFolderError: not a folder, no ``model_index.json``, unsupported pipeline class,
+            missing transformer or scheduler, weights not in safetensors, or no way to get the
+            null-prompt conditioning (neither text encoders nor ``null_prompt.safetensors``).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise ModelFolderError(f"model folder {root} does not exist or is not a directory")
+    index = _read_json(root / "model_index.json", "not a diffusers model folder")
+    cls = index.get("_class_name")
+    if cls not in SUPPORTED_PIPELINES:
+        supported = ", ".join(sorted(SUPPORTED_PIPELINES))
+        raise ModelFolderError(f"unsupported model {cls!r} in {root} (supported: {supported})")
+    components = {
+        k: (v[0], v[1])
+        for k, v in index.items()
+        if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[0] is not None and v[1] is not None
+    }
+    expected_tf = SUPPORTED_PIPELINES[cls][1]
+    if components.get("transformer", (None, None))[1] != expected_tf:
+        raise ModelFolderError(f"{root}: model_index.json has no {expected_tf} transformer")
+    if "scheduler" not in components:
+        raise ModelFolderError(f"{root}: model_index.json has no scheduler")
+    for name in components:
+        if not (root / name).is_dir():
+            raise ModelFolderError(f"{root}: component folder {name}/ is missing")
+    for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+        if name in components and not _has_safetensors(root / name):
+            raise ModelFolderError(f"{root / name}: no .safetensors weights (only safetensors are loaded)")
+    tf_config = _read_json(root / "transformer" / "config.json", "transformer config")
+    _read_json(root / "scheduler" / "scheduler_config.json", "scheduler config")
+    encoders = [k for k in components if k.startswith("text_encoder")]
+    has_text = bool(encoders) and all(k.replace("text_encoder", "tokenizer") in components for k in encoders)
+    null_file = root / NULL_PROMPT_FILE
+    if not null_file.is_file():
+        null_file = None
+        if not has_text:
+            raise ModelFolderError(
+                f"{root}: no text encoders and no {NULL_PROMPT_FILE}: cannot form the null-prompt conditioning"
+            )
+    meta_path = root / PFODE_META_FILE
+    meta = _read_json(meta_path, "pfode model metadata") if meta_path.is_file() else {}
+    return FolderInfo(
+        path=root,
+        pipeline_class=cls,
+        family=family_of(cls, tf_config),
+        components=components,
+        transformer_config=tf_config,
+        has_vae="vae" in components,
+        has_text_encoders=has_text,
+        null_prompt_file=null_file,
+        meta=meta,
+    )
+
+
+def save_model_folder(
+    out: str | Path,
+    transformer: torch.nn.Module,
+    scheduler: Any,
+    *,
+    prompt_embeds: torch.Tensor,
+    pooled_prompt_embeds: torch.Tensor,
+    vae: torch.nn.Module | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a folder that ``largemodel.load_model`` (and diffusers) can load.
+
+    For models without text encoders: the null-prompt conditioning is stored as
+    ``null_prompt.safetensors`` (``prompt_embeds`` of shape ``(1, L, D)`` and
+    ``pooled_prompt_embeds`` of shape ``(1, P)``); text-encoder entries of ``model_index.json``
+    are null, as diffusers writes for absent optional components.
+
+    Args:
+        out: destination folder (created).
+        transformer: an ``SD3Transformer2DModel`` or ``FluxTransformer2DModel``.
+        scheduler: a ``FlowMatchEulerDiscreteScheduler``.
+        vae: optional ``AutoencoderKL``; without one the model works in pixel space.
+        meta: extra metadata (e.g. training data, resolution, channels) -> ``pfode_model.json``.
+    """
+    from safetensors.torch import save_file
+
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    tf_cls = type(transformer).__name__
+    pipelines = {v[1]: k for k, v in SUPPORTED_PIPELINES.items() if not k.endswith("Img2ImgPipeline")}
+    if tf_cls not in pipelines:
+        raise ModelFolderError(f"cannot save a {tf_cls}: expected one of {sorted(pipelines)}")
+    pipe_cls = pipelines[tf_cls]
+    import diffusers
+
+    index: dict[str, Any] = {"_class_name": pipe_cls, "_diffusers_version": diffusers.__version__}
+    null_entries = ["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
+    if pipe_cls.startswith("StableDiffusion3"):
+        null_entries += ["text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor"]
+    else:
+        null_entries += ["image_encoder", "feature_extractor"]
+    for name in null_entries:
+        index[name] = [None, None]
+    index["transformer"] = ["diffusers", tf_cls]
+    index["scheduler"] = ["diffusers", type(scheduler).__name__]
+    index["vae"] = ["diffusers", type(vae).__name__] if vae is not None else [None, None]
+    transformer.save_pretrained(root / "transformer", safe_serialization=True)
+    scheduler.save_pretrained(root / "scheduler")
+    if vae is not None:
+        vae.save_pretrained(root / "vae", safe_serialization=True)
+    save_file(
+        {
+            "prompt_embeds": prompt_embeds.detach().to("cpu", torch.float32).contiguous(),
+            "pooled_prompt_embeds": pooled_prompt_embeds.detach().to("cpu", torch.float32).contiguous(),
+        },
+        str(root / NULL_PROMPT_FILE),
+    )
+    (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    if meta is not None:
+        (root / PFODE_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return root

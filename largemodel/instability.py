@@ -1,0 +1,292 @@
+r"""Instability coefficients of a large model's generation map ``G`` (``THEORY.md`` sections 2, 4).
+
+``G`` is the discrete regeneration (Euler or Heun on the model's sigma grid, ``largemodel.ode``)
+and ``z`` is usually the inverted noise ``z~ = F~(x)`` of a real image. Latents have shape
+``(B, C, H, W)``, ``n = C H W``; every batch row is an independent sample (the transformer
+never mixes rows), so one batched call gives per-sample Jacobian-vector products.
+
+Three routes to the instability coefficient:
+
+1. the paper's estimator (App. E): ``mu_bar(z) = (1/K) sum_k ||G(z + D_k) - G(z)|| / ||D_k||``,
+   ``D_k = eps sqrt(n) d_k`` with ``d_k`` uniform on the unit sphere (``eps`` is the RMS size of
+   the perturbation per coordinate); the ``K`` perturbed regenerations are batched;
+2. ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` by forward-mode AD through the whole regeneration,
+   and ``||J_G(z)||_2`` by power iteration on ``J^T J`` (JVP, then VJP with per-step
+   checkpointing);
+3. ``log Lambda_G(z) = (1/n) log |det J_G(z)|`` in one inversion pass: Liouville,
+   ``log |det J_G(z)| = -int_0^1 div_x u(x_sigma, sigma) dsigma`` along the inversion path, with
+   the divergence by Hutchinson's estimator (or exactly, for small ``n``); Lemma D.1 then gives
+   the model's log-density ``log p_g(x) = log phi(z) - n log Lambda_G(z)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .model import math_attention
+from .ode import Velocity, _check_grid, _check_solver, generate
+
+__all__ = [
+    "unit_directions",
+    "averaged_instability",
+    "jvp_lambda",
+    "spectral_norm_G",
+    "log_lambda_one_pass",
+    "log_lambda_jacobian",
+    "log_standard_normal",
+]
+
+
+def _flat_norm(x: Tensor) -> Tensor:
+    return x.flatten(1).norm(dim=1)
+
+
+def unit_directions(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """``shape[0]`` directions uniform on the unit sphere of ``R^{prod(shape[1:])}``."""
+    d = torch.randn(shape, generator=generator, dtype=torch.float64).to(like.device, like.dtype)
+    return d / _flat_norm(d).view(-1, *([1] * (len(shape) - 1)))
+
+
+def log_standard_normal(z: Tensor) -> Tensor:
+    """``log phi(z)`` of ``N(0, I_n)`` per row, ``-(n/2) log 2 pi - ||z||^2 / 2`` (float64)."""
+    zf = z.flatten(1).to(torch.float64)
+    return -0.5 * zf.shape[1] * math.log(2 * math.pi) - 0.5 * (zf * zf).sum(1)
+
+
+def _batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int | None) -> Tensor:
+    if batch_size is None or x.shape[0] <= batch_size:
+        return fn(x)
+    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
+@torch.no_grad()
+def averaged_instability(
+    velocity: Velocity,
+    z: Tensor,
+    sigmas: Tensor,
+    *,
+    solver: str = "euler",
+    num_perturbations: int = 8,
+    eps: float = 1e-2,
+    generator: torch.Generator | None = None,
+    gz: Tensor | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    r"""The paper's averaged instability coefficient, per sample: ``mu`` of shape ``(B, K)``.
+
+    ``mu_k(z) = ||G(z + D_k) - G(z)|| / ||D_k||`` with ``||D_k|| = eps sqrt(n)``; the mean over
+    ``k`` is the paper's ``mu_bar``. All ``B K`` perturbed regenerations run through the model
+    as batches of ``batch_size`` rows (default: all at once).
+
+    Args:
+        z: inverted noises ``(B, C, H, W)``.
+        gz: ``G(z)`` if already computed (the reconstruction), saving one regeneration.
+    """
+    if int(num_perturbations) != num_perturbations or num_perturbations < 1:
+        raise ValueError(f"num_perturbations must be a positive integer, got {num_perturbations!r}")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    b, k = z.shape[0], int(num_perturbations)
+    n = z[0].numel()
+    d = unit_directions((b * k, *z.shape[1:]), generator, z)
+    size = eps * math.sqrt(n)
+    zp = z.repeat_interleave(k, dim=0) + size * d
+    run = lambda y: generate(velocity, y, sigmas, solver=solver)  # noqa: E731
+    if gz is None:
+        gz = _batched(run, z, batch_size)
+    gp = _batched(run, zp, batch_size)
+    diff = gp - gz.repeat_interleave(k, dim=0)
+    return (_flat_norm(diff.to(torch.float64)) / size).view(b, k)
+
+
+def _jvp_generate(velocity: Velocity, z: Tensor, tangents: Tensor, sigmas: Tensor, solver: str) -> tuple[Tensor, Tensor]:
+    with math_attention():
+        return torch.func.jvp(lambda y: generate(velocity, y, sigmas, solver=solver), (z,), (tangents,))
+
+
+@torch.no_grad()
+def jvp_lambda(
+    velocity: Velocity,
+    z: Tensor,
+    sigmas: Tensor,
+    directions: Tensor,
+    *,
+    solver: str = "euler",
+) -> Tensor:
+    r"""Intrinsic instability coefficients ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` (Def. 2.2).
+
+    Forward-mode AD through the whole regeneration, with the math attention kernel (the fused
+    kernels lack forward AD). The ``K`` directions of each sample are batched.
+
+    Args:
+        z: ``(B, C, H, W)``.
+        directions: ``(K, C, H, W)`` (the same ``K`` for every sample) or ``(B, K, C, H, W)``.
+
+    Returns:
+        ``(B, K)``.
+    """
+    b = z.shape[0]
+    if directions.ndim == z.ndim:
+        directions = directions.unsqueeze(0).expand(b, *directions.shape)
+    if directions.shape[0] != b or directions.shape[2:] != z.shape[1:]:
+        raise ValueError(f"directions of shape {tuple(directions.shape)} do not match z of shape {tuple(z.shape)}")
+    k = directions.shape[1]
+    u = directions.reshape(b * k, *z.shape[1:]).to(z.dtype)
+    _, ju = _jvp_generate(velocity, z.repeat_interleave(k, dim=0), u, sigmas, solver)
+    return (_flat_norm(ju.to(torch.float64)) / _flat_norm(u.to(torch.float64))).view(b, k)
+
+
+def spectral_norm_G(
+    velocity: Velocity,
+    z: Tensor,
+    sigmas: Tensor,
+    *,
+    solver: str = "euler",
+    iters: int = 10,
+    generator: torch.Generator | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""``||J_G(z)||_2`` per sample by power iteration on ``J^T J`` (JVP then VJP).
+
+    ``u <- J^T J u / ||J^T J u||``; the estimate ``||J u||`` increases to the largest singular
+    value. The VJP reuses one checkpointed graph of the regeneration (each step recomputed in
+    the backward pass), so memory stays at one step's activations plus the ``N`` step inputs.
+
+    Returns:
+        ``(estimate (B,), history (iters, B))``.
+    """
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    u = unit_directions(tuple(z.shape), generator, z)
+    zz = z.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), math_attention():
+        gz = generate(velocity, zz, sigmas, solver=solver, checkpoint=True)
+    history = []
+    est = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
+    for it in range(int(iters)):
+        with torch.no_grad():
+            _, ju = _jvp_generate(velocity, z.detach(), u, sigmas, solver)
+        est = _flat_norm(ju.to(torch.float64))
+        history.append(est)
+        w = ju / _flat_norm(ju).clamp_min(1e-30).view(-1, *([1] * (z.ndim - 1)))
+        with math_attention():
+            (jtw,) = torch.autograd.grad(gz, zz, grad_outputs=w, retain_graph=it + 1 < iters)
+        u = jtw / _flat_norm(jtw).clamp_min(1e-30).view(-1, *([1] * (z.ndim - 1)))
+        if progress is not None:
+            progress(it + 1, float(est.max()))
+    return est, torch.stack(history)
+
+
+def _velocity_and_divergence(
+    velocity: Velocity, x: Tensor, s: Tensor, probes: int, generator: torch.Generator | None, exact: bool, chunk: int
+) -> tuple[Tensor, Tensor]:
+    """``u(x, s)`` and ``div_x u(x, s)`` per row (Hutchinson with Rademacher probes, or exact)."""
+    b, shape = x.shape[0], x.shape[1:]
+    n = x[0].numel()
+    f = lambda y: velocity(y, s)  # noqa: E731
+    if exact:
+        u = None
+        trace = torch.zeros(b, dtype=torch.float64, device=x.device)
+        eye = torch.eye(n, dtype=x.dtype, device=x.device)
+        for start in range(0, n, chunk):
+            basis = eye[start : start + chunk]
+            m = basis.shape[0]
+            tangents = basis.unsqueeze(0).expand(b, m, n).reshape(b * m, *shape)
+            with math_attention():
+                out, jv = torch.func.jvp(f, (x.repeat_interleave(m, dim=0),), (tangents,))
+            if u is None:
+                u = out.view(b, m, *shape)[:, 0]
+            trace += (jv.reshape(b, m, n) * basis.unsqueeze(0)).sum((1, 2)).to(torch.float64)
+        assert u is not None
+        return u, trace
+    e = torch.randint(0, 2, (b * probes, *shape), generator=generator).to(x.device, x.dtype) * 2 - 1
+    with math_attention():
+        out, jv = torch.func.jvp(f, (x.repeat_interleave(probes, dim=0),), (e,))
+    div = (e * jv).flatten(1).sum(1).to(torch.float64).view(b, probes).mean(1)
+    return out.view(b, probes, *shape)[:, 0], div
+
+
+@torch.no_grad()
+def log_lambda_one_pass(
+    velocity: Velocity,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    solver: str = "euler",
+    probes: int = 1,
+    exact: bool = False,
+    chunk: int = 64,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    r"""Invert ``x`` and get ``log Lambda_G`` at the inverted noise in the same pass (Lemma D.1).
+
+    Along the inversion (sigma from 0 up to 1, the solver's own steps) accumulate
+    ``I = int_0^1 div_x u dsigma`` with the solver's quadrature (Euler: left point; Heun:
+    trapezoid over its two evaluations). Liouville gives ``log |det J_F~(x)| = I`` and so
+    ``log |det J_G(z)| = -I``; then ``log Lambda_G(z) = -I / n`` and
+    ``log p_g(x) = log phi(z) + I``.
+
+    Args:
+        probes: Rademacher probes per evaluation (Hutchinson); ignored when ``exact``.
+        exact: the divergence as the exact trace of ``du/dx`` (``n`` JVPs per evaluation, in
+            chunks of ``chunk`` basis vectors): small ``n`` only.
+
+    Returns:
+        dict with ``z`` (the inverted noise, as ``invert`` gives it), ``log_det_G``,
+        ``log_Lambda``, ``log_p_g``, ``z_norm2_over_n`` (all ``(B,)`` float64 except ``z``).
+    """
+    _check_solver(solver)
+    if probes < 1:
+        raise ValueError(f"probes must be >= 1, got {probes}")
+    sig = _check_grid(sigmas, decreasing=True).flip(0).to(x.device)
+    n = x[0].numel()
+    acc = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    vd = lambda y, s: _velocity_and_divergence(velocity, y, s, probes, generator, exact, chunk)  # noqa: E731
+    for i in range(sig.numel() - 1):
+        s0, s1 = sig[i], sig[i + 1]
+        h = float(s1 - s0)
+        u0, d0 = vd(x, s0)
+        if solver == "euler":
+            x = x + h * u0
+            acc += h * d0
+        else:
+            u1, d1 = vd(x + h * u0, s1)
+            x = x + 0.5 * h * (u0 + u1)
+            acc += 0.5 * h * (d0 + d1)
+    log_phi = log_standard_normal(x)
+    zf = x.flatten(1).to(torch.float64)
+    return {
+        "z": x,
+        "log_det_G": -acc,
+        "log_Lambda": -acc / n,
+        "log_p_g": log_phi + acc,
+        "z_norm2_over_n": (zf * zf).sum(1) / n,
+    }
+
+
+@torch.no_grad()
+def log_lambda_jacobian(
+    velocity: Velocity, z: Tensor, sigmas: Tensor, *, solver: str = "euler", chunk: int = 64
+) -> Tensor:
+    r"""``log Lambda_G(z) = (1/n) log |det J_G(z)|`` from the full Jacobian (forward-mode AD).
+
+    ``n`` JVPs through the whole regeneration, in batches of ``chunk`` basis vectors, then
+    ``slogdet``: small ``n`` only (the reference for the one-pass estimate).
+    """
+    b, shape = z.shape[0], z.shape[1:]
+    n = z[0].numel()
+    eye = torch.eye(n, dtype=z.dtype, device=z.device)
+    cols = []
+    for start in range(0, n, chunk):
+        basis = eye[start : start + chunk]
+        m = basis.shape[0]
+        tangents = basis.unsqueeze(0).expand(b, m, n).reshape(b * m, *shape)
+        _, jv = _jvp_generate(velocity, z.repeat_interleave(m, dim=0), tangents, sigmas, solver)
+        cols.append(jv.reshape(b, m, n))
+    jac = torch.cat(cols, dim=1).transpose(1, 2).to(torch.float64)  # (B, n, n): column j = J e_j
+    return torch.linalg.slogdet(jac).logabsdet / n
+

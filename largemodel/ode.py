@@ -1,0 +1,120 @@
+r"""Euler and Heun on a model's sigma grid: regeneration ``G`` and inversion ``F``.
+
+With ``dx/dsigma = u(x, sigma)`` (``THEORY.md`` section 1), a solver walks a grid
+``s_0, s_1, ..., s_N``:
+
+- Euler: ``x_{i+1} = x_i + (s_{i+1} - s_i) u(x_i, s_i)``;
+- Heun:  ``x' = x_i + h u(x_i, s_i)``, ``x_{i+1} = x_i + h (u(x_i, s_i) + u(x', s_{i+1})) / 2``,
+  ``h = s_{i+1} - s_i``.
+
+Generation walks the grid from ``sigma = 1`` (noise) down to ``0`` (image); inversion walks the
+same grid reversed, from ``0`` up to ``1`` (the naive "DDIM-style" inversion of the paper). Both
+share one signature, ``(velocity, x, sigmas) -> x``, where ``velocity(x, sigma)`` is e.g.
+``FlowModel.velocity``.
+
+``checkpoint=True`` recomputes each step's activations in the backward pass
+(``torch.utils.checkpoint``), so reverse-mode AD through a 500-step regeneration of a large
+transformer holds one step's activations at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+Velocity = Callable[[Tensor, Tensor], Tensor]
+Progress = Callable[[int, int], None] | None
+
+__all__ = ["SOLVERS", "euler_step", "heun_step", "solve", "generate", "invert", "nfe_per_step"]
+
+
+def euler_step(velocity: Velocity, x: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
+    """One explicit Euler step ``x + (s1 - s0) u(x, s0)``."""
+    return x + (s1 - s0).to(x.dtype) * velocity(x, s0)
+
+
+def heun_step(velocity: Velocity, x: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
+    """One Heun (explicit trapezoid) step."""
+    h = (s1 - s0).to(x.dtype)
+    u0 = velocity(x, s0)
+    u1 = velocity(x + h * u0, s1)
+    return x + 0.5 * h * (u0 + u1)
+
+
+SOLVERS: dict[str, Callable[[Velocity, Tensor, Tensor, Tensor], Tensor]] = {"euler": euler_step, "heun": heun_step}
+
+
+def nfe_per_step(solver: str) -> int:
+    """Network evaluations per step (1 for Euler, 2 for Heun)."""
+    return {"euler": 1, "heun": 2}[_check_solver(solver)]
+
+
+def _check_solver(solver: str) -> str:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
+    return solver
+
+
+def _check_grid(sigmas: Tensor, decreasing: bool) -> Tensor:
+    sig = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+    if sig.numel() < 2:
+        raise ValueError(f"sigmas needs at least two values, got {sig.numel()}")
+    if not bool(torch.isfinite(sig).all()) or float(sig.min()) < 0.0 or float(sig.max()) > 1.0:
+        raise ValueError("sigmas must be finite and lie in [0, 1]")
+    d = sig.diff()
+    if decreasing and not bool((d < 0).all()):
+        raise ValueError("generation needs a strictly decreasing sigma grid (noise at sigma = 1 to data at 0)")
+    if not decreasing and not bool((d > 0).all()):
+        raise ValueError("inversion needs a strictly increasing sigma grid (data at sigma = 0 to noise at 1)")
+    return sig
+
+
+def solve(
+    velocity: Velocity,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    solver: str = "euler",
+    checkpoint: bool = False,
+    progress: Progress = None,
+) -> Tensor:
+    """Integrate ``dx/dsigma = u`` along ``sigmas`` in the given order (no direction check).
+
+    Args:
+        velocity: ``u(x, sigma)`` for latents ``x`` of shape ``(B, ...)``.
+        x: the initial state.
+        sigmas: the grid, walked from ``sigmas[0]`` to ``sigmas[-1]``.
+        solver: ``"euler"`` or ``"heun"``.
+        checkpoint: recompute each step in the backward pass (reverse-mode AD through many
+            steps of a large model).
+        progress: called as ``progress(step, total)`` after each step.
+    """
+    step = SOLVERS[_check_solver(solver)]
+    sig = torch.as_tensor(sigmas, dtype=torch.float64).to(x.device)
+    total = sig.numel() - 1
+    for i in range(total):
+        s0, s1 = sig[i], sig[i + 1]
+        if checkpoint and torch.is_grad_enabled():
+            x = _checkpoint(step, velocity, x, s0, s1, use_reentrant=False)
+        else:
+            x = step(velocity, x, s0, s1)
+        if progress is not None:
+            progress(i + 1, total)
+    return x
+
+
+def generate(velocity: Velocity, z: Tensor, sigmas: Tensor, *, solver: str = "euler", **kwargs: object) -> Tensor:
+    """The generation map ``G``: from noise ``z`` at ``sigmas[0] ~ 1`` down to ``sigma = 0``.
+
+    ``sigmas`` is the model's grid as ``FlowModel.sigmas`` returns it (decreasing).
+    """
+    return solve(velocity, z, _check_grid(sigmas, decreasing=True), solver=solver, **kwargs)  # type: ignore[arg-type]
+
+
+def invert(velocity: Velocity, x: Tensor, sigmas: Tensor, *, solver: str = "euler", **kwargs: object) -> Tensor:
+    """The numerical inversion ``F~``: the same (decreasing) grid walked from ``0`` up to ``1``."""
+    sig = _check_grid(sigmas, decreasing=True).flip(0)
+    return solve(velocity, x, sig, solver=solver, **kwargs)  # type: ignore[arg-type]
