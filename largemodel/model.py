@@ -296,9 +296,10 @@ def load_model(
         vae = AutoencoderKL.from_pretrained(info.path, subfolder="vae", **common) if info.has_vae else None
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelFolderError(f"{info.path}: cannot load weights: {exc}") from None
-    transformer.to(dev).eval().requires_grad_(False)
+    # an explicit cast: without accelerate, diffusers can leave some parameters in the saved dtype
+    transformer.to(device=dev, dtype=dt).eval().requires_grad_(False)
     if vae is not None:
-        vae.to("cpu" if offload else dev).eval().requires_grad_(False)
+        vae.to(device="cpu" if offload else dev, dtype=dt).eval().requires_grad_(False)
     if info.null_prompt_file is not None:
         tensors = load_file(str(info.null_prompt_file))
         if {"prompt_embeds", "pooled_prompt_embeds"} - tensors.keys():
