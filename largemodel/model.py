@@ -254,6 +254,22 @@ def _null_prompt_from_encoders(info: FolderInfo, device: torch.device, dtype: to
     return embeds, pooled
 
 
+def _cast(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Move ``module`` to ``device`` and its floating tensors to ``dtype``, in place.
+
+    Tensors of the submodules the class keeps in float32 (``_keep_in_fp32_modules``, as
+    diffusers' own loader does) stay as loaded. Parameters are cast one by one rather than by
+    ``module.to(dtype)``, which diffusers warns about for exactly that reason.
+    """
+    module.to(device=device)
+    keep = tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
+    with torch.no_grad():
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            if tensor.is_floating_point() and tensor.dtype != dtype and not any(k in name.split(".") for k in keep):
+                tensor.data = tensor.data.to(dtype)
+    return module
+
+
 def load_model(
     path: str | Path,
     *,
@@ -297,9 +313,9 @@ def load_model(
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelFolderError(f"{info.path}: cannot load weights: {exc}") from None
     # an explicit cast: without accelerate, diffusers can leave some parameters in the saved dtype
-    transformer.to(device=dev, dtype=dt).eval().requires_grad_(False)
+    _cast(transformer, dev, dt).eval().requires_grad_(False)
     if vae is not None:
-        vae.to(device="cpu" if offload else dev, dtype=dt).eval().requires_grad_(False)
+        _cast(vae, torch.device("cpu") if offload else dev, dt).eval().requires_grad_(False)
     if info.null_prompt_file is not None:
         tensors = load_file(str(info.null_prompt_file))
         if {"prompt_embeds", "pooled_prompt_embeds"} - tensors.keys():

@@ -72,6 +72,23 @@ def test_folder_errors(folders, tmp_path):
         inspect_folder(bad)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_load_casts_every_tensor_quietly(folders, family, dtype, caplog):
+    """Every floating parameter and buffer (transformer and VAE) ends in the asked dtype, and
+    diffusers logs no warning about the cast."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        m = load_model(folders[(family, True)], device="cpu", dtype=dtype)
+    for module in (m.transformer, m.vae):
+        wrong = [n for n, t in [*module.named_parameters(), *module.named_buffers()]
+                 if t.is_floating_point() and t.dtype != dtype]
+        assert not wrong, wrong[:5]
+    assert m.prompt_embeds.dtype == dtype
+    assert not [r for r in caplog.records if "float32" in r.getMessage()]
+
+
 def test_bad_resolution_and_dtype(folders):
     with pytest.raises(ValueError, match="resolution must be a positive multiple of 4"):
         load_model(folders[("sd3", True)], device="cpu", resolution=18)
