@@ -89,6 +89,26 @@ def test_load_casts_every_tensor_quietly(folders, family, dtype, caplog):
     assert not [r for r in caplog.records if "float32" in r.getMessage()]
 
 
+def test_cast_keeps_fp32_modules():
+    """``_keep_in_fp32_modules`` (diffusers' convention) stays float32; everything else is cast."""
+    from largemodel.model import _cast
+
+    class Net(torch.nn.Module):
+        _keep_in_fp32_modules = ["norm"]
+
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(3, 3)
+            self.norm = torch.nn.LayerNorm(3)
+            self.register_buffer("scale", torch.ones(3))
+            self.register_buffer("index", torch.arange(3))
+
+    net = _cast(Net(), torch.device("cpu"), torch.bfloat16)
+    assert net.proj.weight.dtype == net.proj.bias.dtype == net.scale.dtype == torch.bfloat16
+    assert net.norm.weight.dtype == net.norm.bias.dtype == torch.float32
+    assert net.index.dtype == torch.int64
+
+
 def test_bad_resolution_and_dtype(folders):
     with pytest.raises(ValueError, match="resolution must be a positive multiple of 4"):
         load_model(folders[("sd3", True)], device="cpu", resolution=18)
