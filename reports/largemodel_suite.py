@@ -62,11 +62,15 @@ def _heldout_items(folder: Path, n: int) -> list:
     return [ImageItem(f"heldout{i:04d}", (lambda i=i: held[i])) for i in range(held.shape[0])]
 
 
-def _study(model_dir: Path, items: list, out: Path, cfg: Any, *, user: bool = False) -> dict[str, Any]:
+def _study(model_dir: Path, items: list, out: Path, cfg: Any, *, model: Any = None) -> dict[str, Any]:
+    """Run (or resume) a study of ``items`` and summarise it. ``model``: the user's model, already
+    loaded (its images are saved); ``None``: a model trained here, loaded on the CPU in float32."""
     from largemodel.model import load_model
     from largemodel.study import run_study, summarize
 
-    model = load_model(model_dir, device="cpu" if not user else None, dtype="float32" if not user else "auto")
+    user = model is not None
+    if not user:
+        model = load_model(model_dir, device="cpu", dtype="float32")
     run_study(model, items, out, cfg, model_id=str(model_dir), progress=False, save_images=user)
     return summarize(out, title=f"{model_dir.name}")
 
@@ -211,11 +215,11 @@ def _run(
         step(f"largemodel: study on {model}")
         from largemodel.model import load_model
 
-        m = load_model(model)
+        m = load_model(model)  # loaded once: a real model folder takes minutes
         user_cfg = StudyConfig(steps=scale["steps"], perturbations=8, eps=1e-2, jvp_directions=0)
         items = items_from_folder(images, scale["user_images"], 0, m.resolution, m.image_channels)
+        user = _study(Path(model), items, root / "study-user", user_cfg, model=m)
         del m
-        user = _study(Path(model), items, root / "study-user", user_cfg, user=True)
         data["study_user"] = {"model": str(model), **user}
         user_fig = "largemodel/study-user/scatter_mu_vs_error.png" if "figure" in user else None
         fig4c = _fig4c_verdict(user["correlations"]["mu_bar~mse_latent"], f"{Path(model).name}", False, user_fig)

@@ -70,6 +70,10 @@ def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], fresh: b
     return rows, data
 
 
+def _not_selected(suite: str) -> str:
+    return f"the {suite} suite was not selected (run with --suites {','.join(SUITES)})"
+
+
 def _merge(verdicts: dict[str, Verdict], v: Verdict, suite: str) -> None:
     """Add a suite's row: measured verdicts replace bound-level ones (whose evidence is kept);
     supplements add evidence to the row of their claim."""
@@ -79,8 +83,9 @@ def _merge(verdicts: dict[str, Verdict], v: Verdict, suite: str) -> None:
     if v.status == SUPPLEMENT:
         note = f" Large-model suite: {v.evidence}"
         if previous is None:
-            verdicts[v.claim_id] = Verdict(v.claim_id, "not run: simulate suite not selected", v.key_number,
-                                           note.strip(), figures=list(v.figures))
+            row = not_run(v.claim_id, _not_selected("simulate"))
+            row.key_number, row.evidence, row.figures = v.key_number, note.strip(), list(v.figures)
+            verdicts[v.claim_id] = row
         else:
             previous.evidence += note
             previous.figures += [f for f in v.figures if f not in previous.figures]
@@ -149,7 +154,7 @@ def run_report(
     for claim_id, _text, _section in CLAIMS:
         if claim_id not in verdicts:
             owner = "largemodel" if claim_id == "fig4c" else "simulate"
-            verdicts[claim_id] = not_run(claim_id, f"the {owner} suite was not selected (--suites {','.join(SUITES)})")
+            verdicts[claim_id] = not_run(claim_id, _not_selected(owner))
     meta = {
         "run": out_dir.name,
         "mode": mode,
