@@ -25,7 +25,9 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: CUDA if available)")
     p.add_argument("--offload", action="store_true", help="keep the VAE on the CPU except while it runs")
     p.add_argument("--guidance", type=float, default=3.5, help="FLUX guidance-embedding value (default %(default)s)")
-    p.add_argument("--solver", choices=("euler", "heun"), default="euler", help="ODE solver (default %(default)s)")
+    p.add_argument("--solver", choices=("euler", "heun", "heun-diffusers"), default="euler",
+                   help="ODE solver: euler; heun (Heun on all N steps, 2N evaluations); heun-diffusers "
+                        "(FlowMatchHeunDiscreteScheduler: Euler on the last step, 2N-1) (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="rows per transformer call (default %(default)s)")
     p.add_argument("--images-per-batch", type=int, default=1, help="images processed together (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -33,7 +35,7 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(groups: argparse._SubParsersAction) -> None:
     lm = groups.add_parser("largemodel", help="the study on real diffusion models (SD3, SD3.5, FLUX) or models trained here")
-    sub = lm.add_subparsers(dest="command", metavar="{study,gallery,train}", parser_class=type(lm))
+    sub = lm.add_subparsers(dest="command", metavar="{study,gallery,train,rank,explain}", parser_class=type(lm))
     sub.required = True
 
     st = sub.add_parser("study", help="reconstruction error vs instability coefficient (Fig. 4c / A1)")
@@ -47,6 +49,12 @@ def register(groups: argparse._SubParsersAction) -> None:
     st.add_argument("--log-lambda", choices=("none", "hutchinson", "exact"), default="none",
                     help="log Lambda_G in the inversion pass (default %(default)s)")
     st.add_argument("--probes", type=int, default=1, help="Hutchinson probes per evaluation (default %(default)s)")
+    st.add_argument("--lambda-method", choices=("auto", "jvp", "fd"), default="auto",
+                    help="lambda_G by forward-mode AD (jvp) or central differences batched with the mu_bar rows (fd); "
+                         "auto = fd on CUDA, jvp elsewhere (default %(default)s)")
+    st.add_argument("--plan", nargs="?", const="device", default=None, metavar="GB",
+                    help="print the cost plan (FLOPs, time and peak memory per estimator) and exit; GB = device memory "
+                         "to plan for (default: this CUDA device's). --model may name sd3.5-medium, sd3.5-large, flux.1-dev")
     st.set_defaults(handler=_run_study)
 
     ga = sub.add_parser("gallery", help="failure cases: original, reconstruction, difference (App. F)")
@@ -56,13 +64,22 @@ def register(groups: argparse._SubParsersAction) -> None:
     ga.add_argument("--perturbations", type=int, default=4, help="K for mu_bar shown beside each case (default %(default)s)")
     ga.add_argument("--eps", type=float, default=1e-2, help="RMS perturbation size (default %(default)s)")
     ga.add_argument("--top", type=int, default=6, help="worst cases shown (default %(default)s)")
-    ga.set_defaults(handler=_run_gallery, jvp_directions=0, power_iters=0, log_lambda="none", probes=1)
+    ga.set_defaults(handler=_run_gallery, jvp_directions=0, power_iters=0, log_lambda="none", probes=1,
+                    lambda_method="auto", plan=None)
 
     tr = sub.add_parser("train", help="train a small flow-matching model on offline data (digits, faces, patches)")
     from .train import add_train_arguments, run_train
 
     add_train_arguments(tr)
     tr.set_defaults(handler=run_train)
+
+    from .rank import add_rank_parser
+
+    add_rank_parser(sub)
+
+    from .explain_cli import add_explain_parser
+
+    add_explain_parser(sub)
 
 
 def _distributed() -> tuple[int, int, Any]:
@@ -77,19 +94,18 @@ def _distributed() -> tuple[int, int, Any]:
 
 def _study(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, Any]:
     from .model import load_model
-    from .study import StudyConfig, items_from_folder, run_study, summarize
+    from .study import items_from_folder, run_study, summarize
 
     rank, world, state = _distributed()
     device = args.device if args.device is not None else (str(state.device) if state is not None and world > 1 else None)
-    cfg = StudyConfig(
-        steps=args.steps, solver=args.solver, perturbations=args.perturbations, eps=args.eps,
-        jvp_directions=args.jvp_directions, power_iters=args.power_iters, log_lambda=args.log_lambda,
-        probes=args.probes, batch_size=args.batch_size, images_per_batch=args.images_per_batch, seed=args.seed,
-    )
+    cfg = _study_config(args)
     if args.n_images < 1:
         raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
+    from .plan import check_before_run
+
+    check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=device)
     model = load_model(args.model, device=device, dtype=args.dtype, offload=args.offload, guidance=args.guidance,
-                       resolution=args.resolution)
+                       resolution=args.resolution, null_prompt_cache=args.out)
     items = items_from_folder(args.images, args.n_images, args.seed, model.resolution, model.image_channels)
     progress = not args.no_progress and sys.stderr.isatty() and rank == 0
     run_study(model, items, args.out, cfg, model_id=str(args.model.resolve()), rank=rank, world=world, progress=progress)
@@ -99,7 +115,38 @@ def _study(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, Any]:
     return args.out, summary, (model, items)
 
 
+def _study_config(args: argparse.Namespace) -> Any:
+    from .study import StudyConfig
+
+    return StudyConfig(
+        steps=args.steps, solver=args.solver, perturbations=args.perturbations, eps=args.eps,
+        jvp_directions=args.jvp_directions, power_iters=args.power_iters, log_lambda=args.log_lambda,
+        lambda_method=args.lambda_method, probes=args.probes, batch_size=args.batch_size,
+        images_per_batch=args.images_per_batch, seed=args.seed,
+    )
+
+
+def _print_plan(args: argparse.Namespace) -> int:
+    from .plan import device_memory, format_plan, study_plan
+
+    if args.plan == "device":
+        dev_bytes = device_memory(args.device)
+    else:
+        try:
+            dev_bytes = float(args.plan) * 1e9
+        except ValueError:
+            raise ValueError(f"--plan takes a device memory in GB, got {args.plan!r}") from None
+        if not dev_bytes > 0:
+            raise ValueError(f"--plan GB must be positive, got {args.plan!r}")
+    plan = study_plan(args.model, _study_config(args), resolution=args.resolution, dtype=args.dtype,
+                      device_bytes=dev_bytes, lambda_method=args.lambda_method)
+    print(format_plan(plan))
+    return 0
+
+
 def _run_study(args: argparse.Namespace) -> int:
+    if args.plan is not None:
+        return _print_plan(args)
     out, summary, _ = _study(args)
     if summary is None:
         return 0
@@ -116,7 +163,7 @@ def _run_study(args: argparse.Namespace) -> int:
 def _run_gallery(args: argparse.Namespace) -> int:
     from .images import load_image
     from .plots import failure_gallery
-    from .study import _safe_name, load_records
+    from .study import load_records, recon_path
 
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
@@ -124,13 +171,13 @@ def _run_gallery(args: argparse.Namespace) -> int:
     if summary is None:
         return 0
     meta = json.loads((out / "study.json").read_text())
-    records = sorted(load_records(out, meta["signature"]), key=lambda r: r["psnr"])[: args.top]
+    records = sorted(load_records(out, meta["signature"], keys=meta.get("keys")), key=lambda r: r["psnr"])[: args.top]
     by_key = {it.key: it for it in items}
     rows = []
     for r in records:
         if r["key"] not in by_key:
             continue
-        recon = load_image(out / "recon" / (_safe_name(r["key"]) + ".png"), model.resolution, channels=model.image_channels)
+        recon = load_image(recon_path(out, r["record_key"]), model.resolution, channels=model.image_channels)
         numbers = {"PSNR": r["psnr"]}
         if "mu_bar" in r:
             numbers["mu_bar"] = r["mu_bar"]

@@ -13,6 +13,7 @@ itself, chosen by a fixed table, never from the folder.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,83 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _has_safetensors(folder: Path) -> bool:
-    return any(folder.glob("*.safetensors"))
+#: weight files diffusers (transformer, VAE) and transformers (text encoders) load, unsharded or sharded
+_WEIGHT_FILES = {
+    "diffusers": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
+    "transformers": ("model.safetensors", "model.safetensors.index.json"),
+}
+
+#: pickle weight files we refuse to load (they can run code)
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+#: scheduler settings the sigma grid is built from (``FlowModel.sigmas``)
+SCHEDULER_KEYS: tuple[str, ...] = ("num_train_timesteps", "shift")
+DYNAMIC_SHIFT_KEYS: tuple[str, ...] = ("base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len")
+
+
+def _check_weights(folder: Path, library: str) -> None:
+    """Refuse a component folder without the safetensors weights its library loads, with our
+    own message (before diffusers looks, so its log lines never reach the user)."""
+    names = _WEIGHT_FILES[library]
+    if any((folder / n).is_file() for n in names):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelFolderError(f"{folder}: weights only in pickle format ({pickles[0]}); pfode loads safetensors "
+                               f"only (pickle files can run code): convert them to {names[0]}")
+    others = sorted(p.name for p in folder.glob("*.safetensors"))
+    found = f" (found {others[0]}; variants are not loaded: rename it)" if others else ""
+    raise ModelFolderError(f"{folder}: no {names[0]} (only safetensors weights are loaded){found}")
+
+
+def check_scheduler_config(config: dict[str, Any], path: Path) -> None:
+    """Refuse a scheduler config that lacks what the sigma grid needs.
+
+    A flow-matching scheduler config must give ``num_train_timesteps`` (a positive integer) and
+    ``shift`` (a positive finite number), and, with ``use_dynamic_shifting``, the four dynamic
+    shift settings; its ``_class_name``, when present, must be ``FlowMatchEulerDiscreteScheduler``.
+    Without this check diffusers would fill the gaps with its defaults, silently changing the
+    schedule (a ``{}`` config would give shift 1).
+
+    Raises:
+        ModelFolderError: naming ``path`` and the first missing or bad setting.
+    """
+    cls = config.get("_class_name", "FlowMatchEulerDiscreteScheduler")
+    if cls != "FlowMatchEulerDiscreteScheduler":
+        raise ModelFolderError(f"scheduler config {path}: {cls!r} is not a flow-matching scheduler "
+                               "(expected FlowMatchEulerDiscreteScheduler)")
+    needed = SCHEDULER_KEYS + (DYNAMIC_SHIFT_KEYS if config.get("use_dynamic_shifting") else ())
+    missing = [k for k in needed if k not in config]
+    if missing:
+        raise ModelFolderError(f"scheduler config {path} lacks {', '.join(missing)}")
+    for key in needed:
+        value = config[key]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if key in ("num_train_timesteps", "base_image_seq_len", "max_image_seq_len"):
+            ok = ok and float(value).is_integer()
+        if not ok:
+            raise ModelFolderError(f"scheduler config {path}: {key} must be a positive "
+                                   f"{'integer' if 'len' in key or 'timesteps' in key else 'number'}, got {value!r}")
+    if config.get("use_dynamic_shifting") and config["max_image_seq_len"] <= config["base_image_seq_len"]:
+        raise ModelFolderError(f"scheduler config {path}: max_image_seq_len must exceed base_image_seq_len")
+
+
+def check_null_prompt(path: Path) -> None:
+    """Refuse a ``null_prompt.safetensors`` that cannot be read or lacks the two tensors
+    (``prompt_embeds`` ``(1, L, D)``, ``pooled_prompt_embeds`` ``(1, P)``), naming the file."""
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: one message naming the file
+        why = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFolderError(f"{path}: not a readable safetensors file ({why})") from None
+    shapes = {"prompt_embeds": 3, "pooled_prompt_embeds": 2}
+    for key, ndim in shapes.items():
+        t = tensors.get(key)
+        if t is None or t.ndim != ndim or t.shape[0] != 1 or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            raise ModelFolderError(f"{path}: needs finite float tensors prompt_embeds (1, L, D) and "
+                                   f"pooled_prompt_embeds (1, P); {key} is missing or malformed")
 
 
 def family_of(pipeline_class: str, transformer_config: dict[str, Any]) -> str:
@@ -92,8 +168,11 @@ def inspect_folder(path: str | Path) -> FolderInfo:
 
     Raises:
         ModelFolderError: not a folder, no ``model_index.json``, unsupported pipeline class,
-            missing transformer or scheduler, weights not in safetensors, or no way to get the
-            null-prompt conditioning (neither text encoders nor ``null_prompt.safetensors``).
+            missing transformer or scheduler, weights not in safetensors (pickle-only folders are
+            refused here, before diffusers looks), a scheduler config lacking what the sigma grid
+            needs (``check_scheduler_config``), an unreadable ``null_prompt.safetensors``
+            (``check_null_prompt``), or no way to get the null-prompt conditioning (neither text
+            encoders nor ``null_prompt.safetensors``).
     """
     root = Path(path)
     if not root.is_dir():
@@ -116,15 +195,21 @@ def inspect_folder(path: str | Path) -> FolderInfo:
     for name in components:
         if not (root / name).is_dir():
             raise ModelFolderError(f"{root}: component folder {name}/ is missing")
-    for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
-        if name in components and not _has_safetensors(root / name):
-            raise ModelFolderError(f"{root / name}: no .safetensors weights (only safetensors are loaded)")
+    for name in ("transformer", "vae"):
+        if name in components:
+            _check_weights(root / name, "diffusers")
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        if name in components:
+            _check_weights(root / name, "transformers")
     tf_config = _read_json(root / "transformer" / "config.json", "transformer config")
-    _read_json(root / "scheduler" / "scheduler_config.json", "scheduler config")
+    sched_path = root / "scheduler" / "scheduler_config.json"
+    check_scheduler_config(_read_json(sched_path, "scheduler config"), sched_path)
     encoders = [k for k in components if k.startswith("text_encoder")]
     has_text = bool(encoders) and all(k.replace("text_encoder", "tokenizer") in components for k in encoders)
     null_file = root / NULL_PROMPT_FILE
-    if not null_file.is_file():
+    if null_file.is_file():
+        check_null_prompt(null_file)
+    else:
         null_file = None
         if not has_text:
             raise ModelFolderError(

@@ -4,13 +4,15 @@ Everything is offline: images are read from disk with Pillow, centre-cropped to 
 resized to the model's resolution, and returned as ``(C, R, R)`` float32 tensors in ``[-1, 1]``
 (the range the diffusers VAEs and the pixel-space models of this package expect).
 
-Subsets are chosen by a seeded permutation of the sorted file list, so that the same seed and
-folder always give the same images, and the subset of ``n`` images is a prefix of the subset of
-any larger ``n``: a study extended from 50 to 200 images reuses its first 50.
+Subsets are chosen by a seeded hash ranking of the file names, so that the same seed and folder
+always give the same images, the subset of ``n`` images is a prefix of the subset of any larger
+``n`` (a study extended from 50 to 200 images reuses its first 50), and removing an unreadable
+file does not shift the others.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -55,20 +57,23 @@ def list_images(folder: str | Path, *, extensions: Iterable[str] = IMAGE_EXTENSI
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def select_images(paths: Sequence[str | Path], n: int, seed: int) -> list[Path]:
-    """A seeded random subset of ``n`` images, stable under extension.
+def select_images(paths: Sequence[str | Path], n: int, seed: int, *, root: str | Path | None = None) -> list[Path]:
+    """A seeded random subset of ``n`` images, stable under extension and under removal of others.
 
-    The paths are sorted first, then permuted by ``numpy.random.default_rng(seed)``; the first
-    ``n`` of that permutation are returned (in permutation order). Hence the same seed and the same
-    set of paths give the same subset, and ``select_images(p, n, s)`` is a prefix of
-    ``select_images(p, m, s)`` for ``m > n``. Adding or removing files in the folder changes the
-    permutation, so a study should keep its folder fixed.
+    Each path gets the rank ``sha256(f"{seed}:{name}")``, where ``name`` is its path relative to
+    ``root`` (as given when ``root`` is ``None``); the ``n`` paths of lowest rank are returned,
+    lowest first. Hence the same seed and the same set of paths give the same subset,
+    ``select_images(p, n, s)`` is a prefix of ``select_images(p, m, s)`` for ``m > n``, and
+    adding or removing a file never changes the order of the others: a corrupt file that is
+    skipped, then deleted, leaves the rest of the subset as it was (its place goes to the next
+    image), and the subset does not depend on where the folder is mounted when ``root`` is given.
 
     Args:
         paths: candidate images (e.g. from :func:`list_images`); order does not matter.
         n: how many to pick. If ``n`` exceeds ``len(paths)``, all of them are returned (in the
             seeded order) rather than raising, so "up to n images" works on small folders.
-        seed: seed of the permutation.
+        seed: seed of the ranking.
+        root: the folder the names are taken relative to (default: the paths as given).
 
     Returns:
         The chosen paths.
@@ -81,8 +86,25 @@ def select_images(paths: Sequence[str | Path], n: int, seed: int) -> list[Path]:
     ordered = sorted(Path(p) for p in paths)
     if not ordered:
         raise ValueError("no images to select from")
-    order = np.random.default_rng(seed).permutation(len(ordered))
-    return [ordered[i] for i in order[: min(n, len(ordered))]]
+    base = Path(root) if root is not None else None
+
+    def rank(p: Path) -> tuple[str, str]:
+        name = p.relative_to(base).as_posix() if base is not None else p.as_posix()
+        return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest(), name
+
+    return sorted(ordered, key=rank)[: min(n, len(ordered))]
+
+
+def file_digest(path: str | Path) -> str | None:
+    """SHA-256 of a file's bytes (hex), or ``None`` if the file cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def center_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
@@ -110,7 +132,8 @@ def load_image(path: str | Path, resolution: int, channels: int = 3) -> torch.Te
 
     Raises:
         ValueError: for a bad ``resolution`` or ``channels``, or if the file cannot be read as an
-            image (missing, corrupt, truncated, unsupported): "cannot read image <path>: ...".
+            image (missing, corrupt, truncated, unsupported, or a float image holding NaN or inf
+            pixels): "cannot read image <path>: ...".
     """
     if resolution <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
@@ -121,8 +144,8 @@ def load_image(path: str | Path, resolution: int, channels: int = 3) -> torch.Te
         with Image.open(path) as img:
             img.load()
             square = _prepare(img, "RGB" if channels == 3 else "L", resolution)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - whatever a decoder raises on a damaged file
+        raise ValueError(f"cannot read image {path}: {err or type(err).__name__}") from err
     array = np.asarray(square, dtype=np.float32)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -143,6 +166,8 @@ def _to_mode(img: Image.Image, mode: str) -> Image.Image:
     """Convert to 8-bit ``"RGB"`` or ``"L"``: alpha onto white, wide integer/float modes rescaled."""
     if img.mode in _WIDE_MODES:
         wide = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(wide).all():
+            raise ValueError("non-finite pixel values (NaN or inf); pfode reads only finite images")
         img = Image.fromarray(np.clip(np.rint(wide / _full_scale(wide, img.mode) * 255.0), 0, 255).astype(np.uint8))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")

@@ -1,4 +1,4 @@
-r"""Instability coefficients of a large model's generation map ``G`` (``THEORY.md`` sections 2, 4).
+r"""Instability coefficients of a large model's generation map ``G`` (docs/theory.md §10.4).
 
 ``G`` is the discrete regeneration (Euler or Heun on the model's sigma grid, ``largemodel.ode``)
 and ``z`` is usually the inverted noise ``z~ = F~(x)`` of a real image. Latents have shape
@@ -10,9 +10,12 @@ Three routes to the instability coefficient:
 1. the paper's estimator (App. E): ``mu_bar(z) = (1/K) sum_k ||G(z + D_k) - G(z)|| / ||D_k||``,
    ``D_k = eps sqrt(n) d_k`` with ``d_k`` uniform on the unit sphere (``eps`` is the RMS size of
    the perturbation per coordinate); the ``K`` perturbed regenerations are batched;
-2. ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` by forward-mode AD through the whole regeneration,
-   and ``||J_G(z)||_2`` by power iteration on ``J^T J`` (JVP, then VJP with per-step
-   checkpointing);
+2. ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` by forward-mode AD through the whole regeneration
+   (``jvp_lambda``, rows chunked by ``batch_size``) or by central differences along the same
+   directions (``fd_lambda``: plain forward rows, batchable with the ``mu_bar`` rows, on the
+   fused attention kernels; the default on GPU), and ``||J_G(z)||_2`` by power iteration on
+   ``J^T J`` (JVP under the math attention kernel, then VJP with per-step checkpointing under
+   the default kernels: the reverse pass does not need the math kernel);
 3. ``log Lambda_G(z) = (1/n) log |det J_G(z)|`` in one inversion pass: Liouville,
    ``log |det J_G(z)| = -int_0^1 div_x u(x_sigma, sigma) dsigma`` along the inversion path, with
    the divergence by Hutchinson's estimator (or exactly, for small ``n``); Lemma D.1 then gives
@@ -28,17 +31,38 @@ import torch
 from torch import Tensor
 
 from .model import math_attention
-from .ode import Velocity, _check_grid, _check_solver, generate
+from .ode import Velocity, _check_grid, _check_solver, generate, nfe_per_map
 
 __all__ = [
+    "EXACT_LOG_LAMBDA_MAX_DIM",
+    "check_exact_dim",
     "unit_directions",
     "averaged_instability",
     "jvp_lambda",
+    "fd_lambda",
+    "fd_rows",
+    "fd_lambda_from_outputs",
     "spectral_norm_G",
     "log_lambda_one_pass",
     "log_lambda_jacobian",
     "log_standard_normal",
 ]
+
+
+#: largest ``n`` for which the exact divergence / Jacobian (``n`` JVPs per evaluation) is allowed
+EXACT_LOG_LAMBDA_MAX_DIM = 4096
+
+
+def check_exact_dim(n: int, evaluations: int | None = None) -> None:
+    """Refuse ``--log-lambda exact`` above ``EXACT_LOG_LAMBDA_MAX_DIM`` dimensions, naming the cost."""
+    if n > EXACT_LOG_LAMBDA_MAX_DIM:
+        cost = f"{n:,} JVP rows per network evaluation"
+        if evaluations is not None:
+            cost += f", {n * evaluations:,} per image"
+        raise ValueError(
+            f"--log-lambda exact needs the full trace: {cost}; refused above n = {EXACT_LOG_LAMBDA_MAX_DIM:,} "
+            "dimensions (use --log-lambda hutchinson)"
+        )
 
 
 def _flat_norm(x: Tensor) -> Tensor:
@@ -116,11 +140,13 @@ def jvp_lambda(
     directions: Tensor,
     *,
     solver: str = "euler",
+    batch_size: int | None = None,
 ) -> Tensor:
     r"""Intrinsic instability coefficients ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` (Def. 2.2).
 
     Forward-mode AD through the whole regeneration, with the math attention kernel (the fused
-    kernels lack forward AD). The ``K`` directions of each sample are batched.
+    kernels lack forward AD). The ``B K`` (sample, direction) rows go through the model in
+    chunks of ``batch_size`` rows (default: all at once).
 
     Args:
         z: ``(B, C, H, W)``.
@@ -134,10 +160,70 @@ def jvp_lambda(
         directions = directions.unsqueeze(0).expand(b, *directions.shape)
     if directions.shape[0] != b or directions.shape[2:] != z.shape[1:]:
         raise ValueError(f"directions of shape {tuple(directions.shape)} do not match z of shape {tuple(z.shape)}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     k = directions.shape[1]
     u = directions.reshape(b * k, *z.shape[1:]).to(z.dtype)
-    _, ju = _jvp_generate(velocity, z.repeat_interleave(k, dim=0), u, sigmas, solver)
+    zr = z.repeat_interleave(k, dim=0)
+    step = zr.shape[0] if batch_size is None else int(batch_size)
+    ju = torch.cat(
+        [_jvp_generate(velocity, zr[i : i + step], u[i : i + step], sigmas, solver)[1] for i in range(0, zr.shape[0], step)]
+    )
     return (_flat_norm(ju.to(torch.float64)) / _flat_norm(u.to(torch.float64))).view(b, k)
+
+
+def fd_rows(z: Tensor, directions: Tensor, h: float) -> Tensor:
+    r"""The ``2 B K`` inputs of central differences: rows ``z_b + h u_bk`` then ``z_b - h u_bk``
+    for each (sample, direction), interleaved as ``(b, k, +), (b, k, -)``.
+
+    ``directions``: ``(B, K, C, H, W)`` unit vectors (or ``(K, C, H, W)`` shared by all samples).
+    """
+    b = z.shape[0]
+    if directions.ndim == z.ndim:
+        directions = directions.unsqueeze(0).expand(b, *directions.shape)
+    if directions.shape[0] != b or directions.shape[2:] != z.shape[1:]:
+        raise ValueError(f"directions of shape {tuple(directions.shape)} do not match z of shape {tuple(z.shape)}")
+    k = directions.shape[1]
+    u = directions.to(z.dtype) / _flat_norm(directions.reshape(b * k, -1).to(z.dtype)).view(b, k, *([1] * (z.ndim - 1)))
+    zr = z.unsqueeze(1)
+    return torch.stack([zr + h * u, zr - h * u], dim=2).reshape(b * k * 2, *z.shape[1:])
+
+
+def fd_lambda_from_outputs(outputs: Tensor, h: float, b: int, k: int) -> Tensor:
+    r"""``lambda_G(z, u) ~ ||G(z + h u) - G(z - h u)|| / (2 h)`` from the regenerated ``fd_rows``."""
+    pairs = outputs.to(torch.float64).reshape(b * k, 2, -1)
+    return ((pairs[:, 0] - pairs[:, 1]).norm(dim=1) / (2.0 * h)).view(b, k)
+
+
+@torch.no_grad()
+def fd_lambda(
+    velocity: Velocity,
+    z: Tensor,
+    sigmas: Tensor,
+    directions: Tensor,
+    *,
+    solver: str = "euler",
+    eps: float = 1e-2,
+    batch_size: int | None = None,
+) -> Tensor:
+    r"""``lambda_G(z, u)`` (Def. 2.2) by central differences along the given directions.
+
+    ``lambda_G(z, u) = ||J_G(z) u|| = ||G(z + h u) - G(z - h u)|| / (2 h) + O(h^2)`` for unit
+    ``u``, with ``h = eps sqrt(n)`` (``eps`` the RMS step per coordinate, as for ``mu_bar``).
+    Two plain regenerations per direction, no forward-mode AD: they run on the fused attention
+    kernels and batch with the ``mu_bar`` rows (``fd_rows`` / ``fd_lambda_from_outputs``).
+
+    Returns:
+        ``(B, K)``, same shapes as ``jvp_lambda``.
+    """
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"--eps must be a positive finite number, got {eps!r}")
+    b = z.shape[0]
+    k = directions.shape[1] if directions.ndim == z.ndim + 1 else directions.shape[0]
+    h = eps * math.sqrt(z[0].numel())
+    rows = fd_rows(z, directions, h)
+    out = _batched(lambda y: generate(velocity, y, sigmas, solver=solver), rows, batch_size)
+    return fd_lambda_from_outputs(out, h, b, k)
 
 
 def spectral_norm_G(
@@ -155,6 +241,8 @@ def spectral_norm_G(
     ``u <- J^T J u / ||J^T J u||``; the estimate ``||J u||`` increases to the largest singular
     value. The VJP reuses one checkpointed graph of the regeneration (each step recomputed in
     the backward pass), so memory stays at one step's activations plus the ``N`` step inputs.
+    Only the JVP runs under the math attention kernel (forward-mode AD needs it); the graph and
+    the VJP use the default (fused) kernels, which save no ``L x L`` attention probabilities.
 
     Returns:
         ``(estimate (B,), history (iters, B))``.
@@ -163,7 +251,7 @@ def spectral_norm_G(
         raise ValueError(f"iters must be >= 1, got {iters}")
     u = unit_directions(tuple(z.shape), generator, z)
     zz = z.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), math_attention():
+    with torch.enable_grad():
         gz = generate(velocity, zz, sigmas, solver=solver, checkpoint=True)
     history = []
     est = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
@@ -173,8 +261,7 @@ def spectral_norm_G(
         est = _flat_norm(ju.to(torch.float64))
         history.append(est)
         w = ju / _flat_norm(ju).clamp_min(1e-30).view(-1, *([1] * (z.ndim - 1)))
-        with math_attention():
-            (jtw,) = torch.autograd.grad(gz, zz, grad_outputs=w, retain_graph=it + 1 < iters)
+        (jtw,) = torch.autograd.grad(gz, zz, grad_outputs=w, retain_graph=it + 1 < iters)
         u = jtw / _flat_norm(jtw).clamp_min(1e-30).view(-1, *([1] * (z.ndim - 1)))
         if progress is not None:
             progress(it + 1, float(est.max()))
@@ -226,7 +313,7 @@ def log_lambda_one_pass(
 
     Along the inversion (sigma from 0 up to 1, the solver's own steps) accumulate
     ``I = int_0^1 div_x u dsigma`` with the solver's quadrature (Euler: left point; Heun:
-    trapezoid over its two evaluations). Liouville gives ``log |det J_F~(x)| = I`` and so
+    trapezoid over its two evaluations; ``heun-diffusers``: left point on its Euler step). Liouville gives ``log |det J_F~(x)| = I`` and so
     ``log |det J_G(z)| = -I``; then ``log Lambda_G(z) = -I / n`` and
     ``log p_g(x) = log phi(z) + I``.
 
@@ -244,13 +331,15 @@ def log_lambda_one_pass(
         raise ValueError(f"probes must be >= 1, got {probes}")
     sig = _check_grid(sigmas, decreasing=True).flip(0).to(x.device)
     n = x[0].numel()
+    if exact:
+        check_exact_dim(n, evaluations=nfe_per_map(solver, sig.numel() - 1))
     acc = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     vd = lambda y, s: _velocity_and_divergence(velocity, y, s, probes, generator, exact, chunk)  # noqa: E731
     for i in range(sig.numel() - 1):
         s0, s1 = sig[i], sig[i + 1]
         h = float(s1 - s0)
         u0, d0 = vd(x, s0)
-        if solver == "euler":
+        if solver == "euler" or (solver == "heun-diffusers" and float(s0) == 0.0):
             x = x + h * u0
             acc += h * d0
         else:
@@ -279,6 +368,7 @@ def log_lambda_jacobian(
     """
     b, shape = z.shape[0], z.shape[1:]
     n = z[0].numel()
+    check_exact_dim(n)
     eye = torch.eye(n, dtype=z.dtype, device=z.device)
     cols = []
     for start in range(0, n, chunk):

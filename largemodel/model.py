@@ -1,6 +1,6 @@
 r"""A loaded flow-matching model as the velocity field of its probability-flow ODE.
 
-Convention (``THEORY.md`` section 1, diffusers / SD3 / FLUX): ``x_sigma = (1 - sigma) x1 +
+Convention (docs/theory.md §1.2, diffusers / SD3 / FLUX): ``x_sigma = (1 - sigma) x1 +
 sigma x0`` with ``x1`` the (latent) image and ``x0 ~ N(0, I)``; the transformer predicts
 ``u(x, sigma) = x0 - x1`` so that ``dx/dsigma = u`` and, with ``t = 1 - sigma``,
 ``v(x, t) = -u(x, 1 - t)``. The model is always conditioned on the *null* prompt, with no
@@ -24,7 +24,10 @@ from torch import Tensor
 
 from .folder import FolderInfo, ModelFolderError, inspect_folder
 
-__all__ = ["FlowModel", "load_model", "math_attention"]
+__all__ = ["FlowModel", "load_model", "math_attention", "NULL_PROMPT_CACHE_NAME"]
+
+#: file name of the cached null-prompt embeddings inside a ``null_prompt_cache`` folder
+NULL_PROMPT_CACHE_NAME = "null_prompt_cache.safetensors"
 
 
 @contextlib.contextmanager
@@ -142,6 +145,18 @@ class FlowModel:
         return sig
 
     # ---- the field ------------------------------------------------------------------------
+    def timestep(self, sigma: Tensor) -> Tensor:
+        """The ``timestep`` argument the family's diffusers pipeline feeds the transformer at ``sigma``.
+
+        Both pipelines take ``t = 1000 sigma`` from the scheduler in float32. SD3 / SD3.5
+        (``StableDiffusion3Pipeline``) pass ``t`` as it is, float32 whatever the model's dtype
+        (``1000 sigma`` rounded to bf16 would merge neighbouring steps of a 500-step grid);
+        FLUX (``FluxPipeline``) casts ``t`` to the latents' dtype (the model's) and divides by
+        1000 in that dtype.
+        """
+        t = 1000.0 * torch.as_tensor(sigma, dtype=torch.float32, device=self.device)
+        return t.to(self.dtype) / 1000 if self.family == "flux" else t
+
     def _cond(self, batch: int) -> tuple[Tensor, Tensor]:
         e = self.prompt_embeds.expand(batch, *self.prompt_embeds.shape[1:])
         p = self.pooled_prompt_embeds.expand(batch, *self.pooled_prompt_embeds.shape[1:])
@@ -174,7 +189,7 @@ class FlowModel:
                 guidance = torch.full((b,), float(self.guidance), device=self.device, dtype=torch.float32)
             out = self.transformer(
                 hidden_states=packed,
-                timestep=sig.to(self.dtype),
+                timestep=self.timestep(sig),
                 guidance=guidance,
                 pooled_projections=pooled,
                 encoder_hidden_states=enc,
@@ -186,7 +201,7 @@ class FlowModel:
         else:
             out = self.transformer(
                 hidden_states=h,
-                timestep=(1000.0 * sig).to(self.dtype),
+                timestep=self.timestep(sig),
                 encoder_hidden_states=enc,
                 pooled_projections=pooled,
                 return_dict=False,
@@ -231,15 +246,43 @@ class FlowModel:
         return img.to(self.state_dtype).clamp(-1, 1)
 
 
+def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``dtype=`` where this diffusers reads it (it deprecates ``torch_dtype=``), else ``torch_dtype=``."""
+    try:
+        from diffusers.utils import deprecation_utils
+
+        has_dtype = hasattr(deprecation_utils, "_resolve_dtype")
+    except ImportError:  # older diffusers: torch_dtype only
+        has_dtype = False
+    return {"dtype": dtype} if has_dtype else {"torch_dtype": dtype}
+
+
+def _load_kwargs(dtype: torch.dtype) -> dict[str, Any]:
+    """Offline, safetensors-only ``from_pretrained`` options, every default diffusers would warn
+    about set explicitly: ``low_cpu_mem_usage`` only where ``accelerate`` is installed (without
+    it diffusers prints a "Cannot initialize model with low cpu memory usage" notice)."""
+    import importlib.util
+
+    return {"local_files_only": True, "use_safetensors": True,
+            "low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None, **_dtype_kwargs(dtype)}
+
+
+def _free_device_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _null_prompt_from_encoders(info: FolderInfo, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Encode the empty prompt once with the folder's own text encoders, then drop them."""
+    """Encode the empty prompt once with the folder's own text encoders, then drop them (the
+    returned tensors are on the CPU and the encoders' memory is released before returning)."""
     import diffusers
 
     pipe_cls = getattr(diffusers, info.pipeline_class)
     try:
-        pipe = pipe_cls.from_pretrained(
-            info.path, transformer=None, vae=None, local_files_only=True, use_safetensors=True, torch_dtype=dtype
-        )
+        pipe = pipe_cls.from_pretrained(info.path, transformer=None, vae=None, **_load_kwargs(dtype))
     except (OSError, ValueError) as exc:
         raise ModelFolderError(f"{info.path}: cannot load the text encoders offline: {exc}") from None
     pipe.to(device)
@@ -250,7 +293,44 @@ def _null_prompt_from_encoders(info: FolderInfo, device: torch.device, dtype: to
             embeds, _, pooled, _ = pipe.encode_prompt(
                 prompt="", prompt_2=None, prompt_3=None, device=device, do_classifier_free_guidance=False
             )
+    embeds, pooled = embeds.cpu(), pooled.cpu()
     del pipe
+    _free_device_memory(device)
+    return embeds, pooled
+
+
+def _null_prompt(
+    info: FolderInfo, device: torch.device, dtype: torch.dtype, cache: Path | None
+) -> tuple[Tensor, Tensor]:
+    """The null-prompt conditioning, before any other weight is loaded.
+
+    Order: the folder's ``null_prompt.safetensors``; else ``cache`` (a file pfode wrote
+    earlier for this folder and dtype); else the text encoders (loaded alone, run once, freed),
+    whose output is then written to ``cache``. So the peak is max(encoders, transformer), not
+    their sum, and a second run loads no encoder at all.
+    """
+    from safetensors.torch import load_file, save_file
+
+    if info.null_prompt_file is not None:
+        tensors = load_file(str(info.null_prompt_file))
+        if {"prompt_embeds", "pooled_prompt_embeds"} - tensors.keys():
+            raise ModelFolderError(f"{info.null_prompt_file}: needs prompt_embeds and pooled_prompt_embeds")
+        return tensors["prompt_embeds"], tensors["pooled_prompt_embeds"]
+    stamp = {"model": str(info.path.resolve()), "dtype": str(dtype),
+             "model_index_mtime_ns": str((info.path / "model_index.json").stat().st_mtime_ns)}
+    if cache is not None and cache.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(cache), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        if all(meta.get(k) == v for k, v in stamp.items()):
+            tensors = load_file(str(cache))
+            return tensors["prompt_embeds"], tensors["pooled_prompt_embeds"]
+    embeds, pooled = _null_prompt_from_encoders(info, device, dtype)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"prompt_embeds": embeds.contiguous(), "pooled_prompt_embeds": pooled.contiguous()}, str(cache),
+                  metadata=stamp)
     return embeds, pooled
 
 
@@ -279,6 +359,7 @@ def load_model(
     offload: bool = False,
     guidance: float | None = 3.5,
     resolution: int | None = None,
+    null_prompt_cache: str | Path | None = None,
 ) -> FlowModel:
     """Load a local diffusers folder (SD3, SD3.5 Medium/Large, FLUX, or a model trained here).
 
@@ -290,8 +371,15 @@ def load_model(
         device: ``"cuda"``, ``"cpu"``...; default CUDA if available.
         dtype: the network's dtype, ``"auto"`` = bf16 on CUDA, float32 on CPU.
         state_dtype: dtype of the ODE state and reductions.
-        offload: keep the VAE on the CPU except while it runs (text encoders are always freed
-            after the null prompt is encoded).
+        offload: keep the VAE on the CPU except while it encodes or decodes (``--offload``). It
+            does not offload the transformer (it runs at every step) nor the text encoders: they
+            are never resident with the transformer anyway (see ``null_prompt_cache``).
+        null_prompt_cache: where to keep the null-prompt embeddings of a folder without
+            ``null_prompt.safetensors`` (a ``.safetensors`` file, or a folder that gets
+            ``null_prompt_cache.safetensors``; the study passes its output folder). The text
+            encoders are loaded first, run once, freed, and only then the transformer is
+            loaded; with a cache the next run skips the encoders. The model folder is never
+            written to.
         guidance: FLUX guidance-embedding value (ignored by models without one; the PF-ODE is
             the same both ways whatever its value).
         resolution: default image side; defaults to the model's native resolution.
@@ -300,13 +388,16 @@ def load_model(
         ModelFolderError: see ``inspect_folder``; also weights that fail to load.
     """
     from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
-    from safetensors.torch import load_file
 
     info = inspect_folder(path)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dt = _resolve_dtype(dtype, dev)
+    cache = None if null_prompt_cache is None else Path(null_prompt_cache)
+    if cache is not None and cache.suffix != ".safetensors":
+        cache = cache / NULL_PROMPT_CACHE_NAME
+    embeds, pooled = _null_prompt(info, dev, dt, cache)  # encoders first (then freed), transformer after
     tf_cls = FluxTransformer2DModel if info.family == "flux" else SD3Transformer2DModel
-    common = dict(local_files_only=True, use_safetensors=True, torch_dtype=dt)
+    common = _load_kwargs(dt)
     try:
         transformer = tf_cls.from_pretrained(info.path, subfolder="transformer", **common)
         vae = AutoencoderKL.from_pretrained(info.path, subfolder="vae", **common) if info.has_vae else None
@@ -316,13 +407,6 @@ def load_model(
     _cast(transformer, dev, dt).eval().requires_grad_(False)
     if vae is not None:
         _cast(vae, torch.device("cpu") if offload else dev, dt).eval().requires_grad_(False)
-    if info.null_prompt_file is not None:
-        tensors = load_file(str(info.null_prompt_file))
-        if {"prompt_embeds", "pooled_prompt_embeds"} - tensors.keys():
-            raise ModelFolderError(f"{info.null_prompt_file}: needs prompt_embeds and pooled_prompt_embeds")
-        embeds, pooled = tensors["prompt_embeds"], tensors["pooled_prompt_embeds"]
-    else:
-        embeds, pooled = _null_prompt_from_encoders(info, dev, dt)
     import json
 
     scheduler_config = json.loads((info.path / "scheduler" / "scheduler_config.json").read_text())

@@ -10,32 +10,58 @@ For each image ``x`` (latent of a real image, the paper's ``p_r``):
    inversion pass (Hutchinson or exact divergence), which also gives ``log p_g(x)``;
 4. ``||z~||^2 / n`` (Theorem 4.1's ``p2`` statistic).
 
-Records are appended one JSON line per image as soon as its group is done; a rerun with the
-same parameters skips recorded images, so an interrupted study resumes without losing or
-repeating an image. With several processes (``accelerate launch``) each process takes every
-``world``-th remaining image and writes its own file; ``summarize`` merges them.
+Records are appended one JSON line per image as soon as its group is done, keyed on the
+image's name and content (``record_key``: the name and the SHA-256 of the file's bytes or of the
+loaded pixels), so a rerun with the same parameters skips exactly the images it has already
+studied, and an image with the same name but other pixels is studied again. An image that
+cannot be read is skipped with one warning line and a record saying why. With several processes
+(``accelerate launch``) each process takes every ``world``-th image and writes its own file;
+``summarize`` merges them and reports the images of the latest run only (``study.json``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from simulate.experiments.common import RecordStore, json_ready
+from simulate.store import RecordStore, atomic_write_text, json_ready, output_lock
 
 from . import instability as ins
-from .ode import generate, invert, nfe_per_step
+from .ode import generate, invert, nfe_per_map
 from .model import FlowModel
+from .study_items import (
+    ImageItem,
+    _pixels,
+    _print_warning,
+    _resolve,
+    _Warnings,
+    items_from_folder,
+    load_records,
+    pixel_digest,
+    recon_path,
+    record_key,
+)
 
-__all__ = ["StudyConfig", "ImageItem", "run_study", "load_records", "summarize", "items_from_folder"]
+__all__ = [
+    "StudyConfig", "ImageItem", "run_study", "load_records", "summarize", "items_from_folder", "recon_path",
+    "record_key", "pixel_digest",
+]
+
+#: how records are keyed; part of the resume signature, so files keyed otherwise are set aside
+KEY_SCHEME = "name#content-sha256"
+
+#: the lock holder's command, shown to a second run on the same folder
+LOCK_COMMAND = "pfode largemodel study"
 
 #: correlations reported by ``summarize``: (x key, y key)
 CORRELATION_PAIRS: tuple[tuple[str, str], ...] = (
@@ -54,10 +80,15 @@ class StudyConfig:
 
     Attributes:
         steps: ODE steps for inversion and for regeneration (paper: 500; App. F: 100).
-        solver: ``"euler"`` (paper default) or ``"heun"`` (App. B.1).
+        solver: ``"euler"`` (paper default), ``"heun"`` (App. B.1; Heun on every step) or
+            ``"heun-diffusers"`` (diffusers' ``FlowMatchHeunDiscreteScheduler``: Euler on the last
+            step, ``2N - 1`` evaluations).
         perturbations: ``K`` for the paper's ``mu_bar`` (0 disables it).
         eps: RMS size of a perturbation per latent coordinate (``||D|| = eps sqrt(n)``).
-        jvp_directions: random directions for ``lambda_G`` by JVP (0 disables).
+        jvp_directions: random directions for ``lambda_G`` (0 disables).
+        lambda_method: how ``lambda_G`` is computed: ``"jvp"`` (forward-mode AD, math attention),
+            ``"fd"`` (central differences with step ``eps sqrt(n)``, rows batched with the
+            ``mu_bar`` rows) or ``"auto"`` (fd on CUDA, jvp elsewhere; the record says which).
         power_iters: power iterations for ``||J_G||_2`` (0 disables).
         log_lambda: ``"none"``, ``"hutchinson"`` or ``"exact"`` (exact: small ``n`` only).
         probes: Hutchinson probes per evaluation.
@@ -73,6 +104,7 @@ class StudyConfig:
     jvp_directions: int = 1
     power_iters: int = 0
     log_lambda: str = "none"
+    lambda_method: str = "auto"
     probes: int = 1
     batch_size: int = 16
     images_per_batch: int = 1
@@ -81,8 +113,10 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if int(self.steps) != self.steps or self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
-        if self.solver not in ("euler", "heun"):
-            raise ValueError(f"solver must be 'euler' or 'heun', got {self.solver!r}")
+        if self.solver not in ("euler", "heun", "heun-diffusers"):
+            raise ValueError(f"solver must be 'euler', 'heun' or 'heun-diffusers', got {self.solver!r}")
+        if self.lambda_method not in ("auto", "jvp", "fd"):
+            raise ValueError(f"--lambda-method must be 'auto', 'jvp' or 'fd', got {self.lambda_method!r}")
         for name in ("perturbations", "jvp_directions", "power_iters"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -101,26 +135,6 @@ class StudyConfig:
         return d
 
 
-@dataclass(frozen=True)
-class ImageItem:
-    """An image to study: a stable key and a loader returning ``(C, R, R)`` in ``[-1, 1]``."""
-
-    key: str
-    load: Callable[[], Tensor]
-
-
-def items_from_folder(folder: str | Path, n_images: int, seed: int, resolution: int, channels: int) -> list[ImageItem]:
-    """A seeded random subset of an image folder, centre-cropped and resized on loading."""
-    from .images import list_images, load_image, select_images
-
-    root = Path(folder)
-    paths = select_images(list_images(root), n_images, seed)
-    return [
-        ImageItem(key=str(p.relative_to(root)), load=(lambda p=p: load_image(p, resolution, channels=channels)))
-        for p in paths
-    ]
-
-
 def _psnr(mse: float) -> float:
     """PSNR in dB of images on a [0, 1] scale."""
     return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
@@ -129,39 +143,6 @@ def _psnr(mse: float) -> float:
 def _mse01(a: Tensor, b: Tensor) -> Tensor:
     """Per-row MSE of images given in [-1, 1], measured on the [0, 1] scale."""
     return (((a - b) / 2.0).to(torch.float64) ** 2).flatten(1).mean(1)
-
-
-def _records_files(out: Path) -> list[Path]:
-    return sorted(out.glob("records*.jsonl"))
-
-
-def load_records(out: str | Path, signature: str | None = None) -> list[dict[str, Any]]:
-    """All records of a study folder, merged over processes (each key once).
-
-    Files whose header signature differs from ``signature`` (when given) are ignored.
-    """
-    merged: dict[str, dict[str, Any]] = {}
-    for path in _records_files(Path(out)):
-        if ".stale-" in path.name:
-            continue
-        lines = path.read_text().splitlines()
-        if not lines:
-            continue
-        header = json.loads(lines[0])
-        if signature is not None and header.get("signature") != signature:
-            continue
-        for line in lines[1:]:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by an interruption
-                continue
-            merged.setdefault(rec["key"], rec["value"])
-    return [merged[k] for k in sorted(merged)]
-
-
-def _group(items: Sequence[ImageItem], size: int) -> Iterable[list[ImageItem]]:
-    for i in range(0, len(items), size):
-        yield list(items[i : i + size])
 
 
 def _study_group(
@@ -183,26 +164,35 @@ def _study_group(
             z = one["z"]
             rec["log_Lambda"] = one["log_Lambda"].tolist()
             rec["log_p_g"] = one["log_p_g"].tolist()
-        b, k = x.shape[0], cfg.perturbations
+        b, k, dl = x.shape[0], cfg.perturbations, cfg.jvp_directions
+        method = cfg.lambda_method if cfg.lambda_method != "auto" else ("fd" if model.device.type == "cuda" else "jvp")
+        size = cfg.eps * math.sqrt(n)
+        # the reconstruction, the K perturbed regenerations and the central-difference rows of
+        # lambda (method fd) share the transformer calls
+        rows = [z]
         if k > 0:
-            # the reconstruction and the K perturbed regenerations share the transformer calls
-            d = ins.unit_directions((b * k, *z.shape[1:]), gen, z)
-            size = cfg.eps * math.sqrt(n)
-            rows = torch.cat([z, z.repeat_interleave(k, dim=0) + size * d])
-            out = torch.cat(
-                [generate(vel, rows[i : i + cfg.batch_size], sigmas, solver=cfg.solver) for i in range(0, rows.shape[0], cfg.batch_size)]
-            )
-            xr, gp = out[:b], out[b:]
-            mu = (gp - xr.repeat_interleave(k, dim=0)).flatten(1).to(torch.float64).norm(dim=1).div(size).view(b, k)
+            rows.append(z.repeat_interleave(k, dim=0) + size * ins.unit_directions((b * k, *z.shape[1:]), gen, z))
+        if dl > 0:
+            dirs = ins.unit_directions((b * dl, *z.shape[1:]), gen, z).view(b, dl, *z.shape[1:])
+            if method == "fd":
+                rows.append(ins.fd_rows(z, dirs, size))
+        allrows = torch.cat(rows)
+        out = torch.cat(
+            [generate(vel, allrows[i : i + cfg.batch_size], sigmas, solver=cfg.solver) for i in range(0, allrows.shape[0], cfg.batch_size)]
+        )
+        xr = out[:b]
+        if k > 0:
+            mu = (out[b : b + b * k] - xr.repeat_interleave(k, dim=0)).flatten(1).to(torch.float64).norm(dim=1).div(size).view(b, k)
             rec["mu_bar"] = mu.mean(1).tolist()
             rec["mu_max"] = mu.max(1).values.tolist()
             rec["mu_std"] = (mu.std(1) if k > 1 else torch.zeros(b, dtype=torch.float64)).tolist()
+    if dl > 0:
+        if method == "fd":
+            lam = ins.fd_lambda_from_outputs(out[b + b * k :], size, b, dl)
         else:
-            xr = torch.cat([generate(vel, z[i : i + cfg.batch_size], sigmas, solver=cfg.solver) for i in range(0, b, cfg.batch_size)])
-    if cfg.jvp_directions > 0:
-        dirs = ins.unit_directions((b * cfg.jvp_directions, *z.shape[1:]), gen, z).view(b, cfg.jvp_directions, *z.shape[1:])
-        lam = ins.jvp_lambda(vel, z, sigmas, dirs, solver=cfg.solver)
-        rec["lambda_jvp"] = lam.mean(1).tolist()
+            lam = ins.jvp_lambda(vel, z, sigmas, dirs, solver=cfg.solver, batch_size=cfg.batch_size)
+        rec["lambda_jvp"] = lam.mean(1).tolist()  # lambda_G whichever the method
+        rec["lambda_method"] = [method] * b
     if cfg.power_iters > 0:
         sn, _ = ins.spectral_norm_G(vel, z, sigmas, solver=cfg.solver, iters=cfg.power_iters, generator=gen)
         rec["spectral_norm"] = sn.tolist()
@@ -237,10 +227,6 @@ def _save_png(img: Tensor, path: Path) -> None:
         plt.imsave(path, arr)
 
 
-def _safe_name(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
-
-
 def run_study(
     model: FlowModel,
     items: Sequence[ImageItem],
@@ -253,90 +239,154 @@ def run_study(
     save_images: bool = True,
     progress: bool = True,
     on_record: Callable[[str, dict[str, Any]], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """Run (or resume) the study on ``items``; return the records file of this process.
 
+    Holds ``output_lock(out)`` throughout (rank 0 only when ``world > 1``: the processes of one
+    launch share the folder). Each image's record is keyed on its name and content
+    (``record_key``); recorded keys are skipped. An image that cannot be read (or holds
+    non-finite pixels) is skipped: one warning line and a record ``{"key", "record_key",
+    "skipped": why}``. ``study.json`` (written atomically) lists the record keys of this run,
+    which ``summarize`` reports.
+
     Args:
         model: a loaded ``FlowModel``.
-        items: images (keys must be unique).
+        items: images (names must be unique).
         out: the study folder (records, reconstructions, summary).
         cfg: parameters.
         model_id: identifies the model in the resume signature (default: its folder path).
-        rank, world: this process and the number of processes (images are split round-robin
-            among the remaining ones).
-        save_images: write each reconstruction as ``recon/<key>.png`` (for the gallery).
+        rank, world: this process and the number of processes (images are split round-robin).
+        save_images: write each reconstruction to ``recon_path(out, record_key)`` (gallery).
         on_record: called after each image is recorded (progress hooks, tests).
+        warn: receives each warning line (default: printed to stderr as
+            ``pfode: warning: skipped <image>: <why>``).
+
+    Raises:
+        ValueError: no items, repeated names, the folder is in use (``OutputBusy``), or (one
+            process) none of the images can be read.
     """
-    keys = [it.key for it in items]
-    if len(set(keys)) != len(keys):
+    names = [it.key for it in items]
+    if len(set(names)) != len(names):
         raise ValueError("image keys must be unique")
     if not items:
         raise ValueError("no images to study")
     out = Path(out)
+    with output_lock(out, command=LOCK_COMMAND) if rank == 0 else contextlib.nullcontext():
+        return _run_locked(model, items, out, cfg, model_id=model_id, rank=rank, world=world,
+                           save_images=save_images, progress=progress, on_record=on_record,
+                           warn=warn if warn is not None else _print_warning)
+
+
+def _run_locked(
+    model: FlowModel, items: Sequence[ImageItem], out: Path, cfg: StudyConfig, *, model_id: str | None,
+    rank: int, world: int, save_images: bool, progress: bool,
+    on_record: Callable[[str, dict[str, Any]], None] | None, warn: Callable[[str], None],
+) -> Path:
     params = {
         "config": cfg.signature_params(),
         "model": model_id if model_id is not None else str(model.info.path),
         "resolution": model.resolution,
         "dtype": str(model.dtype),
         "guidance": model.guidance,
+        "record_keys": KEY_SCHEME,
     }
     name = "records.jsonl" if world == 1 else f"records.rank{rank}.jsonl"
     store = RecordStore(out, params, name=name)
-    done = {r_key for r_key in _done_keys(out, store.signature)}
+    resolved = [(it, *_resolve(it)) for it in items]
+    done = {r["record_key"] for r in load_records(out, store.signature)}
+    failed = {r["record_key"]: r["skipped"] for r in load_records(out, store.signature, skipped=True)}
     # split the full list (not the remaining one) so that processes started at different
     # moments never disagree on who owns an image; recorded images are then skipped
-    todo = [it for it in items[rank::world] if it.key not in done]
-    (out / "study.json").write_text(json.dumps(json_ready({"params": params, "signature": store.signature}), indent=2))
+    mine = resolved[rank::world]
+    todo = [(it, key, why) for it, key, why in mine if key not in done and key not in failed]
+    meta = {"params": params, "signature": store.signature, "keys": [k for _, k, _ in resolved]}
+    atomic_write_text(out / "study.json", json.dumps(json_ready(meta), indent=2))
+    warnings = _Warnings(warn, studied=any(k in done for _, k, _ in mine))
+    for it, key, _ in mine:
+        if key in failed:
+            warnings.add(f"skipped {it.key}: {failed[key]}")
     sigmas = model.sigmas(cfg.steps)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc=f"study ({len(items) - len(todo)} done)", unit="img", disable=not progress)
-    nfe = nfe_per_step(cfg.solver) * cfg.steps
+    nfe = nfe_per_map(cfg.solver, cfg.steps)
+    pending: list[tuple[ImageItem, str, Tensor]] = []
+
+    def flush() -> None:
+        group = [p[0] for p in pending]
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + _stable_hash(group[0].key))
+        records, recon, _ = _study_group(model, cfg, torch.stack([p[2] for p in pending]), sigmas, gen)
+        for (it, key, _), rec, img in zip(pending, records, recon):
+            rec.update(key=it.key, record_key=key, nfe_per_map=nfe)
+            if save_images:
+                _save_png(img, recon_path(out, key))
+            store.add(key, rec)
+            warnings.studied_one()
+            if on_record is not None:
+                on_record(it.key, rec)
+            bar.update(1)
+        pending.clear()
+
     try:
-        for group in _group(todo, cfg.images_per_batch):
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + _stable_hash(group[0].key))
-            images = torch.stack([it.load() for it in group])
-            records, recon, _ = _study_group(model, cfg, images, sigmas, gen)
-            for it, rec, img in zip(group, records, recon):
-                rec["key"] = it.key
-                rec["nfe_per_map"] = nfe
-                if save_images:
-                    _save_png(img, out / "recon" / (_safe_name(it.key) + ".png"))
-                store.add(it.key, rec)
-                if on_record is not None:
-                    on_record(it.key, rec)
+        for it, key, why in todo:
+            pixels = None
+            if why is None:
+                try:
+                    pixels = _pixels(it)
+                except (ValueError, OSError) as err:
+                    why = str(err)
+            if pixels is None:
+                store.add(key, {"key": it.key, "record_key": key, "skipped": why})
+                warnings.add(f"skipped {it.key}: {why}")
                 bar.update(1)
+                continue
+            pending.append((it, key, pixels))
+            if len(pending) == cfg.images_per_batch:
+                flush()
+        if pending:
+            flush()
     finally:
         bar.close()
+    warnings.finish(single_process=world == 1, total=len(mine))
     return store.path
 
 
-def _done_keys(out: Path, signature: str) -> set[str]:
-    return {r["key"] for r in load_records(out, signature)}
-
-
 def _stable_hash(key: str) -> int:
-    import hashlib
-
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
 
 
-def summarize(out: str | Path, *, n_boot: int = 2000, seed: int = 0, title: str | None = None) -> dict[str, Any]:
+def summarize(
+    out: str | Path,
+    *,
+    keys: Collection[str] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    title: str | None = None,
+) -> dict[str, Any]:
     """Correlations (Pearson, Spearman, bootstrap 95% intervals) and the Fig. 4c scatter.
 
-    Correlations are computed on logarithms of the positive quantities (errors, coefficients),
-    which leaves Spearman unchanged and makes Pearson measure the log-log relation. Writes
-    ``summary.json`` and ``scatter_mu_vs_error.png`` into ``out``.
+    Only the images of ``keys`` (record keys; default: those of the latest run, from
+    ``study.json``) are summarised, so a folder that once held 4 images and was then run on 2
+    reports 2. Skipped images are listed under ``skipped``. Correlations are computed on
+    logarithms of the positive quantities (errors, coefficients), which leaves Spearman
+    unchanged and makes Pearson measure the log-log relation. Writes ``summary.json`` and
+    ``scatter_mu_vs_error.png`` into ``out``.
     """
     from .plots import scatter_instability
     from .stats import correlate
 
     out = Path(out)
     meta = json.loads((out / "study.json").read_text()) if (out / "study.json").is_file() else {}
-    records = load_records(out, meta.get("signature"))
+    if keys is None:
+        keys = meta.get("keys")
+    records = load_records(out, meta.get("signature"), keys=keys)
     if not records:
         raise ValueError(f"no study records in {out}")
     summary: dict[str, Any] = {"n_images": len(records), "params": meta.get("params"), "correlations": {}}
+    skipped = load_records(out, meta.get("signature"), keys=keys, skipped=True)
+    if skipped:
+        summary["skipped"] = [{"key": r.get("key"), "reason": r.get("skipped")} for r in skipped]
     for xk, yk in CORRELATION_PAIRS:
         pairs = [(r[xk], r[yk]) for r in records if xk in r and yk in r]
         if len(pairs) < 3:
@@ -356,6 +406,6 @@ def summarize(out: str | Path, *, n_boot: int = 2000, seed: int = 0, title: str 
             records, "mu_bar", "mse_latent", out / "scatter_mu_vs_error.png",
             title=title or "reconstruction error vs averaged instability coefficient", stats=main,
         )
-    (out / "summary.json").write_text(json.dumps(json_ready(summary), indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(json_ready(summary), indent=2))
     return summary
 

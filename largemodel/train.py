@@ -1,6 +1,6 @@
 r"""Train small pixel-space flow-matching models offline (diffusers ``SD3Transformer2DModel``).
 
-Convention (``THEORY.md`` section 1, diffusers SD3): for a data image ``x1`` and noise
+Convention (docs/theory.md §1.2, diffusers SD3): for a data image ``x1`` and noise
 ``x0 ~ N(0, I)``,
 
     ``x_sigma = (1 - sigma) x1 + sigma x0``,
@@ -43,6 +43,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
+
+from simulate.store import atomic_folder, mark_owned, output_lock
 
 from .data import DATASETS, DEFAULT_SIZE, Dataset, dataset_from_split, load_dataset, resolve_counts
 from .folder import PFODE_META_FILE, save_model_folder
@@ -314,13 +316,26 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _load_checkpoint(path: Path, key: str) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` if any; ``ValueError`` if it belongs to another configuration."""
+    """The checkpoint at ``path`` if any, loaded with ``torch.load(weights_only=True)``.
+
+    Only tensors and plain Python values are unpickled (our checkpoints hold nothing else), so
+    a planted pickle runs no code: it is refused with one line naming the file.
+
+    Raises:
+        ValueError: the file is not a checkpoint pfode can load safely, or it belongs to
+            another configuration.
+    """
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("config_key") != key:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...: never unpickle further
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a training checkpoint pfode can load safely ({reason[:160]}); "
+                         "remove it or choose another output folder") from None
+    if not isinstance(state, dict) or state.get("config_key") != key:
         raise ValueError(
-            f"out={path.parent} holds a checkpoint of a different training configuration; "
+            f"out={path.parent} holds a checkpoint of a different training configuration ({path.name}); "
             "remove it or choose another output folder"
         )
     return state
@@ -330,13 +345,20 @@ def _existing_model(out: Path, key: str) -> bool:
     """Whether ``out`` already holds the finished model of this configuration.
 
     Raises:
-        ValueError: ``out`` holds a different model.
+        ValueError: ``out`` holds a different model, or a damaged one (the message names the
+            file: a missing or unreadable ``pfode_model.json``).
     """
     if not (out / "model_index.json").is_file():
         return False
     meta_path = out / PFODE_META_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if meta.get("config_key") == key:
+    if not meta_path.is_file():
+        raise ValueError(f"out={out} holds a model folder without {meta_path.name} (not trained by pfode, or "
+                         "damaged); remove it or choose another output folder")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{meta_path}: damaged ({type(exc).__name__}); remove {out} to retrain it") from None
+    if isinstance(meta, dict) and meta.get("config_key") == key:
         return True
     raise ValueError(f"out={out} already holds a different model; remove it or choose another output folder")
 
@@ -375,6 +397,10 @@ def train_model(
 
     If ``out`` holds a checkpoint of the same configuration, training resumes from it; if it
     already holds the finished model of the same configuration, it is returned as is.
+    ``out`` must be new, empty or a folder pfode created (``.pfode-owned``); the run holds its
+    lock (``simulate.store.output_lock``: a second run on it fails at once), and the finished
+    folder is built under a temporary name and renamed into place (``atomic_folder``), so a
+    folder cut between two writes never exists. Checkpoints load with ``weights_only=True``.
 
     Args:
         data: ``"digits"``, ``"faces"`` or ``"patches"``.
@@ -405,7 +431,9 @@ def train_model(
 
     Raises:
         ValueError: invalid arguments, ``out`` holding another configuration's checkpoint
-            or model, or a non-finite training loss (divergence: lower ``lr``).
+            or model, files pfode did not create, a checkpoint that is not safely loadable,
+            or a non-finite training loss (divergence: lower ``lr``).
+        OutputBusy: another run holds ``out``.
     """
     config = train_config(
         data, size, train_images, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed,
@@ -414,15 +442,19 @@ def train_model(
     )
     checkpoint_every = _pos_int(checkpoint_every, "checkpoint_every", 0)
     key = config_key(config)
+    threads = None if num_threads is None else _pos_int(num_threads, "num_threads")
     root = Path(out)
     if _existing_model(root, key):
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(data, size, train_images=config["train_images"],
-                           heldout_images=config["heldout_images"], seed=config["data_seed"])
-    with _threads(None if num_threads is None else _pos_int(num_threads, "num_threads")):
-        return _train(dataset, config, key, root, progress=progress, checkpoint_every=checkpoint_every,
-                      callback=callback)
+    mark_owned(root, "pfode largemodel train: model folder")
+    with output_lock(root, command="pfode largemodel train"):
+        if _existing_model(root, key):  # finished by another run meanwhile
+            return root
+        dataset = load_dataset(data, size, train_images=config["train_images"],
+                               heldout_images=config["heldout_images"], seed=config["data_seed"])
+        with _threads(threads):
+            return _train(dataset, config, key, root, progress=progress, checkpoint_every=checkpoint_every,
+                          callback=callback)
 
 
 @contextlib.contextmanager
@@ -487,8 +519,9 @@ def _train(dataset: Dataset, config: dict[str, Any], key: str, root: Path, *, pr
     finally:
         bar.close()
     seconds += time.perf_counter() - t0
-    _save_final(root, ema.module, dataset, config, key, cond, losses, seconds)
-    ckpt_path.unlink(missing_ok=True)
+    with atomic_folder(root) as tmp:  # the finished folder replaces the one with the checkpoint
+        mark_owned(tmp, "pfode largemodel train: model folder")
+        _save_final(tmp, ema.module, dataset, config, key, cond, losses, seconds)
     return root
 
 

@@ -1,1 +1,72 @@
-"""reports package."""
+"""The ``pfode`` command line and the verification report (verdict table, ``results.json``).
+
+Each claim of the paper gets one verdict, decided by a measurement; the mathematics behind each
+claim is stated in docs/theory.md.
+
+Modules:
+
+* :mod:`reports.cli` -- ``main``: the ``pfode`` entry point; dispatches to ``theory``, ``simulate``,
+  ``largemodel`` and ``report`` sub-commands; errors are one line and exit status 2.
+* :mod:`reports.report_cli` -- the ``pfode report`` sub-command (options, scale, suites).
+* :mod:`reports.cli_checks` -- argument checks shared by every ``pfode`` command (one line naming
+  the flag).
+* :mod:`reports.report` -- ``run_report``: runs the selected suites, writes ``report.md`` and
+  ``results.json``.
+* :mod:`reports.claims` -- ``CLAIMS``: the paper's claims in verdict-table order, and the
+  ``Verdict`` record.
+* :mod:`reports.theory_suite` -- symbolic derivations, high-precision agreement, Theorem 4.3's
+  bounds (docs/theory.md §8).
+* :mod:`reports.simulate_suite` -- every experiment of ``simulate.experiments``, measured.
+* :mod:`reports.largemodel_suite` -- the reconstruction-instability study on models trained here
+  (or the user's own folder): Fig. 4(c), Theorem 4.1 / 4.3 on trained models, Lemma D.1.
+* :mod:`reports.explain_suite` -- why images reconstruct badly (discrepancy x amplification,
+  docs/theory.md §5.3), on the models trained here.
+* :mod:`reports.failure_suite` -- which images fail: predicting bad reconstructions from one
+  inversion pass.
+
+Importing the package imports nothing heavy: submodules and the names in ``__all__`` are loaded on
+first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+#: public names, each loaded lazily from its module
+_EXPORTS: dict[str, str] = {
+    "main": "cli",
+    "run_report": "report",
+    "CLAIMS": "claims",
+}
+
+#: submodules reachable as attributes (``reports.report``) without an explicit import
+_SUBMODULES: tuple[str, ...] = (
+    "claims",
+    "cli",
+    "cli_checks",
+    "explain_suite",
+    "failure_suite",
+    "largemodel_suite",
+    "report",
+    "report_cli",
+    "simulate_suite",
+    "theory_suite",
+)
+
+__all__ = [*_EXPORTS, *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES or (not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}")):
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

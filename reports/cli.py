@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import warnings
 from typing import Sequence
+
+from reports.cli_checks import check_args, install_rules
 
 __all__ = ["main", "build_parser", "CliError"]
 
@@ -21,6 +25,10 @@ class _OneLineParser(argparse.ArgumentParser):
     """argparse with one-line errors (argparse prints the usage block and the message)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        # a flag's rule (reports.cli_checks) says "must be ...": print "--flag must be ..."
+        match = re.fullmatch(r"argument (\S+): (must .*)", message.splitlines()[0] if message else "")
+        if match:
+            message = f"{match.group(1).split('/')[-1]} {match.group(2)}"
         raise CliError(f"{message} (see {self.prog} --help)")
 
 
@@ -40,23 +48,89 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_cli.register(groups)
     largemodel_cli.register(groups)
     report_cli.register(groups)
+    install_rules(parser)
     return parser
 
 
+def _user_error(exc: BaseException) -> str | None:
+    """The one-line message of an error caused by the user's input or machine, else ``None``.
+
+    Bad values, unreadable or unwritable files (``OSError``: full or read-only disk, a path that
+    is a file), sizes too large for memory, unreadable weight files (safetensors).
+    """
+    first = str(exc).splitlines()[0].strip() if str(exc).strip() else ""
+    if isinstance(exc, (CliError, ValueError)):
+        return first or type(exc).__name__
+    if isinstance(exc, OSError):
+        return first or f"{type(exc).__name__} (input/output error)"
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return f"out of memory ({first or type(exc).__name__}); use smaller sizes"
+    if type(exc).__name__ == "SafetensorError":
+        return f"unreadable safetensors file: {first}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``pfode`` console script; returns the exit status."""
+    """Entry point of the ``pfode`` console script; returns the exit status.
+
+    The error contract: a bad argument, file or machine gives one line on stderr and exit status 2,
+    checked before any computing where it can be (``reports.cli_checks``); an internal failure gives
+    one line and exit status 1 (``PFODE_DEBUG=1`` shows the traceback). Warnings (numpy's
+    RuntimeWarnings, libraries' deprecations) are silenced: results carry their own checks.
+    """
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    with warnings.catch_warnings():
+        if not os.environ.get("PFODE_DEBUG"):
+            warnings.simplefilter("ignore")
+        return _main(argv)
+
+
+def _flags_by_name(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``{"patch_size": "--patch-size", ...}`` for every flag of every sub-command whose name is its
+    parameter's name (the library's messages start with that name)."""
+    names: dict[str, str] = {}
+    stack = [parser]
+    while stack:
+        for action in stack.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            elif action.option_strings and action.option_strings[-1] == "--" + action.dest.replace("_", "-"):
+                names[action.dest] = action.option_strings[-1]
+    return names
+
+
+def _name_the_flag(message: str, names: dict[str, str]) -> str:
+    """A library message that starts with a parameter's name (``steps must be ...``,
+    ``patch_size=3 must divide ...``, ``suites: ...``) restated with the user's flag."""
+    match = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(=|:? )", message)
+    if not match or match.group(1) not in names:
+        return message
+    sep = " " if match.group(2) == "=" else match.group(2)
+    return names[match.group(1)] + sep + message[match.end():]
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        check_args(args)
         return int(args.handler(args) or 0)
-    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except ValueError as exc:
+        message = _user_error(exc) or ""
+        if parser is not None:
+            message = _name_the_flag(message, _flags_by_name(parser))
         print(f"pfode: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pfode: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
-    except Exception as exc:  # an internal failure: still one line; PFODE_DEBUG=1 shows the traceback
+    except Exception as exc:
+        message = _user_error(exc)
+        if message is not None:
+            print(f"pfode: error: {message}", file=sys.stderr)
+            return 2
         if os.environ.get("PFODE_DEBUG"):
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""

@@ -266,5 +266,14 @@ def _run(
         f"most {jac['max_abs_diff_exact_vs_jacobian']:.3g} (the gap is the discretisation of G); Hutchinson "
         f"(8 probes) vs exact divergence: {jac['max_abs_diff_hutchinson_vs_exact']:.3g}.",
     ))
+    # 5. why images reconstruct badly: decomposition, causal test, exact inversion (issue 20)
+    from reports.explain_suite import run_explain_suite
+
+    explain_rows, data["explain"] = run_explain_suite(out_dir, quick=quick, progress=step)
+    verdicts += explain_rows
+    # 6. which images will reconstruct badly: one-pass failure predictor (issue 15); its own report section
+    from reports.failure_suite import run_failure_section
+
+    data["failure"] = run_failure_section(out_dir, quick=quick, progress=step)
     data["seconds"] = time.perf_counter() - t0
     return verdicts, data

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from reports.claims import CLAIMS, Verdict, not_run
+from simulate.store import atomic_write_text, foreign_entry, mark_owned, output_lock, remove_owned
 
 __all__ = ["SUITES", "run_report", "render_markdown"]
 
 SUITES = ("theory", "simulate", "largemodel")
 
 #: bump when a suite's output format or content changes (invalidates cached suite results)
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 
 
 def _anchor(claim_id: str) -> str:
     return f"claim-{claim_id.replace('_', '-')}"
 
 
-def render_markdown(verdicts: dict[str, Verdict], meta: dict[str, Any]) -> str:
-    """The report as Markdown: the verdict table, then one section per claim."""
+def render_markdown(verdicts: dict[str, Verdict], meta: dict[str, Any], sections: list[str] | None = None) -> str:
+    """The report as Markdown: the verdict table, one section per claim, then ``sections`` (whole
+    Markdown sections that are not claims of the paper, e.g. the large-model suite's "Which images
+    fail")."""
     lines = [
         "# pfode-instability verification report",
         "",
@@ -45,29 +47,50 @@ def render_markdown(verdicts: dict[str, Verdict], meta: dict[str, Any]) -> str:
         lines += [f"<a id=\"{_anchor(claim_id)}\"></a>", f"## {text}", "", f"*Paper: {section}.* **{v.status}**", "", v.evidence, ""]
         lines += [f"![{f}]({f})" for f in v.figures]
         lines.append("")
+    for section in sections or []:
+        lines += [section.rstrip(), ""]
     return "\n".join(lines)
 
 
-def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], fresh: bool, run: Any, progress: Any) -> tuple[list[Verdict], Any]:
-    """Run one suite, or reuse its finished result (``<suite>/suite.json``) unless ``fresh``.
+def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any, progress: Any) -> tuple[list[Verdict], Any]:
+    """Run one suite, or reuse its finished result (``<suite>/suite.json``).
 
     An interrupted suite has no ``suite.json``; rerunning resumes it from the records its
-    experiments wrote as they went.
+    experiments wrote as they went. (``--fresh`` removed the suite folder before this.)
     """
     cache = out_dir / suite / "suite.json"
-    if fresh and (out_dir / suite).exists():
-        shutil.rmtree(out_dir / suite)
     if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("signature") == signature:
+        try:
+            saved = json.loads(cache.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            saved = {}
+        if isinstance(saved, dict) and saved.get("signature") == signature:
             if progress is not None:
                 progress(f"{suite}: cached result reused ({cache}; --fresh recomputes)")
             return [Verdict(**v) for v in saved["verdicts"]], saved["data"]
     rows, data = run()
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"signature": signature, "verdicts": [v.as_dict() for v in rows], "data": data},
-                                indent=1, default=_json_default))
+    atomic_write_text(cache, json.dumps({"signature": signature, "verdicts": [v.as_dict() for v in rows], "data": data},
+                                        indent=1, default=_json_default))
     return rows, data
+
+
+def _prepare_folders(out_dir: Path, suites: tuple[str, ...], fresh: bool) -> None:
+    """Check, then (``fresh``) empty and mark the suite folders, before any suite runs.
+
+    Every selected suite folder must be absent, empty or pfode's (``.pfode-owned``): a folder
+    holding anything else is refused before anything is deleted (``remove_owned`` never
+    deletes what pfode did not create). Each suite folder is then marked as pfode's.
+    """
+    for suite in suites:
+        name = foreign_entry(out_dir / suite)
+        if name is not None:
+            raise ValueError(f"{out_dir / suite} holds files pfode did not create (e.g. {name}); "
+                             "pfode will not write into or delete it: move it away or choose another --out")
+    for suite in suites:
+        if fresh:
+            remove_owned(out_dir / suite)
+        mark_owned(out_dir / suite, f"pfode report: {suite} suite")
 
 
 def _not_selected(suite: str) -> str:
@@ -111,9 +134,18 @@ def run_report(
         suites: any of ``SUITES``.
         quick: the fast scale (``--quick``, default) or the full one.
         fresh: recompute every suite (otherwise finished suites in ``out_dir`` are reused and an
-            interrupted one resumes).
+            interrupted one resumes). Only suite folders pfode created are removed.
         model, images: a user's diffusers model folder and image folder for the large-model
             suite (its result then decides the Fig. 4(c) row).
+
+    ``out_dir`` must be new, empty or a folder pfode created (``.pfode-owned``), and so must its
+    suite folders; the run holds ``out_dir``'s lock throughout (a second run on it fails with
+    ``OutputBusy``). ``report.md``, ``results.json`` and each ``suite.json`` are written
+    atomically.
+
+    Raises:
+        ValueError: invalid arguments, a folder holding files pfode did not create, or
+            ``OutputBusy``; all before any suite runs.
     """
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
@@ -122,7 +154,15 @@ def run_report(
         raise ValueError("give both --model and --images to study your own model")
     if model is not None and "largemodel" not in suites:
         raise ValueError("--model needs the largemodel suite (--suites ...,largemodel)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    mark_owned(out_dir, "pfode report run")
+    with output_lock(out_dir, command="pfode report"):
+        _prepare_folders(out_dir, tuple(s for s in SUITES if s in suites), fresh)
+        return _run_suites(out_dir, suites, quick, progress, model, images)
+
+
+def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: Any, model: Path | None,
+                images: Path | None) -> dict[str, Any]:
+    """The body of ``run_report`` (arguments checked, ``out_dir`` locked and prepared)."""
     t0 = time.perf_counter()
     mode = "quick" if quick else "full"
     verdicts: dict[str, Verdict] = {}
@@ -147,7 +187,7 @@ def run_report(
         signature = {"mode": mode, "version": REPORT_VERSION,
                      "model": str(model) if suite == "largemodel" and model else None,
                      "images": str(images) if suite == "largemodel" and images else None}
-        rows, data = _cached_suite(out_dir, suite, signature, fresh, runners[suite], progress)
+        rows, data = _cached_suite(out_dir, suite, signature, runners[suite], progress)
         for v in rows:
             _merge(verdicts, v, suite)
         suite_data[suite] = data
@@ -162,9 +202,11 @@ def run_report(
         "seconds": time.perf_counter() - t0,
         "machine": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",
     }
-    (out_dir / "report.md").write_text(render_markdown(verdicts, meta))
+    large = suite_data.get("largemodel") or {}
+    sections = [large[k]["markdown"] for k in ("explain", "failure") if (large.get(k) or {}).get("markdown")]
+    atomic_write_text(out_dir / "report.md", render_markdown(verdicts, meta, sections))
     results = {"meta": meta, "verdicts": [verdicts[c].as_dict() for c, _, _ in CLAIMS], "suites": suite_data}
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, default=_json_default))
     return {"report": out_dir / "report.md", "results": out_dir / "results.json", "verdicts": verdicts}
 
 

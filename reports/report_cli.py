@@ -17,11 +17,14 @@ def register(groups: argparse._SubParsersAction) -> None:
     mode.add_argument("--full", action="store_true", help="larger checks (high-precision agreement up to n = 10^5)")
     report.add_argument("--suites", default="theory,simulate,largemodel", help="comma-separated suites (default %(default)s)")
     report.add_argument("--out", type=Path, default=None,
-                        help="output folder (default reports/runs/<quick|full>; finished suites there are reused)")
+                        help="output folder (default reports/runs/<quick|full>; finished suites there are reused; "
+                             "must be new, empty or made by pfode; one run at a time)")
     report.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: the suites' tensors are small, and extra threads "
                              "slow them badly when other processes share the cores; 0 keeps torch's default)")
-    report.add_argument("--fresh", action="store_true", help="recompute every suite instead of reusing cached results")
+    report.add_argument("--fresh", action="store_true",
+                        help="recompute every suite instead of reusing cached results (removes only the suite "
+                             "folders pfode created; refuses a folder holding anything else)")
     report.add_argument("--model", type=Path, default=None, help="your diffusers model folder for the large-model suite")
     report.add_argument("--images", type=Path, default=None, help="image folder for --model")
     report.set_defaults(handler=_run_report)

@@ -1,8 +1,15 @@
 """Exact flow-matching fields, batched ODE solvers, the maps G, F and reconstruction, and
-instability estimators: the simulator the suite checks the paper against (THEORY.md 1, 2, 4, 6)."""
+instability estimators: the simulator the suite checks the paper against (docs/theory.md §1-§4, §6.1)."""
 
 from .fields import BoxMixture, FieldValues, Gaussian, GaussianMixture, MixtureField, VelocityField
-from .instability import averaged_instability, generation_map, lambda_G, log_Lambda_G, spectral_norm_G
+from .instability import (
+    averaged_instability,
+    generation_map,
+    lambda_G,
+    log_Lambda_G,
+    log_Lambda_G_at_inverse,
+    spectral_norm_G,
+)
 from .inversion import invert_fixed_point
 from .maps import Reconstruction, generate, invert, reconstruct
 from .solvers import SolveResult, dopri5, euler, heun, rk4, time_grid
@@ -26,6 +33,7 @@ __all__ = [
     "invert_fixed_point",
     "lambda_G",
     "log_Lambda_G",
+    "log_Lambda_G_at_inverse",
     "reconstruct",
     "rk4",
     "spectral_norm_G",

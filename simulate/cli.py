@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from simulate.experiments import EXPERIMENTS
+from simulate.store import mark_owned, output_lock
 
 __all__ = ["register"]
 
@@ -28,7 +29,9 @@ def _run(args: argparse.Namespace) -> int:
 
     module = load(args.experiment)
     out = args.out or Path("simulate-results") / args.experiment
-    result = module.run(out, full=args.full, seed=args.seed, progress=not args.no_progress and sys.stderr.isatty())
+    mark_owned(out, f"pfode simulate {args.experiment}")
+    with output_lock(out, command=f"pfode simulate {args.experiment}"):
+        result = module.run(out, full=args.full, seed=args.seed, progress=not args.no_progress and sys.stderr.isatty())
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
     else:

@@ -1,4 +1,4 @@
-r"""Instability estimators on the simulator's maps (THEORY.md sections 2 and 4).
+r"""Instability estimators on the simulator's maps (docs/theory.md §2, §6.1).
 
 All estimators act on the generation map ``G`` of a velocity field (``generate`` with the
 solver options given as keyword arguments), built on the definitions of
@@ -12,19 +12,23 @@ solver options given as keyword arguments), built on the definitions of
   (the ``K`` perturbed regenerations run as one batch);
 * ``log Lambda_G(z)`` three ways: density ratio (Lemma D.1,
   ``(log phi(z) - log p_g(G(z))) / n``), the divergence integral along the path
-  (``(1/n) int_0^1 div v(x_t, t) dt``, Liouville), and ``slogdet`` of the full Jacobian (small n).
+  (``(1/n) int_0^1 div v(x_t, t) dt``, Liouville), and ``slogdet`` of the full Jacobian (small n);
+* ``log Lambda_G(F(x))`` at the inverted noise of data ``x`` from the inversion pass itself
+  (:func:`log_Lambda_G_at_inverse`: the divergence integral along the inversion, or Lemma D.1 at
+  ``x``) -- the way to measure ``P_inst``; regenerating ``G(F(x))`` is wrong where ``G`` is unstable.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from theory.coefficients import SpectralNorm, lambda_f, log_Lambda_f, spectral_norm
-from .maps import generate
+from .maps import generate, invert
 
 __all__ = [
     "generation_map",
@@ -32,6 +36,8 @@ __all__ = [
     "spectral_norm_G",
     "averaged_instability",
     "log_Lambda_G",
+    "log_Lambda_G_at_inverse",
+    "LambdaAtInverse",
     "LAMBDA_METHODS",
 ]
 
@@ -136,12 +142,24 @@ def averaged_instability(
 
 
 def log_Lambda_G(field: Any, z: Tensor, *, method: str = "density_ratio", **solve_kwargs: Any) -> Tensor:
-    r"""``log Lambda_G(z) = (1/n) log |det J_G(z)|`` per row, by one of three independent methods.
+    r"""``log Lambda_G(z) = (1/n) log |det J_G(z)|`` per row at a *noise* ``z``, three independent ways.
 
     * ``"density_ratio"`` (Lemma D.1): ``(log phi(z) - log p_g(G(z))) / n`` with ``p_g`` the
       field's exact ``log_prob(x, 1)``;
     * ``"divergence"`` (Liouville): ``(1/n) int_0^1 div v(x_t, t) dt`` accumulated along the solve;
     * ``"slogdet"``: ``(1/n) log |det J|`` of the full Jacobian through the solve (small ``n``).
+
+    The returned value is per dimension: ``(1/n) log |det J_G(z)|``, not ``log |det J_G(z)|``.
+
+    Warning:
+        To measure ``Lambda_G`` at the inverted noise ``z = F(x)`` of a data point ``x`` use
+        :func:`log_Lambda_G_at_inverse`, not ``log_Lambda_G(field, invert(field, x).x)``. This
+        function *regenerates* ``G(z)`` forward; where ``G`` is unstable (``Lambda_G > 1``, e.g. ``p_g``
+        with modes separated by gaps of many ``sigma`` and ``x`` in a gap) the forward solve
+        amplifies the inversion's solver error by ``|det J_G|``, ``G(F(x))`` lands far from ``x``
+        and the value describes another point (docs/theory.md §6.1; two boxes of side 0.1 with per-coordinate gap
+        ``8 sigma``, ``sigma = 0.02``, ``n = 64``, 8 points ``x ~ U[0, 1]^n``: off by up to 16 in
+        ``(1/n) log Lambda``, 0 of the 6 unstable points flagged; ``tests/test_thm43_regime.py``).
     """
     n = z.shape[-1]
     if method == "density_ratio":
@@ -153,3 +171,62 @@ def log_Lambda_G(field: Any, z: Tensor, *, method: str = "density_ratio", **solv
     if method == "slogdet":
         return log_Lambda_f(generation_map(field, **solve_kwargs), z)
     raise ValueError(f"method must be one of {', '.join(LAMBDA_METHODS)}, got {method!r}")
+
+
+@dataclass(frozen=True)
+class LambdaAtInverse:
+    """Outcome of :func:`log_Lambda_G_at_inverse`.
+
+    Attributes:
+        z: the inverted noise ``z = F(x)``, ``(B, n)``.
+        log_Lambda: ``(1/n) log |det J_G(z)|`` at that ``z``, ``(B,)``.
+        sq_norm: ``||z||^2``, ``(B,)`` (Theorem 4.1's ``||F(x)||^2``).
+        inversion: the solver's result of the inversion pass.
+    """
+
+    z: Tensor
+    log_Lambda: Tensor
+    sq_norm: Tensor
+    inversion: Any
+
+
+def log_Lambda_G_at_inverse(
+    field: Any, x: Tensor, *, method: str = "divergence", **solve_kwargs: Any
+) -> LambdaAtInverse:
+    r"""``(1/n) log Lambda_G`` at ``z = F(x)`` from the inversion pass itself, per row of ``x``.
+
+    Lemma D.1 (docs/theory.md §6.1) at the inverted noise: ``n log Lambda_G(F(x)) = log |det J_G(F(x))|``.
+
+    One backward solve ``x -> z = F(x)`` (:func:`simulate.maps.invert`, ``method="ode"``), and
+    ``log Lambda_G(F(x))`` without regenerating ``G(z)``:
+
+    * ``"divergence"`` (Liouville along the inversion path):
+      ``log |det J_G(F(x))| = -log |det J_F(x)| = -int_1^0 div v(x_t, t) dt``, so
+      ``log Lambda = -logdet_F / n`` (needs ``field.divergence``);
+    * ``"density_ratio"`` (Lemma D.1 at ``x`` itself): ``(log phi(F(x)) - log p_g(x)) / n`` (needs the
+      field's exact ``log_prob``).
+
+    This is the documented way to measure ``P_inst(tau) = P[Lambda_G(F(x)) > tau]`` (Theorem 4.1);
+    see :func:`log_Lambda_G` for why regenerating is wrong where ``G`` is unstable.
+
+    Args:
+        field: the velocity field.
+        x: data points, shape ``(B, n)``.
+        method: ``"divergence"`` or ``"density_ratio"``.
+        solve_kwargs: passed to :func:`simulate.maps.invert` (solver, steps, tolerances).
+    """
+    if method not in ("divergence", "density_ratio"):
+        raise ValueError(f"method must be 'divergence' or 'density_ratio', got {method!r}")
+    if "logdet" in solve_kwargs:
+        raise ValueError("log_Lambda_G_at_inverse sets logdet itself: do not pass it")
+    n = x.shape[-1]
+    sol = invert(field, x, logdet=method == "divergence", **solve_kwargs)
+    z = sol.x
+    sq = (z * z).sum(-1)
+    if method == "divergence":
+        log_lambda = -sol.logdet / n
+    else:
+        log_lambda = (-0.5 * n * _LOG_2PI - 0.5 * sq - field.log_prob(x, 1.0)) / n
+    if not bool(torch.isfinite(log_lambda).all()):
+        raise RuntimeError("log_Lambda_G_at_inverse: non-finite log Lambda (solver failure or x outside the support)")
+    return LambdaAtInverse(z=z, log_Lambda=log_lambda, sq_norm=sq, inversion=sol)

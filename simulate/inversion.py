@@ -2,7 +2,7 @@
 
 The "exact inversion" baseline: instead of integrating the PF-ODE backward (which only
 approximates ``F = G^{-1}`` and leaves a discrepancy that the instability of ``G`` amplifies,
-THEORY.md section 3), invert the discrete generation map itself, step by step. A fixed-grid
+docs/theory.md §5.1), invert the discrete generation map itself, step by step. A fixed-grid
 explicit one-step scheme on the generation grid ``t_0, ..., t_N`` is
 
     z_{k+1} = z_k + Phi_k(z_k),     Phi_k = Phi(field, ., t_k, t_{k+1})

@@ -1,6 +1,6 @@
 """The generation map ``G``, the inversion map ``F = G^{-1}`` and reconstruction ``G(F~(x))``.
 
-THEORY.md section 1: ``G`` is the PF-ODE flow from ``t = 0`` (noise) to ``t = 1`` (data), ``F``
+docs/theory.md §1.1: ``G`` is the PF-ODE flow from ``t = 0`` (noise) to ``t = 1`` (data), ``F``
 the flow from ``t = 1`` back to ``t = 0``. Section 3: reconstruction inverts ``x`` to a noise
 ``z~`` (e.g. by Euler inversion, inexact) and regenerates ``x^ = G(z~)``; the error
 ``||x^ - x||`` is the inverted-noise discrepancy amplified by the instability of ``G``.
@@ -165,7 +165,7 @@ def invert(
     """The inversion map ``F = G^{-1}``: from data ``x = x(1)`` back to noise ``x(0)``.
 
     ``method="ode"`` integrates the PF-ODE backward (``t: 1 -> 0``) with ``solver``; with
-    ``solver="euler"`` this is THEORY.md section 3's Euler inversion
+    ``solver="euler"`` this is docs/theory.md §5.1's Euler inversion
     ``y_{k+1} = y_k - h v(y_k, t_k)``, ``t_k = 1 - k h``. ``method="fixed_point"`` instead
     inverts the discrete generation scheme of ``solver`` on the uniform ``0 -> 1`` grid of
     ``steps`` steps (:func:`simulate.inversion.invert_fixed_point`), so that
@@ -240,7 +240,7 @@ def reconstruct(
 ) -> Reconstruction:
     """Invert then regenerate: ``z~ = F~(x)``, ``x^ = G~(z~)``, error ``||x^ - x||``.
 
-    The paper's experiment (THEORY.md section 3, Fig. 4) is ``inv_solver="euler"`` with
+    The paper's experiment (docs/theory.md §4.3, Fig. 4) is ``inv_solver="euler"`` with
     ``gen_solver="dopri5"`` (exact regeneration) or ``gen_solver="euler"`` (the same
     discrete scheme); the exact-inversion baseline is ``inv_method="fixed_point"`` with
     ``inv_solver == gen_solver`` and ``inv_steps == gen_steps``.

@@ -1,4 +1,4 @@
-"""ODE solvers for the probability-flow ODE ``dx/dt = v(x, t)`` (THEORY.md section 1).
+"""ODE solvers for the probability-flow ODE ``dx/dt = v(x, t)`` (docs/theory.md §1.1).
 
 Generation integrates the ODE forward in time (``t: 0 -> 1``, noise to data, the map ``G``);
 inversion integrates it backward (``t: 1 -> 0``, the map ``F = G^{-1}``). Every solver here
@@ -14,7 +14,7 @@ Two families, k-diffusion / torchdiffeq style:
   every row of the batch keeps its own time, step size and accept/reject decision, and rows
   that have reached the end time are no longer evaluated.
 
-Log-determinant augmentation (THEORY.md section 4, Lemma D.1): with ``logdet=True`` the
+Log-determinant augmentation (docs/theory.md §4.1, Lemma D.1): with ``logdet=True`` the
 state is augmented by ``l`` with ``dl/dt = div v(x, t)``, ``l(t_0) = 0``, integrated with the
 same scheme (and, for :func:`dopri5`, under the same error control). Then
 ``l(t_1) = log |det d x(t_1) / d x(t_0)|``: for generation ``0 -> 1`` this is
@@ -349,7 +349,7 @@ def euler(
         x_{k+1} = x_k + h_k v(x_k, t_k)
         l_{k+1} = l_k + h_k div v(x_k, t_k)          (logdet=True; l_0 = 0)
 
-    On the inversion grid ``t_k = 1 - k h`` this is THEORY.md section 3's
+    On the inversion grid ``t_k = 1 - k h`` this is docs/theory.md §5.1's
     ``y_{k+1} = y_k - h v(y_k, t_k)``.
 
     Args:

@@ -1,5 +1,5 @@
 """Analytic flow-matching fields for the solver and map tests, written independently of
-``simulate.fields`` (closed forms of THEORY.md sections 1 and 6) so the tests cross-check it."""
+``simulate.fields`` (closed forms of docs/theory.md §1.1, §3) so the tests cross-check it."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ class MixtureField:
         return (pi[..., None] * vi).sum(1)
 
     def divergence(self, x, t):
-        # THEORY.md section 6: sum_i pi_i div v_i + sum_i pi_i (score_i - score).(v_i - v)
+        # docs/theory.md §3.2: sum_i pi_i div v_i + sum_i pi_i (score_i - score).(v_i - v)
         pi, vi, si, c, _ = self._parts(x, t)
         v = (pi[..., None] * vi).sum(1)
         score = (pi[..., None] * si).sum(1)

@@ -8,6 +8,22 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Hypothesis profiles: ``default`` (hypothesis' own settings, as before; tests that fix
+# ``max_examples`` keep it) and ``deep`` (tests/test_deep_profile.py draws DEEP_EXAMPLES per test, 5 tests:
+# >= 10,000 draws in all over the theory bounds and the fields). Select with
+# ``PFODE_HYPOTHESIS=deep`` or ``--hypothesis-profile deep``.
+try:
+    from hypothesis import HealthCheck, settings
+
+    DEEP_EXAMPLES = 2500
+    settings.register_profile(
+        "deep", max_examples=DEEP_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    if os.environ.get("PFODE_HYPOTHESIS"):  # unset: hypothesis' own choice (its default, or its CI profile)
+        settings.load_profile(os.environ["PFODE_HYPOTHESIS"])
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")

@@ -40,18 +40,18 @@ def test_bound_json_non_finite_logs_are_null(capsys) -> None:
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["theory", "bound", "--n", "0"], "n must be >= 1"),
-        (["theory", "bound", "--n", "5", "--sigma", "-1"], "sigma must be > 0"),
-        (["theory", "bound", "--n", "5", "--tau", "0"], "tau must be > 0"),
-        (["theory", "bound", "--n", "5", "--c", "0"], "c must be > 0"),
-        (["theory", "bound", "--n", "5", "--side", "-2"], "side must be >= 0"),
-        (["theory", "bound", "--n", "5", "--rho-max", "0"], "rho_max must be > 0"),
-        (["theory", "bound", "--n", "5", "--density-ratio", "0.5"], "density_ratio must be >= 1"),
-        (["theory", "bound", "--n", "5", "--sigma", "nan"], "sigma must be finite"),
+        (["theory", "bound", "--n", "0"], "--n must be an integer in [1, "),
+        (["theory", "bound", "--n", "5", "--sigma", "-1"], "--sigma must be a finite number in (0, inf)"),
+        (["theory", "bound", "--n", "5", "--tau", "0"], "--tau must be a finite number in (0, inf)"),
+        (["theory", "bound", "--n", "5", "--c", "0"], "--c must be a finite number in (0, inf)"),
+        (["theory", "bound", "--n", "5", "--side", "-2"], "--side must be a finite number in [0, inf)"),
+        (["theory", "bound", "--n", "5", "--rho-max", "0"], "--rho-max must be a finite number in (0, inf)"),
+        (["theory", "bound", "--n", "5", "--density-ratio", "0.5"], "--density-ratio must be a finite number in [1, inf)"),
+        (["theory", "bound", "--n", "5", "--sigma", "nan"], "--sigma must be a finite number"),
         (["theory", "bound"], "--n"),
-        (["theory", "bound", "--n", "x"], "invalid int value"),
+        (["theory", "bound", "--n", "x"], "--n must be an integer"),
         (["nosuch"], "invalid choice"),
-        (["report", "--suites", "nosuch"], "unknown suite"),
+        (["report", "--suites", "nosuch"], "--suites must be"),
     ],
 )
 def test_errors_are_one_line_exit_2(args, needle, capsys) -> None:
@@ -63,7 +63,7 @@ def test_errors_are_one_line_exit_2(args, needle, capsys) -> None:
 def test_subprocess_error_has_no_traceback() -> None:
     proc = _run("theory", "bound", "--n", "-4")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["pfode: error: n must be >= 1, got -4"]
+    assert proc.stderr.strip().splitlines() == ["pfode: error: --n must be an integer in [1, 10000000000], got -4 (see pfode theory bound --help)"]
 
 
 def test_curves_command_writes_json_and_pngs(tmp_path) -> None:
@@ -133,3 +133,8 @@ def test_report_quick_all_suites(tmp_path, monkeypatch) -> None:
     assert "Large-model suite" in rows["thm43_pinst"]["evidence"]
     trend = results["suites"]["largemodel"]["trend"]
     assert len(trend) >= 2 and trend[0]["n"] < trend[-1]["n"]
+    # the two large-model sections that are not claims of the paper, with their figures
+    assert "## Why images reconstruct badly" in md and "## Which images fail" in md
+    assert md.index("## Why images reconstruct badly") > md.index(f"## {CLAIMS[-1][1]}")
+    for fig in results["suites"]["largemodel"]["failure"]["figures"]:
+        assert f"![{fig}]({fig})" in md and (out / fig).stat().st_size > 0

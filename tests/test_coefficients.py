@@ -1,4 +1,4 @@
-"""Tests of theory.coefficients (THEORY.md section 2: Definitions 2.2, 4.1)."""
+"""Tests of theory.coefficients (docs/theory.md §2: Definitions 2.2, 4.1)."""
 
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ def test_float32_works_with_looser_tolerance():
 
 @pytest.mark.parametrize("shape", [(6,), (2, 4, 4)])
 def test_single_gaussian_generation_map(shape):
-    # p_g = N(m, s^2 I) gives G(z) = m + s z exactly (THEORY.md section 6)
+    # p_g = N(m, s^2 I) gives G(z) = m + s z exactly (docs/theory.md §3.4)
     s = 2.5
     m = torch.randn(shape, generator=_gen(19), dtype=F64)
 

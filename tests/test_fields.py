@@ -1,6 +1,6 @@
 """Tests of simulate.fields: Gaussian / Gaussian-mixture fields and the shared machinery.
 
-THEORY.md section 1 (conventions) and section 6 (closed forms). Box mixtures are tested in
+docs/theory.md §1.1, §3.3, §3.4 (conventions) and section 6 (closed forms). Box mixtures are tested in
 ``test_fields_box.py``, the truncated-normal numerics in ``test_fields_truncnorm.py``.
 """
 

@@ -1,4 +1,4 @@
-"""Tests of simulate.fields.BoxMixture (Assumption 4.3; THEORY.md section 6)."""
+"""Tests of simulate.fields.BoxMixture (Assumption 4.3; docs/theory.md §3.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of simulate.fields.truncnorm against mpmath (THEORY.md section 6 numerics)."""
+"""Tests of simulate.fields.truncnorm against mpmath (docs/theory.md §3.6 numerics)."""
 
 from __future__ import annotations
 

@@ -139,6 +139,20 @@ def test_peak_table_and_override():
     for name, peak in names.items():
         match = next(v for k, v in bench.PEAK_BF16_TFLOPS if k.lower() in name.lower())
         assert match == peak, name
+    # MFU is against the measured GEMM ceiling (an H200 reaches ~790 TFLOP/s, not 989)
+    assert dict(bench.MEASURED_BF16_GEMM_TFLOPS)["H200"] == 790.0
+
+
+@pytest.mark.gpu
+def test_measured_gemm_ceiling_is_below_the_data_sheet():
+    bench = _bench()
+    dev = torch.device("cuda")
+    measured = bench.measure_gemm_tflops(dev, size=4096, repeats=3)
+    name = torch.cuda.get_device_name(dev)
+    sheet = next((v for k, v in bench.PEAK_BF16_TFLOPS if k.lower() in name.lower()), None)
+    assert measured > 0 and (sheet is None or measured < 1.05 * sheet)
+    peak, source = bench.peak_tflops(dev, None)
+    assert source.startswith("measured") and peak > 0
 
 
 # ---- on a GPU ------------------------------------------------------------------------------------

@@ -11,29 +11,18 @@ import torch
 from PIL import Image
 
 from largemodel.model import load_model
-from largemodel.study import ImageItem, StudyConfig, load_records, run_study, summarize
+from largemodel.study import ImageItem, StudyConfig, load_records, recon_path, run_study, summarize
 from largemodel.tiny import build_tiny_folder
 from reports.cli import main
+from lm_fixtures import model, random_items, tiny  # noqa: F401  (shared fixtures)
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.usefixtures("single_thread")]
 
 CFG = StudyConfig(steps=4, perturbations=3, jvp_directions=1, eps=1e-2, log_lambda="hutchinson", images_per_batch=2)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_folder(tmp_path_factory.mktemp("m") / "sd35", "sd3.5", with_vae=True)
 
 
-@pytest.fixture(scope="module")
-def model(tiny):
-    return load_model(tiny, device="cpu", dtype="float32")
-
-
-def _items(n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    imgs = [torch.rand(3, 16, 16, generator=g) * 2 - 1 for _ in range(n)]
-    return [ImageItem(f"img{i:02d}.png", (lambda i=i: imgs[i])) for i in range(n)]
 
 
 def _lines(path):
@@ -41,7 +30,7 @@ def _lines(path):
 
 
 def test_interrupted_study_resumes_each_image_exactly_once(model, tmp_path):
-    items = _items(5)
+    items = random_items(5)
     seen = []
 
     def stop_after_three(key, rec):
@@ -66,7 +55,7 @@ def test_interrupted_study_resumes_each_image_exactly_once(model, tmp_path):
 
 
 def test_results_do_not_depend_on_batching_or_interruption(model, tmp_path):
-    items = _items(3)
+    items = random_items(3)
     run_study(model, items, tmp_path / "a", CFG, progress=False)
     cfg_b = StudyConfig(**{**CFG.__dict__, "images_per_batch": 1, "batch_size": 2})
     run_study(model, items, tmp_path / "b", cfg_b, progress=False)
@@ -77,7 +66,7 @@ def test_results_do_not_depend_on_batching_or_interruption(model, tmp_path):
 
 
 def test_processes_split_the_images_and_merge(model, tmp_path):
-    items = _items(5)
+    items = random_items(5)
     got = {0: [], 1: []}
     for rank in (0, 1):
         run_study(model, items, tmp_path, CFG, rank=rank, world=2, progress=False,
@@ -87,7 +76,7 @@ def test_processes_split_the_images_and_merge(model, tmp_path):
 
 
 def test_changed_parameters_start_a_new_study(model, tmp_path):
-    items = _items(2)
+    items = random_items(2)
     run_study(model, items, tmp_path, CFG, progress=False)
     redone = []
     run_study(model, items, tmp_path, StudyConfig(**{**CFG.__dict__, "steps": 5}), progress=False,
@@ -96,7 +85,7 @@ def test_changed_parameters_start_a_new_study(model, tmp_path):
 
 
 def test_record_contents_and_summary(model, tmp_path):
-    run_study(model, _items(4), tmp_path, CFG, progress=False)
+    run_study(model, random_items(4), tmp_path, CFG, progress=False)
     recs = load_records(tmp_path)
     n = 4 * 8 * 8
     for r in recs:
@@ -109,7 +98,7 @@ def test_record_contents_and_summary(model, tmp_path):
     c = s["correlations"]["mu_bar~mse_latent"]
     assert -1 <= c["spearman_rho"] <= 1 and c["n"] == 4
     assert (tmp_path / "scatter_mu_vs_error.png").stat().st_size > 0
-    assert (tmp_path / "recon" / "img00.png.png").is_file()
+    assert recon_path(tmp_path, recs[0]["record_key"]).is_file()
 
 
 def test_config_errors():
@@ -145,8 +134,10 @@ def test_cli_bad_inputs_one_line(tiny, tmp_path, capsys):
     _one_line_error(capsys, base + ["--model", str(imgs), "--images", str(imgs)], "not a diffusers model folder")
     (tmp_path / "empty").mkdir()
     _one_line_error(capsys, base + ["--model", str(tiny), "--images", str(tmp_path / "empty")], "no images")
-    (imgs / "broken.jpg").write_bytes(b"not a jpeg")
-    _one_line_error(capsys, base + ["--model", str(tiny), "--images", str(imgs), "--steps", "2"], "cannot read image")
+    (tmp_path / "bad").mkdir()  # one unreadable image is skipped (test_lm_resume_keys); only such: an error
+    (tmp_path / "bad" / "broken.jpg").write_bytes(b"not a jpeg")
+    _one_line_error(capsys, base + ["--model", str(tiny), "--images", str(tmp_path / "bad"), "--steps", "2"],
+                    "cannot read image")
     _one_line_error(capsys, base + ["--model", str(tiny), "--images", str(imgs), "--solver", "rk4"], "invalid choice")
 
 

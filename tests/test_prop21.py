@@ -1,4 +1,4 @@
-"""Tests of theory.prop21 (THEORY.md section 2: Proposition 2.1 and instability at x)."""
+"""Tests of theory.prop21 (docs/theory.md §2.4: Proposition 2.1 and instability at x)."""
 
 from __future__ import annotations
 

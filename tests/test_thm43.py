@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simulate.testing.strategies import theorem43_params
 from theory import BOUND_KEYS, instability_bounds, log_chi2_sf, log_steiner_volume
 from theory.thm43 import asymptotic_verdict, c_schedule, p1_bound_rate, p2_bound_rate, r_star, r_star_squared
 
@@ -147,3 +148,13 @@ def test_bad_input_names_the_parameter(override: dict, name: str) -> None:
 
 def test_r_star_clips_at_zero() -> None:
     assert float(r_star(10, 10.0, 1.0, 1.0)) == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(params=theorem43_params(max_n=10**6))
+def test_bounds_valid_via_the_public_testing_module(params) -> None:
+    """The same properties through ``simulate.testing`` (what a user's test of their own bounds calls):
+    probabilities in [0, 1], ``P_inst = max(0, 1 - p1 - p2)``, monotone in ``tau`` and ``c``."""
+    from simulate.testing import assert_theorem43_bounds_valid
+
+    assert_theorem43_bounds_valid(**params)

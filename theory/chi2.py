@@ -97,7 +97,7 @@ def log_gammaincc(a: ArrayLike, x: ArrayLike) -> np.ndarray:
 
 
 def log_chi2_sf(n: ArrayLike, c: ArrayLike) -> np.ndarray:
-    r"""``log P[chi2_n >= c] = log Q(n/2, c/2)`` (THEORY.md section 7, the p2 bound).
+    r"""``log P[chi2_n >= c] = log Q(n/2, c/2)`` (docs/theory.md §8.4, the p2 bound).
 
     Accurate to about 1e-13 relative on the log from ``n = 1`` to ``10^7`` and beyond, including
     tails far below the smallest double (``log P`` of order ``-10^5``).

@@ -42,16 +42,27 @@ def register(groups: argparse._SubParsersAction) -> None:
     curves.set_defaults(handler=_run_curves)
 
 
+def _explain_derived(exc: ValueError, args: argparse.Namespace, flags: str) -> ValueError:
+    """``exc`` unchanged when it names a parameter of the command (the ``pfode`` parser restates it
+    with the flag, e.g. ``rho_max`` -> ``--rho-max``); a quantity derived from several flags (``r``
+    = r*) is explained as such, ``flags`` naming those flags."""
+    name, _, _ = str(exc).partition(" ")
+    if name in vars(args):
+        return exc
+    return ValueError(f"{flags} give a bound outside float64 ({exc}); use less extreme values")
+
+
 def _json_number(value: float) -> float | None:
     """JSON has no infinities: a log-probability of exactly 0 (``-inf``) is written as null."""
     return value if math.isfinite(value) else None
 
 
 def _run_bound(args: argparse.Namespace) -> int:
-    if args.n is not None and args.n < 1:
-        raise ValueError(f"n must be >= 1, got {args.n}")
     c = 1.1 * args.n if args.c is None else args.c
-    result = instability_bounds(args.n, args.m, args.sigma, args.side, args.tau, c, args.rho_max, args.density_ratio)
+    try:
+        result = instability_bounds(args.n, args.m, args.sigma, args.side, args.tau, c, args.rho_max, args.density_ratio)
+    except ValueError as exc:
+        raise _explain_derived(exc, args, "--sigma, --tau and --c (through r*)") from None
     if args.json:
         print(json.dumps({k: _json_number(v) if isinstance(v, float) else v for k, v in result.items()}))
     else:
@@ -62,10 +73,13 @@ def _run_bound(args: argparse.Namespace) -> int:
 
 
 def _run_curves(args: argparse.Namespace) -> int:
-    out = write_theory_curves(
-        args.out, num=args.num, n_max=args.n_max, m=args.m, sigma=args.sigma, side=args.side, tau=args.tau,
-        eps=args.eps, rho_max=args.rho_max, density_ratio=args.density_ratio,
-    )
+    try:
+        out = write_theory_curves(
+            args.out, num=args.num, n_max=args.n_max, m=args.m, sigma=args.sigma, side=args.side, tau=args.tau,
+            eps=args.eps, rho_max=args.rho_max, density_ratio=args.density_ratio,
+        )
+    except ValueError as exc:
+        raise _explain_derived(exc, args, "--sigma, --tau and --eps (through r*)") from None
     print(f"wrote {out['json']}")
     for fig in out["figures"]:
         print(f"wrote {fig}")

@@ -1,7 +1,7 @@
-"""Instability coefficients of a map (THEORY.md section 2: Definitions 2.2 and 4.1).
+"""Instability coefficients of a map (docs/theory.md §2: Definitions 2.2 and 4.1).
 
 For a C^1 map ``f: R^n -> R^m``, a point ``x``, a direction ``u != 0`` and a perturbation
-``D != 0`` (THEORY.md notation):
+``D != 0`` (docs/theory.md §2):
 
 - intrinsic instability coefficient ``lambda_f(x, u) = ||J_f(x) u|| / ||u||`` (Definition 2.2);
   its maximum over ``u`` is the spectral norm ``||J_f(x)||_2`` (largest singular value);

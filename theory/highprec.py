@@ -17,7 +17,7 @@ def log_steiner_volume_mp(n: int, side: float, r: float, dps: int = DEFAULT_DPS)
     r"""``log S_n(l, r)`` by direct summation of all ``n + 1`` Steiner terms at ``dps`` digits.
 
     ``S_n(l, r) = sum_{k=0}^n C(n, k) l^k omega_{n-k} r^{n-k}``,
-    ``omega_j = pi^{j/2} / Gamma(j/2 + 1)`` (Steiner formula for the cube, THEORY.md section 7).
+    ``omega_j = pi^{j/2} / Gamma(j/2 + 1)`` (Steiner formula for the cube, docs/theory.md §8.3).
     """
     with mp.workdps(dps):
         n = int(n)

@@ -1,4 +1,4 @@
-"""Proposition 2.1 as a numerical check (THEORY.md section 2).
+"""Proposition 2.1 as a numerical check (docs/theory.md §2.4).
 
 Proposition 2.1. For a C^1 map ``f``, a point ``x``:
 

@@ -1,4 +1,4 @@
-r"""Steiner formula for the cube's parallel body, in log space (THEORY.md section 7).
+r"""Steiner formula for the cube's parallel body, in log space (docs/theory.md §8.3).
 
 For the cube ``C_l = [0, l]^n`` and ``r >= 0`` the volume of its parallel body
 ``C_l (+) B_r = {x : dist(x, C_l) <= r}`` is the Steiner polynomial
@@ -117,7 +117,7 @@ def _log_steiner_generic(n: np.ndarray, side: np.ndarray, r: np.ndarray) -> np.n
 
 
 def log_steiner_volume(n: ArrayLike, side: ArrayLike, r: ArrayLike) -> np.ndarray:
-    r"""``log S_n(l, r) = log Vol(C_l (+) B_r)`` by the Steiner formula (THEORY.md section 7).
+    r"""``log S_n(l, r) = log Vol(C_l (+) B_r)`` by the Steiner formula (docs/theory.md §8.3).
 
     ``S_n(l, r) = sum_{k=0}^n C(n,k) l^k omega_{n-k} r^{n-k}`` for the cube ``C_l = [0, l]^n``.
     Vectorised: ``n``, ``side`` and ``r`` broadcast together; exact to double precision for ``n``
@@ -183,7 +183,7 @@ def steiner_rate_argmax(side: ArrayLike, rbar: ArrayLike) -> np.ndarray:
 
 
 def steiner_rate(side: ArrayLike, rbar: ArrayLike) -> np.ndarray:
-    r"""Large-``n`` rate ``lim_{n->inf} (1/n) log S_n(l, rbar sqrt(n))`` (THEORY.md section 7).
+    r"""Large-``n`` rate ``lim_{n->inf} (1/n) log S_n(l, rbar sqrt(n))`` (docs/theory.md §8.3).
 
     ``max_{k in [0,1]} [H(k) + k ln l + ((1-k)/2) ln(2 pi e rbar^2 / (1-k))]``, ``H(k)`` the binary
     entropy in nats. The p1 bound of Theorem 4.3 vanishes exponentially when this rate plus the

@@ -1,19 +1,19 @@
 """Symbolic (sympy) derivations behind the paper's results.
 
-Each function encodes one named step of the mathematics in ``THEORY.md`` and, where it
+Each function encodes one named step of the mathematics in docs/theory.md and, where it
 checks something, derives both sides independently: nothing checked here is a hard-coded
 answer. The checks are collected by :func:`derivations`, which the report shows.
 
-Contents (THEORY.md section in brackets):
+Contents (docs/theory.md section in brackets):
 
 * Steiner formula for the cube ``C_l = [0, l]^n`` versus Cavalieri slicing of the parallel
-  body ``C_l (+) B_r`` [7].
+  body ``C_l (+) B_r`` [§8.3].
 * Theorem 3.1, part 1: the Euler global-error recursion solved by ``rsolve``, and the bound
-  ``(1 + L/N)^N <= e^L`` that turns it into ``(h M / (2 L)) (e^L - 1)`` [3].
-* Theorem 4.3: the radius ``r*`` where the Gaussian kernel meets the ``p1`` threshold [7].
-* Theorem 4.3: the Chernoff bound on the chi-square tail used for ``p2`` [7].
-* Lemma D.1: Liouville's formula ``d/dt log det Phi = trace A`` [4].
-* Lemma D.2: the log-threshold algebra behind Theorem 4.1 [5].
+  ``(1 + L/N)^N <= e^L`` that turns it into ``(h M / (2 L)) (e^L - 1)`` [§5.2].
+* Theorem 4.3: the radius ``r*`` where the Gaussian kernel meets the ``p1`` threshold [§8.2].
+* Theorem 4.3: the Chernoff bound on the chi-square tail used for ``p2`` [§8.4].
+* Lemma D.1: Liouville's formula ``d/dt log det Phi = trace A`` [§6.1].
+* Lemma D.2: the log-threshold algebra behind Theorem 4.1 [§6.2].
 
 Symbols are exported at module level (all positive unless stated) so callers can substitute
 into the returned expressions: ``l, r`` (cube side, radius), ``h, L, M`` (step, Lipschitz
@@ -118,7 +118,7 @@ def unit_ball_volume_expr(j: int) -> sp.Expr:
 
 @functools.lru_cache(maxsize=None)
 def steiner_volume_expr(n: int) -> sp.Expr:
-    """Steiner formula for the cube (THEORY.md section 7).
+    """Steiner formula for the cube (docs/theory.md §8.3).
 
     ``S_n(l, r) = Vol(C_l (+) B_r) = sum_{k=0}^n C(n, k) l^k omega_{n-k} r^(n-k)``, with
     ``C_l = [0, l]^n`` and ``omega_j`` the unit-ball volume.
@@ -296,7 +296,7 @@ def euler_error_bound_holds() -> bool:
 def gaussian_kernel_expr(radius: sp.Expr = r) -> sp.Expr:
     """Gaussian kernel of ``N(0, sigma^2 I_n)`` as a function of distance.
 
-    ``K_sigma(r) = (2 pi sigma^2)^(-n/2) exp(-r^2 / (2 sigma^2))`` (THEORY.md section 6).
+    ``K_sigma(r) = (2 pi sigma^2)^(-n/2) exp(-r^2 / (2 sigma^2))`` (docs/theory.md §1.3).
     """
     return (2 * sp.pi * sigma**2) ** (-n / 2) * sp.exp(-(radius**2) / (2 * sigma**2))
 

@@ -1,4 +1,4 @@
-r"""Theorem 3.1 (risk of large reconstruction error), in log space (THEORY.md section 3).
+r"""Theorem 3.1 (risk of large reconstruction error), in log space (docs/theory.md §5.1).
 
 Setting: ``v`` is ``L``-Lipschitz in ``x`` for all ``t``; the exact inversion trajectory from
 ``x(1) = x`` to ``x(0) = z = F(x)`` has ``||x''(t)|| <= M``. Euler inversion with ``N`` steps,

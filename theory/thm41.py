@@ -1,6 +1,6 @@
 r"""Lemma D.1, Lemma D.2 and Theorem 4.1 (probability lower bound of instability).
 
-THEORY.md sections 4 and 5. ``G`` pushes ``phi = N(0, I_n)`` to ``p_g``, so (Lemma D.1)
+docs/theory.md §6. ``G`` pushes ``phi = N(0, I_n)`` to ``p_g``, so (Lemma D.1)
 
     n log Lambda_G(z) = log |det J_G(z)| = log phi(z) - log p_g(G(z)).
 

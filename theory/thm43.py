@@ -1,4 +1,4 @@
-r"""Theorem 4.3 (asymptotic instability) as bounds to evaluate (THEORY.md section 7).
+r"""Theorem 4.3 (asymptotic instability) as bounds to evaluate (docs/theory.md §8).
 
 Assumptions: the real distribution ``p_r`` lives on ``[0, 1]^n`` with density ``<= rho_max``
 (4.1, 4.2); the generation distribution is a mixture of ``m`` Gaussian neighbours
@@ -128,7 +128,7 @@ def instability_bounds(
     rho_max: ArrayLike = 1.0,
     density_ratio: ArrayLike = 1.0,
 ) -> dict[str, Any]:
-    r"""Theorem 4.3's bounds on ``p1``, ``p2`` and the lower bound on ``P_inst`` (THEORY.md section 7).
+    r"""Theorem 4.3's bounds on ``p1``, ``p2`` and the lower bound on ``P_inst`` (docs/theory.md §8.2, §8.4).
 
     All arguments broadcast together (``n`` may be an array of dimensions).
 

@@ -9,22 +9,19 @@ Conventions every experiment follows:
   :class:`RecordStore` as they go; a rerun with the same parameters skips the units already
   recorded (an interrupted sweep resumes where it stopped, nothing is lost or repeated).
   A rerun with different parameters starts a fresh store (the old one is moved aside).
+  ``RecordStore`` and ``json_ready`` live in :mod:`simulate.store` (re-exported here).
 * The verdict comes from the measurement: ``verified``, ``holds in regime ...`` or ``refuted``,
   with the evidence as a sentence and the key number.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import numpy as np
+from simulate.store import RecordStore, atomic_write_text, json_ready
 
 __all__ = [
     "Verdict",
@@ -86,90 +83,10 @@ class ExperimentResult:
         return json_ready(asdict(self))
 
 
-def json_ready(obj: Any) -> Any:
-    """Convert numpy/torch scalars and arrays, Paths and non-finite floats to JSON-safe values."""
-    if isinstance(obj, dict):
-        return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    if hasattr(obj, "detach"):  # torch tensor
-        obj = obj.detach().cpu().numpy()
-    if isinstance(obj, np.ndarray):
-        return json_ready(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_result(out_dir: Path, result: ExperimentResult) -> Path:
     """Write ``result.json`` atomically (temp file + rename)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "result.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result.as_dict(), indent=1))
-    os.replace(tmp, path)
-    return path
-
-
-class RecordStore:
-    """Append-only JSON-lines store of finished work units, keyed, tied to a parameter hash.
-
-    ``store.done(key)`` tells whether a unit is recorded; ``store.add(key, record)`` appends it
-    and flushes to disk at once, so an interruption loses at most the unit in progress.
-    """
-
-    def __init__(self, out_dir: Path, params: dict[str, Any], name: str = "records.jsonl") -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.path = out_dir / name
-        self.signature = hashlib.sha256(json.dumps(json_ready(params), sort_keys=True).encode()).hexdigest()[:16]
-        self._records: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            text = self.path.read_text()
-            if text and not text.endswith("\n"):  # drop a last line cut by an interruption
-                text = text[: text.rfind("\n") + 1]
-                self.path.write_text(text)
-            lines = text.splitlines()
-            header = json.loads(lines[0]) if lines else {}
-            if header.get("signature") != self.signature:
-                self.path.rename(self.path.with_name(f"{self.path.stem}.stale-{int(time.time())}.jsonl"))
-            else:
-                for line in lines[1:]:
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:  # a line cut by an interruption
-                        continue
-                    self._records[rec["key"]] = rec["value"]
-        if not self.path.exists():
-            self.path.write_text(json.dumps({"signature": self.signature, "params": json_ready(params)}) + "\n")
-
-    def done(self, key: str) -> bool:
-        return key in self._records
-
-    def get(self, key: str) -> dict[str, Any]:
-        return self._records[key]
-
-    def add(self, key: str, value: dict[str, Any]) -> None:
-        if key in self._records:
-            raise ValueError(f"key {key!r} is already recorded")
-        value = json_ready(value)
-        with self.path.open("a") as fh:
-            fh.write(json.dumps({"key": key, "value": value}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._records[key] = value
-
-    def values(self) -> list[dict[str, Any]]:
-        return list(self._records.values())
-
-    def __len__(self) -> int:
-        return len(self._records)
+    return atomic_write_text(out_dir / "result.json", json.dumps(result.as_dict(), indent=1))
 
 
 def progress_iter(items: Iterable[Any], desc: str, enabled: bool = True, total: int | None = None) -> Iterator[Any]:

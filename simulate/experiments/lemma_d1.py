@@ -1,4 +1,4 @@
-r"""Lemma D.1: ``Lambda_G`` by density ratio, divergence integral and slogdet agree (THEORY.md 4).
+r"""Lemma D.1: ``Lambda_G`` by density ratio, divergence integral and slogdet agree (docs/theory.md §6.1).
 
 ``G`` pushes ``phi = N(0, I_n)`` to ``p_g``, so ``n log Lambda_G(z) = log |det J_G(z)|`` can be
 computed three independent ways:

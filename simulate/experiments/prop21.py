@@ -1,6 +1,6 @@
 r"""Proposition 2.1 on the generation map: ``mu(s u) -> lambda(u)`` and ``max mu >= ||J||_2 - eps``.
 
-THEORY.md section 2. For the generation map ``G`` (fixed-step RK4 solve of the exact PF-ODE, a
+docs/theory.md §2.4. For the generation map ``G`` (fixed-step RK4 solve of the exact PF-ODE, a
 smooth map) of
 
 * the 2-D three-component Gaussian mixture (:func:`simulate.experiments.lemma_d1.paper_gmm_2d`),

@@ -1,4 +1,4 @@
-r"""Theorem 3.1: Euler-inversion error, reconstruction error and their bounds (THEORY.md section 3).
+r"""Theorem 3.1: Euler-inversion error, reconstruction error and their bounds (docs/theory.md §5).
 
 For each field (the 2-D three-component Gaussian mixture and a 2-D box mixture; a single
 Gaussian for closed-form checks) and a batch of data points ``x`` (half sampled from ``p_g``,

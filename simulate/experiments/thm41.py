@@ -1,4 +1,4 @@
-r"""Theorem 4.1: ``P_inst(tau) >= 1 - p1(tau, c) - p2(c)`` by Monte Carlo (THEORY.md section 5).
+r"""Theorem 4.1: ``P_inst(tau) >= 1 - p1(tau, c) - p2(c)`` by Monte Carlo (docs/theory.md §6.3).
 
 ``x ~ p_r = U([0, 1]^n)``; ``z = F(x)`` by dopri5 (``rtol``, ``atol``) with the divergence integral
 accumulated along the same solve; per sample

@@ -1,4 +1,4 @@
-r"""Theorem 4.2 (THEORY.md 8): mixtures of Gaussian neighbours approximate a target density as ``m`` grows.
+r"""Theorem 4.2 (docs/theory.md §7): mixtures of Gaussian neighbours approximate a target density as ``m`` grows.
 
 Target (``target`` option): ``"ring"`` -- the 2-D Gaussian ring ``p(x) ~ exp(-(|x| - R)^2 / (2 w^2))``
 with radius ``R = 1`` and radial width ``w = 0.1`` (normalised in closed form:

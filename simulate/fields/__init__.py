@@ -1,4 +1,4 @@
-"""Exact flow-matching velocity fields of known data laws (THEORY.md sections 1 and 6)."""
+"""Exact flow-matching velocity fields of known data laws (docs/theory.md §1.1, §3)."""
 
 from .base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, VelocityField
 from ._mixture import MixtureField

@@ -1,7 +1,7 @@
 r"""Shared machinery of the mixture fields: chunked evaluation and streaming reduction.
 
 A mixture ``p_g = sum_i w_i p_{g,i}`` has ``p_t = sum_i w_i p_{t,i}`` and posterior component
-weights ``pi_i(x) = w_i p_{t,i}(x) / p_t(x)`` (THEORY.md section 6). Each component supplies
+weights ``pi_i(x) = w_i p_{t,i}(x) / p_t(x)`` (docs/theory.md §3.2). Each component supplies
 per row ``l_i = log w_i + log p_{t,i}(x)``, two vectors ``A_i``, ``B_i`` (``B = A`` allowed)
 and a scalar ``c_i``; the field needs
 
@@ -85,6 +85,27 @@ def _safe_shift(log_total: Tensor) -> Tensor:
     return torch.where(torch.isfinite(log_total), log_total, torch.zeros_like(log_total))
 
 
+def _normalised_weights(log_weight: Tensor, dim: int = 1) -> Tensor:
+    r"""Posterior weights ``pi_i = exp(l_i - logsumexp_j l_j)`` that sum to 1 exactly (docs/theory.md §3.2).
+
+    Computed as ``e_i / sum_j e_j`` with ``e_i = exp(l_i - max_j l_j)``, not as
+    ``exp(l_i - logsumexp_j l_j)``: when ``|l_i|`` is ~1e17 (far tails) the ulp of
+    ``logsumexp`` exceeds ``log 2`` and ``max + log(sum e)`` rounds to ``max``, so two tied
+    components would both get weight 1. A row whose ``l_i`` are all ``-inf`` gets weights 0.
+    """
+    top = _safe_shift(log_weight.amax(dim=dim, keepdim=True))
+    e = torch.exp(log_weight - top)
+    total = e.sum(dim=dim, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def _normalised_log_weights(log_weight: Tensor) -> Tensor:
+    r"""``log pi_i = (l_i - max_j l_j) - log sum_j exp(l_j - max_j l_j)`` per row: the log posterior
+    of ``_normalised_weights``, exact when ``|l_i|`` is huge (the max is subtracted first)."""
+    shifted = log_weight - _safe_shift(log_weight.amax(dim=1, keepdim=True))
+    return shifted - _safe_shift(torch.logsumexp(shifted, dim=1, keepdim=True))
+
+
 def _weighted_mean(p: Tensor, v: Tensor | Affine | None) -> Tensor | None:
     """``sum_i p_i v_i`` per row (``p`` ``(B, mc)``, ``v`` ``(B, mc, n)`` or :class:`Affine`)."""
     if v is None:
@@ -98,7 +119,7 @@ def _reduce(terms: ComponentTerms, comoment: bool) -> PosteriorStats:
     log_total = torch.logsumexp(terms.log_weight, dim=1)
     if terms.a is None and terms.b is None and terms.c is None:
         return PosteriorStats(log_total)
-    p = torch.exp(terms.log_weight - _safe_shift(log_total)[:, None])  # (B, mc)
+    p = _normalised_weights(terms.log_weight)  # (B, mc), rows sum to 1
     mean_a = _weighted_mean(p, terms.a)
     mean_b = _weighted_mean(p, terms.b)
     mean_c = None if terms.c is None else (p * terms.c).sum(dim=1)
@@ -118,9 +139,8 @@ def _merge(s1: PosteriorStats, s2: PosteriorStats) -> PosteriorStats:
     log_total = torch.logaddexp(s1.log_weight, s2.log_weight)
     if s1.mean_a is None and s1.mean_b is None and s1.mean_c is None:
         return PosteriorStats(log_total)
-    shift = _safe_shift(log_total)
-    f1 = torch.exp(s1.log_weight - shift)
-    f2 = torch.exp(s2.log_weight - shift)
+    f = _normalised_weights(torch.stack((s1.log_weight, s2.log_weight), dim=1))  # (B, 2), f1 + f2 = 1
+    f1, f2 = f[:, 0], f[:, 1]
     mean_a = None if s1.mean_a is None else f1[:, None] * s1.mean_a + f2[:, None] * s2.mean_a
     mean_b = None if s1.mean_b is None else f1[:, None] * s1.mean_b + f2[:, None] * s2.mean_b
     mean_c = None if s1.mean_c is None else f1 * s1.mean_c + f2 * s2.mean_c
@@ -311,7 +331,7 @@ class MixtureField(VelocityField):
                 ],
                 dim=1,
             )
-            out.append(logs - _safe_shift(torch.logsumexp(logs, dim=1))[:, None])
+            out.append(_normalised_log_weights(logs))
         res = torch.cat(out, dim=0)
         return res[0] if unbatched else res
 

@@ -1,4 +1,4 @@
-r"""Abstract flow-matching velocity field (THEORY.md section 1).
+r"""Abstract flow-matching velocity field (docs/theory.md §1.1).
 
 Conventions: noise ``x0 ~ N(0, I_n)``, data ``x1 ~ p_g``, ``x_t = t x1 + (1 - t) x0`` for
 ``t in [0, 1]``, and ``v(x, t) = E[x1 - x0 | x_t = x]``; generation integrates
@@ -126,7 +126,7 @@ class VelocityField(abc.ABC):
 
     # ------------------------------------------------------------------ public API
     def velocity(self, x: Any, t: Any) -> Tensor:
-        """``v(x, t) = E[x1 - x0 | x_t = x]`` (THEORY.md section 1)."""
+        """``v(x, t) = E[x1 - x0 | x_t = x]`` (docs/theory.md §1.1)."""
         return self.evaluate(x, t, velocity=True, score=False, log_prob=False, divergence=False).velocity
 
     def score(self, x: Any, t: Any) -> Tensor:

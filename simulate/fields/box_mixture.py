@@ -1,9 +1,9 @@
-r"""Mixture of Gaussian neighbours with box supports (Assumption 4.3; THEORY.md section 6).
+r"""Mixture of Gaussian neighbours with box supports (Assumption 4.3; docs/theory.md §3.5).
 
 ``p_g = sum_i w_i (U(B_i) * K_sigma)``, ``B_i = prod_d [a_id, b_id]``, ``K_sigma = N(0, sigma^2 I)``.
 So ``x1 = y + sigma eta`` with ``y ~ U(B_i)``, ``eta ~ N(0, I)``, and with
 ``s_t^2 = t^2 sigma^2 + (1 - t)^2`` the coordinates of ``x_t`` are independent given ``i``:
-``x_t,d = t y_d + s_t xi_d``. THEORY.md section 6 then gives, per component and coordinate,
+``x_t,d = t y_d + s_t xi_d``. docs/theory.md §3.5 then gives, per component and coordinate,
 
 * density ``(Phi((x - t a)/s_t) - Phi((x - t b)/s_t)) / (t (b - a))``;
 * posterior of ``y_d``: ``N(x/t, (s_t/t)^2)`` truncated to ``[a, b]``;
@@ -20,7 +20,7 @@ Both ``v_i`` and ``score_i`` are affine in ``E_i[y|x]`` with common coefficients
 ``div v = (t (1 - t) / s_t^4) [ sum_i pi_i sum_d Var_i[y_d|x] + sum_i pi_i ||E_i[y|x] - Ybar||^2 ]
          + n (t sigma^2 - (1 - t)) / s_t^2``,
 
-which is THEORY.md's ``sum_i pi_i div v_i + sum_i pi_i (score_i - score) . (v_i - v)`` with
+which is docs/theory.md §3.2 ``sum_i pi_i div v_i + sum_i pi_i (score_i - score) . (v_i - v)`` with
 ``(score_i - score) . (v_i - v) = t (1 - t)/s_t^4 ||E_i[y|x] - Ybar||^2``, a form that stays
 regular at ``t = 0`` (the ``((1 - t)/t) sum_i pi_i ||score_i - score||^2`` form does not).
 In words: ``div v = t(1-t)/s_t^4 tr Cov[y | x_t = x] + n (t sigma^2 - (1-t))/s_t^2``.
@@ -164,7 +164,7 @@ class BoxMixture(MixtureField):
 
     # ------------------------------------------------------------------ evaluation
     def _s_t(self, t: Tensor) -> Tensor:
-        """``s_t = sqrt(t^2 sigma^2 + (1 - t)^2)`` (THEORY.md section 6)."""
+        """``s_t = sqrt(t^2 sigma^2 + (1 - t)^2)`` (docs/theory.md §3.5)."""
         return torch.sqrt(t * t * self._sigma**2 + (1.0 - t) ** 2)
 
     def _component_terms(

@@ -1,8 +1,8 @@
-r"""Gaussian-mixture data law and its exact flow-matching field (THEORY.md sections 1, 6).
+r"""Gaussian-mixture data law and its exact flow-matching field (docs/theory.md §1.1, §3.3).
 
 ``p_g = sum_i w_i N(mu_i, diag(s_i^2))``. Given component ``i``, ``x_t = t x1 + (1 - t) x0``
 is ``N(t mu_i, diag(S_i))`` with ``S_i = t^2 s_i^2 + (1 - t)^2`` (coordinate-wise), and
-(THEORY.md section 6, "Gaussian mixture")
+(docs/theory.md §3.3, "Gaussian mixture")
 
 * ``v_i(x, t) = E[x1 - x0 | x_t = x, i] = mu_i + ((t s_i^2 - (1 - t)) / S_i) (x - t mu_i)``,
 * ``score_i = -(x - t mu_i) / S_i``, ``div v_i = sum_d (t s_id^2 - (1 - t)) / S_id``,
@@ -99,7 +99,7 @@ class GaussianMixture(MixtureField):
 
     @property
     def sigma(self) -> float:
-        """The common standard deviation ``sigma`` (THEORY.md section 6: point boxes with ``K_sigma``).
+        """The common standard deviation ``sigma`` (docs/theory.md §1.3: point boxes with ``K_sigma``).
 
         Raises:
             ValueError: if the components do not share one isotropic ``sigma``.
@@ -222,7 +222,7 @@ class Gaussian(GaussianMixture):
 
     The flow map at time ``t`` is ``z -> t mu + sqrt(t^2 s^2 + (1 - t)^2) z`` (coordinate-wise;
     it is linear and pushes ``N(0, I)`` to ``N(t mu, diag(t^2 s^2 + (1-t)^2))``), hence
-    ``G(z) = mu + s z`` (THEORY.md section 6) and ``F(x) = (x - mu) / s``.
+    ``G(z) = mu + s z`` (docs/theory.md §3.4) and ``F(x) = (x - mu) / s``.
 
     Args:
         mean: ``mu``, shape ``(n,)``.

@@ -1,7 +1,7 @@
 r"""Numerically stable normal-interval masses and truncated-normal moments (torch).
 
 These are the one-dimensional building blocks of the box-mixture field
-(THEORY.md section 6): given mixture component ``i`` the coordinate ``x_t,d`` has density
+(docs/theory.md §3.5): given mixture component ``i`` the coordinate ``x_t,d`` has density
 ``(Phi((x - t a)/s_t) - Phi((x - t b)/s_t)) / (t (b - a))`` and the posterior of the box
 coordinate ``y_d`` is the normal ``N(x/t, (s_t/t)^2)`` truncated to ``[a, b]``.
 
@@ -386,7 +386,7 @@ def truncated_normal_moments(
 
     Stable for intervals far in either tail (hundreds of ``s``), for very narrow intervals
     (including ``a == b``: mean ``a``, variance ``0``) and for half-lines (infinite ``a`` or
-    ``b``). THEORY.md section 6: the posterior of a box coordinate is this law with
+    ``b``). docs/theory.md §3.5: the posterior of a box coordinate is this law with
     ``mu = x/t``, ``s = s_t/t``.
     """
     a, b, mu, s = _as_tensors(a, b, mu, s)

@@ -1,0 +1,483 @@
+"""Fuzz the ``pfode`` command line: every sub-command over bad values of each flag (issue 12).
+
+    python benchmarks/fuzz_cli.py [--timeout 60] [--only largemodel] [--show 20] [--json out.json]
+
+Not part of the test suite. Each case runs ``reports.cli.main(argv)`` in a forked child process
+(the parent imports the package once, so a case costs a fork, not a Python start-up), with its
+stdout/stderr in files, its working directory in a scratch folder and a timeout. Cases that
+should be refused are refused before heavy work; the few that should run use the smallest sizes
+(a tiny model folder from ``largemodel/tiny.py``, 1-step training).
+
+Outcomes, counted and printed:
+
+* ``traceback``: ``Traceback`` on stderr;
+* ``hang``: still running at the timeout (killed);
+* ``exit-1``: exit status other than 0 and 2 (an internal failure, a signal);
+* ``multi-line error``: exit 2 with more than one line on stderr;
+* ``silently accepted``: exit 0 on a value that should be refused;
+* ``wrongly refused``: exit 2 on a valid value;
+* ``ok-rejected`` / ``ok-accepted``: as expected.
+
+Goal: all zero except the two ``ok`` rows. Uses one thread (``OMP_NUM_THREADS=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REJECT, ACCEPT, EITHER = "reject", "accept", "either"
+OUTCOMES = ("traceback", "hang", "exit-1", "multi-line error", "silently accepted", "wrongly refused",
+            "ok-rejected", "ok-accepted", "ok-either")
+
+
+@dataclass
+class Case:
+    group: str
+    label: str
+    argv: list[str]
+    expect: str = REJECT
+    timeout: float | None = None
+
+
+@dataclass
+class Result:
+    case: Case
+    outcome: str
+    rc: int | None
+    seconds: float
+    stderr: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+# ---- bad values ------------------------------------------------------------------------------
+NON_NUMBERS = ["abc", "", "1,5", "0x10", "--"]
+BAD_FLOATS = ["nan", "-nan", "inf", "-inf", "1e999", "-1"]
+BAD_INTS = ["-1", "1.5", "1e3", "nan", "inf", "99999999999999999999999999"]
+
+
+def int_cases(flag: str, *, zero_ok: bool, huge: str = "1000000000000") -> list[tuple[str, str]]:
+    """(value, expectation) pairs for an integer count flag."""
+    out = [(v, REJECT) for v in BAD_INTS + NON_NUMBERS[:3]]
+    out.append(("0", EITHER if zero_ok else REJECT))
+    out.append((huge, REJECT))
+    return out
+
+
+def float_cases(*, zero_ok: bool = False, huge_ok: bool = False, extra_bad: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    out = [(v, REJECT) for v in BAD_FLOATS + NON_NUMBERS[:3] + list(extra_bad)]
+    out.append(("0", EITHER if zero_ok else REJECT))
+    out.append(("1e30", EITHER if huge_ok else REJECT))
+    return out
+
+
+SEED_CASES = [("-1", REJECT), ("4294967296", REJECT), ("18446744073709551616", REJECT), ("1.5", REJECT),
+              ("abc", REJECT), ("", REJECT), ("nan", REJECT), ("1e3", REJECT)]
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+def build_fixtures(root: Path) -> dict[str, Path]:
+    """Files and folders the cases point at: odd paths, images, a tiny model and damaged copies."""
+    import numpy as np
+    from PIL import Image
+
+    from largemodel.tiny import build_tiny_folder
+
+    fx: dict[str, Path] = {}
+    root.mkdir(parents=True, exist_ok=True)
+    fx["file"] = root / "a-file.txt"
+    fx["file"].write_text("not a folder\n")
+    fx["empty"] = root / "empty"
+    fx["empty"].mkdir()
+    fx["missing"] = root / "does-not-exist"
+    fx["under_file"] = fx["file"] / "below"
+    fx["devnull"] = Path(os.devnull)
+    fx["readonly"] = root / "read-only"
+    fx["readonly"].mkdir()
+    fx["readonly"].chmod(0o500)
+
+    rng = np.random.default_rng(0)
+    good = root / "images"
+    good.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(good / f"img{i}.png")
+    fx["images"] = good
+    mixed = root / "images-mixed"
+    shutil.copytree(good, mixed)
+    (mixed / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
+    (mixed / "empty.jpg").write_bytes(b"")
+    Image.fromarray(rng.integers(0, 256, (1, 1), dtype=np.uint8)).save(mixed / "one-pixel-gray.png")
+    Image.fromarray(rng.integers(0, 65535, (16, 16), dtype=np.uint16)).save(mixed / "sixteen-bit.png")
+    Image.fromarray(rng.integers(0, 256, (16, 16, 4), dtype=np.uint8)).save(mixed / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (4000, 2, 3), dtype=np.uint8)).save(mixed / "very-tall.png")
+    fx["images_mixed"] = mixed
+    corrupt = root / "images-corrupt"
+    corrupt.mkdir()
+    (corrupt / "a.png").write_bytes(b"not an image")
+    (corrupt / "b.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)
+    (corrupt / "c.png").write_bytes(b"")
+    fx["images_corrupt"] = corrupt
+    no_images = root / "no-images"
+    no_images.mkdir()
+    (no_images / "notes.txt").write_text("no pictures here")
+    fx["no_images"] = no_images
+
+    fx["model"] = build_tiny_folder(root / "tiny-sd3", "sd3", with_vae=False)
+    garbage = root / "tiny-garbage-null-prompt"
+    shutil.copytree(fx["model"], garbage)
+    (garbage / "null_prompt.safetensors").write_bytes(b"\x00\x01garbage" * 100)
+    fx["model_garbage_prompt"] = garbage
+    empty_sched = root / "tiny-empty-scheduler"
+    shutil.copytree(fx["model"], empty_sched)
+    (empty_sched / "scheduler" / "scheduler_config.json").write_text("{}")
+    fx["model_empty_scheduler"] = empty_sched
+    no_index = root / "tiny-no-index"
+    shutil.copytree(fx["model"], no_index)
+    (no_index / "model_index.json").unlink()
+    fx["model_no_index"] = no_index
+    cut = root / "tiny-cut-weights"
+    shutil.copytree(fx["model"], cut)
+    for w in (cut / "transformer").glob("*.safetensors"):
+        w.write_bytes(w.read_bytes()[: len(w.read_bytes()) // 2])
+    fx["model_cut_weights"] = cut
+    bad_json = root / "tiny-bad-json"
+    shutil.copytree(fx["model"], bad_json)
+    (bad_json / "model_index.json").write_text("{not json")
+    fx["model_bad_json"] = bad_json
+    return fx
+
+
+# ---- the cases -----------------------------------------------------------------------------
+def _flag(flag: str, value: str) -> list[str]:
+    """``--flag=value`` when argparse would read the value as a flag (``-1``, ``--``, empty)."""
+    return [f"{flag}={value}"] if value.startswith("-") or value == "" else [flag, value]
+
+
+def _flag_cases(group: str, base: list[str], flag: str, values: list[tuple[str, str]]) -> list[Case]:
+    return [Case(group, f"{flag} {v!r}", [*base, *_flag(flag, v)], exp) for v, exp in values]
+
+
+def out_cases(group: str, base: list[str], fx: dict[str, Path], flag: str = "--out") -> list[Case]:
+    cases = [Case(group, f"{flag} a file", [*base, flag, str(fx["file"])]),
+             Case(group, f"{flag} /dev/null", [*base, flag, str(fx["devnull"])]),
+             Case(group, f"{flag} under a file", [*base, flag, str(fx["under_file"] / "x")])]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append(Case(group, f"{flag} read-only", [*base, flag, str(fx["readonly"] / "x")]))
+    return cases
+
+
+def theory_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
+    cases: list[Case] = []
+    bound = ["theory", "bound", "--n", "5", "--json"]
+    cases += _flag_cases("theory bound", ["theory", "bound", "--json"], "--n", int_cases("--n", zero_ok=False, huge="10000000000000"))
+    cases += _flag_cases("theory bound", bound, "--m", int_cases("--m", zero_ok=False, huge="100000000000000000000"))
+    for flag in ("--sigma", "--tau", "--c", "--rho-max"):
+        cases += _flag_cases("theory bound", bound, flag, float_cases(huge_ok=True))
+    cases += _flag_cases("theory bound", bound, "--side", float_cases(zero_ok=True, huge_ok=True))
+    cases += _flag_cases("theory bound", bound, "--density-ratio", float_cases(huge_ok=True, extra_bad=("0.5",)))
+    cases.append(Case("theory bound", "extremes through r*", [*bound, "--sigma", "1e300", "--tau", "1e302"], EITHER))
+    cases.append(Case("theory bound", "defaults", bound, ACCEPT))
+    curves = ["theory", "curves", "--out", str(scratch / "curves"), "--num", "4", "--n-max", "100"]
+    cases += _flag_cases("theory curves", curves[:4], "--num", int_cases("--num", zero_ok=False, huge="1000000000"))
+    cases += _flag_cases("theory curves", curves[:6], "--n-max", float_cases(extra_bad=("1",)))
+    for flag in ("--sigma", "--tau", "--eps", "--rho-max"):
+        cases += _flag_cases("theory curves", curves, flag, [(v, e) for v, e in float_cases(huge_ok=True) if v != "1e30"])
+    cases += _flag_cases("theory curves", curves, "--m", [("0", REJECT), ("-3", REJECT), ("x", REJECT)])
+    cases += out_cases("theory curves", ["theory", "curves", "--num", "4", "--n-max", "100"], fx)
+    cases.append(Case("theory curves", "smallest", curves, ACCEPT))
+    return cases
+
+
+def simulate_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
+    from simulate.experiments import EXPERIMENTS
+
+    cases: list[Case] = []
+    for exp in EXPERIMENTS:
+        base = ["simulate", exp, "--out", str(scratch / f"sim-{exp}"), "--no-progress"]
+        cases += _flag_cases(f"simulate {exp}", base, "--seed", SEED_CASES)
+        cases += out_cases(f"simulate {exp}", ["simulate", exp, "--no-progress"], fx)
+    cases.append(Case("simulate", "unknown experiment", ["simulate", "nosuch"]))
+    return cases
+
+
+def _model_cases(group: str, base_wo: list[str], fx: dict[str, Path]) -> list[Case]:
+    """--model / --images / --device / --dtype odd values; ``base_wo`` lacks --model and --images."""
+    good = ["--model", str(fx["model"]), "--images", str(fx["images"])]
+    cases = []
+    for key in ("missing", "file", "empty", "model_garbage_prompt", "model_empty_scheduler", "model_no_index",
+                "model_cut_weights", "model_bad_json"):
+        cases.append(Case(group, f"--model {key}", [*base_wo, "--model", str(fx[key]), "--images", str(fx["images"])]))
+    for key in ("missing", "file", "empty", "no_images", "images_corrupt"):
+        cases.append(Case(group, f"--images {key}", [*base_wo, "--model", str(fx["model"]), "--images", str(fx[key])]))
+    cases.append(Case(group, "--images mixed good/corrupt/odd", [*base_wo, "--model", str(fx["model"]), "--images",
+                                                                  str(fx["images_mixed"])], EITHER))
+    for dev in ("bogus", "meta", "cuda:99", "", "cpu:0:1", "mps"):
+        cases.append(Case(group, f"--device {dev!r}", [*base_wo, *good, f"--device={dev}"]))
+    cases.append(Case(group, "--dtype fp8", [*base_wo, *good, "--dtype", "fp8"]))
+    return cases
+
+
+def largemodel_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
+    cases: list[Case] = []
+    for cmd in ("study", "gallery"):
+        group = f"largemodel {cmd}"
+        out = ["--out", str(scratch / f"lm-{cmd}")]
+        small = ["--device", "cpu", "--steps", "2", "--perturbations", "1", "--n-images", "1", "--no-progress"]
+        base_wo = ["largemodel", cmd, *out, *small]
+        good = ["--model", str(fx["model"]), "--images", str(fx["images"])]
+        base = [*base_wo, *good]
+        cases += _model_cases(group, base_wo, fx)
+        cases += out_cases(group, ["largemodel", cmd, *small, *good], fx)
+        cases += _flag_cases(group, base, "--seed", SEED_CASES)
+        for flag, zero_ok in (("--steps", False), ("--perturbations", False), ("--batch-size", False),
+                              ("--images-per-batch", False), ("--n-images", False), ("--resolution", False)):
+            cases += _flag_cases(group, base, flag, int_cases(flag, zero_ok=zero_ok))
+        cases += _flag_cases(group, base, "--eps", float_cases())
+        cases += _flag_cases(group, base, "--guidance", float_cases(zero_ok=True))
+        cases.append(Case(group, "--resolution 7 (not a multiple of the patch)", [*base, "--resolution", "7"]))
+        if cmd == "study":
+            for flag, zero_ok in (("--jvp-directions", True), ("--power-iters", True), ("--probes", False)):
+                cases += _flag_cases(group, base, flag, int_cases(flag, zero_ok=zero_ok))
+            cases.append(Case(group, "--log-lambda bogus", [*base, "--log-lambda", "bogus"]))
+        else:
+            cases += _flag_cases(group, base, "--top", int_cases("--top", zero_ok=False))
+        cases.append(Case(group, "smallest run", [*base, "--jvp-directions", "0"] if cmd == "study" else base, ACCEPT,
+                          timeout=180))
+
+    group = "largemodel train"
+    tr = ["largemodel", "train", "--out", str(scratch / "lm-train"), "--steps", "1", "--batch-size", "2",
+          "--num-layers", "1", "--num-heads", "1", "--head-dim", "4", "--train-images", "16", "--heldout-images", "8",
+          "--quality-samples", "0", "--no-progress"]
+    for flag, zero_ok in (("--size", False), ("--train-images", False), ("--steps", False), ("--batch-size", False),
+                          ("--patch-size", False), ("--num-layers", False), ("--num-heads", False),
+                          ("--head-dim", False), ("--sample-steps", False)):
+        cases += _flag_cases(group, tr, flag, int_cases(flag, zero_ok=zero_ok))
+    for flag in ("--heldout-images", "--checkpoint-every", "--quality-samples", "--threads"):
+        cases += _flag_cases(group, tr, flag, [(v, e) for v, e in int_cases(flag, zero_ok=True)])
+    cases += _flag_cases(group, tr, "--threads", [(str((os.cpu_count() or 1) + 1), REJECT)])
+    cases += _flag_cases(group, tr, "--lr", float_cases())
+    cases += _flag_cases(group, tr, "--ema-decay", float_cases(zero_ok=True, extra_bad=("1", "1.5")))
+    cases += _flag_cases(group, tr, "--seed", SEED_CASES)
+    cases += _flag_cases(group, tr, "--data-seed", SEED_CASES)
+    cases.append(Case(group, "--data bogus", [*tr, "--data", "bogus"]))
+    cases.append(Case(group, "--size 3 (no patch divides into 4x4 tokens)", [*tr, "--size", "3", "--patch-size", "2"]))
+    cases.append(Case(group, "--heldout-images leaves no training images", [*tr, "--heldout-images", "100000"]))
+    cases += out_cases(group, [c for c in tr if c not in ("--out", str(scratch / "lm-train"))], fx)
+    cases.append(Case(group, "--png a folder", [*tr, "--quality-samples", "4", "--png", str(fx["empty"])]))
+    cases.append(Case(group, "--png under a file", [*tr, "--quality-samples", "4", "--png", str(fx["under_file"])]))
+    cases.append(Case(group, "smallest run", tr, ACCEPT, timeout=300))
+    for i, case in enumerate(cases):  # runs that may train get their own folder (else "a different model")
+        if case.group == group and case.expect != REJECT and str(scratch / "lm-train") in case.argv:
+            case.argv = [f"{a}-{i}" if a == str(scratch / "lm-train") else a for a in case.argv]
+            case.timeout = 300
+    return cases
+
+
+def report_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
+    group = "report"
+    base = ["report", "--suites", "theory", "--out", str(scratch / "report")]
+    cases = _flag_cases(group, base, "--threads", [(v, e) for v, e in int_cases("--threads", zero_ok=True) if v != "0"])
+    cases += _flag_cases(group, base, "--threads", [(str((os.cpu_count() or 1) + 1), REJECT)])
+    for suites in ("", "nope", "theory,nope", ",", "THEORY"):
+        cases.append(Case(group, f"--suites {suites!r}", ["report", f"--suites={suites}", "--out", str(scratch / "report")]))
+    cases += out_cases(group, ["report", "--suites", "theory"], fx)
+    lm = ["report", "--suites", "largemodel", "--out", str(scratch / "report-lm")]
+    cases.append(Case(group, "--model missing", [*lm, "--model", str(fx["missing"]), "--images", str(fx["images"])]))
+    cases.append(Case(group, "--model without --images", [*lm, "--model", str(fx["model"])]))
+    cases.append(Case(group, "--model a file", [*lm, "--model", str(fx["file"]), "--images", str(fx["images"])]))
+    cases.append(Case(group, "--model garbage null prompt", [*lm, "--model", str(fx["model_garbage_prompt"]), "--images",
+                                                             str(fx["images"])]))
+    cases.append(Case(group, "--images missing", [*lm, "--model", str(fx["model"]), "--images", str(fx["missing"])]))
+    cases.append(Case(group, "--model with the theory suite only", [*base, "--model", str(fx["model"]), "--images",
+                                                                    str(fx["images"])]))
+    cases.append(Case(group, "--quick --full", [*base, "--quick", "--full"]))
+    return cases
+
+
+def extra_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
+    """Commands added after the contract (rank, explain): their shared flags."""
+    from reports.cli import build_parser
+
+    cases: list[Case] = []
+    parser = build_parser()
+    lm = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["largemodel"]
+    subs = next(a for a in lm._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for cmd in sorted(set(subs) - {"study", "gallery", "train"}):
+        group = f"largemodel {cmd}"
+        base_wo = ["largemodel", cmd, "--out", str(scratch / f"lm-{cmd}"), "--device", "cpu"]
+        base = [*base_wo, "--model", str(fx["model"]), "--images", str(fx["images"])]
+        flags = {a.option_strings[-1] for a in subs[cmd]._actions if a.option_strings}
+        cases += _model_cases(group, [c for c in base_wo if c not in ("--device", "cpu")], fx)
+        cases += out_cases(group, ["largemodel", cmd, "--device", "cpu", "--model", str(fx["model"]), "--images",
+                                   str(fx["images"])], fx)
+        if "--seed" in flags:
+            cases += _flag_cases(group, base, "--seed", SEED_CASES)
+        for flag in ("--steps", "--probes", "--images-per-batch", "--n-images", "--perturbations", "--batch-size"):
+            if flag in flags:
+                cases += _flag_cases(group, base, flag, int_cases(flag, zero_ok=False))
+        for flag in ("--eps",):
+            if flag in flags:
+                cases += _flag_cases(group, base, flag, float_cases())
+    for case in cases:  # a command written elsewhere: the mixed-images run may do real work
+        if case.expect == EITHER:
+            case.timeout = 180
+    return cases
+
+
+# ---- running -------------------------------------------------------------------------------
+def run_case(case: Case, scratch: Path, timeout: float) -> Result:
+    """``reports.cli.main(case.argv)`` in a forked child; classify its outcome."""
+    from reports.cli import main
+
+    work = Path(tempfile.mkdtemp(dir=scratch, prefix="case-"))
+    out_f, err_f = work / "stdout", work / "stderr"
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # child
+        rc = 70
+        try:
+            os.chdir(work)
+            fo = os.open(out_f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            fe = os.open(err_f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(fo, 1)
+            os.dup2(fe, 2)
+            os.setsid()
+            rc = int(main(case.argv))
+        except SystemExit as exc:  # --help and friends
+            rc = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - an escaped exception is a traceback
+            import traceback
+
+            traceback.print_exc()
+            rc = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(rc)
+    limit = case.timeout or timeout
+    status = None
+    while time.perf_counter() - t0 < limit:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.02)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:  # pragma: no cover
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return Result(case, "hang", None, time.perf_counter() - t0, err_f.read_text(errors="replace")[-500:])
+    seconds = time.perf_counter() - t0
+    rc = os.waitstatus_to_exitcode(status)
+    err = err_f.read_text(errors="replace")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if "Traceback" in err:
+        outcome = "traceback"
+    elif rc not in (0, 2):
+        outcome = "exit-1"
+    elif rc == 2 and len(lines) != 1:
+        outcome = "multi-line error"
+    elif rc == 0 and case.expect == REJECT:
+        outcome = "silently accepted"
+    elif rc == 2 and case.expect == ACCEPT:
+        outcome = "wrongly refused"
+    else:
+        outcome = {REJECT: "ok-rejected", ACCEPT: "ok-accepted", EITHER: "ok-either"}[case.expect]
+    shutil.rmtree(work, ignore_errors=True)
+    return Result(case, outcome, rc, seconds, err[-2000:])
+
+
+def warm_imports() -> None:
+    """Import what the commands import lazily, once, before forking."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import torch
+
+    torch.set_num_threads(1)
+    import diffusers  # noqa: F401
+
+    import largemodel.model  # noqa: F401
+    import largemodel.study  # noqa: F401
+    import reports.report  # noqa: F401
+    from simulate.experiments import EXPERIMENTS, load
+
+    for exp in EXPERIMENTS:
+        load(exp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case (default %(default)s)")
+    ap.add_argument("--only", default=None, help="run only groups whose name contains this")
+    ap.add_argument("--show", type=int, default=30, help="failing cases listed (default %(default)s)")
+    ap.add_argument("--json", type=Path, default=None, help="write every result here")
+    args = ap.parse_args(argv)
+
+    t_start = time.perf_counter()
+    warm_imports()
+    root = Path(tempfile.mkdtemp(prefix="pfode-fuzz-"))
+    scratch = root / "scratch"
+    scratch.mkdir()
+    try:
+        fx = build_fixtures(root / "fixtures")
+        cases = (theory_cases(fx, scratch) + simulate_cases(fx, scratch) + largemodel_cases(fx, scratch)
+                 + report_cases(fx, scratch) + extra_cases(fx, scratch))
+        if args.only:
+            cases = [c for c in cases if args.only in c.group]
+        results = []
+        for i, case in enumerate(cases, 1):
+            res = run_case(case, scratch, args.timeout)
+            results.append(res)
+            if not res.outcome.startswith("ok"):
+                print(f"[{i}/{len(cases)}] {res.outcome}: {case.group} {case.label}", file=sys.stderr, flush=True)
+    finally:
+        if (root / "fixtures" / "read-only").exists():
+            (root / "fixtures" / "read-only").chmod(0o700)
+        shutil.rmtree(root, ignore_errors=True)
+
+    counts = {k: 0 for k in OUTCOMES}
+    by_group: dict[str, dict[str, int]] = {}
+    for r in results:
+        counts[r.outcome] += 1
+        group = by_group.setdefault(r.case.group, {})
+        group[r.outcome] = group.get(r.outcome, 0) + 1
+    print(f"{len(results)} cases in {time.perf_counter() - t_start:.0f} s")
+    for k in OUTCOMES:
+        print(f"  {k:<18} {counts[k]}")
+    print("by command:")
+    for g, c in sorted(by_group.items()):
+        print(f"  {g:<22} " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+    bad = [r for r in results if not r.outcome.startswith("ok")]
+    for r in bad[: args.show]:
+        last = r.stderr.strip().splitlines()[-3:] if r.stderr.strip() else []
+        print(f"- {r.outcome}: {r.case.group} {r.case.label} (rc {r.rc}): {' | '.join(last)[:300]}")
+    if args.json:
+        args.json.write_text(json.dumps([{"group": r.case.group, "label": r.case.label, "argv": r.case.argv,
+                                          "expect": r.case.expect, "outcome": r.outcome, "rc": r.rc,
+                                          "seconds": round(r.seconds, 3), "stderr": r.stderr} for r in results],
+                                        indent=1))
+    return 0 if not bad else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
