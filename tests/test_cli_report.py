@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -112,12 +113,16 @@ def test_report_model_needs_images(tmp_path, capsys) -> None:
     assert "give both --model and --images" in capsys.readouterr().err
 
 
-def test_report_quick_all_suites(tmp_path, monkeypatch) -> None:
+def test_report_quick_all_suites(tmp_path, monkeypatch, capfd) -> None:
     """The default report (all suites, quick), as a user runs it: every row has a status and a
-    number or a reason; the large-model rows come from models trained here (cache in tmp)."""
+    number or a reason; the large-model rows come from models trained here (cache in tmp); its
+    stderr holds only pfode's own progress lines (no third-party notices)."""
     monkeypatch.setenv("PFODE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
     assert main(["report", "--quick", "--out", str(out)]) == 0
+    err = capfd.readouterr().err.splitlines()
+    assert err and all(re.match(r"\[\s*\d+\.\ds\] ", line) for line in err), [
+        line for line in err if not re.match(r"\[\s*\d+\.\ds\] ", line)][:5]
     results = json.loads((out / "results.json").read_text())
     rows = {v["claim_id"]: v for v in results["verdicts"]}
     assert set(rows) == {c for c, _, _ in CLAIMS}
