@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import math
@@ -135,7 +134,7 @@ def run_explain(
         out: the output folder (locked for the run).
         model_id: identifies the model in the resume signature.
     """
-    from .study_items import pixel_digest, record_key
+    from .study_items import group_generator, pixel_digest, record_key
 
     out = Path(out)
     with output_lock(out, command=command):
@@ -155,7 +154,7 @@ def run_explain(
                 chunk = todo[i : i + images_per_batch]
                 x = torch.stack([c[2] for c in chunk])
                 # seeded by the chunk's first record key: a resumed run draws what a fresh one would
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + int(hashlib.sha256(chunk[0][1].encode()).hexdigest()[:8], 16))
+                gen = group_generator(cfg.seed, chunk[0][1])
                 y = model.encode(x)
                 recs, recon = explain_batch(model.velocity, y, grid, cfg, gen)
                 img = x.to(model.device, model.state_dtype)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import math
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 
 from simulate.store import RecordStore, atomic_write_text, output_lock
 
+from .images import file_digest
 from .scores import ONE_PASS_SCORES, ScoreConfig, available_scores, score_group, study_generator
 
 __all__ = ["add_rank_parser", "run_rank", "rank_folder", "DEFAULT_RISK"]
@@ -77,12 +77,12 @@ def _check_args(args: argparse.Namespace) -> ScoreConfig:
 
 
 def content_hash(path: Path) -> str:
-    """The first 16 hex digits of the SHA-256 of a file's bytes (the resume key of an image)."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    """The first 16 hex digits of the SHA-256 of a file's bytes (``images.file_digest``; the resume
+    key of an image)."""
+    digest = file_digest(path)
+    if digest is None:
+        raise OSError(f"cannot read {path}")
+    return digest[:16]
 
 
 def rank_folder(model: Any, images: Path, out: Path, cfg: ScoreConfig, *, risk: str = DEFAULT_RISK,

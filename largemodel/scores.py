@@ -33,6 +33,7 @@ from torch import Tensor
 from . import instability as ins
 from .instability import log_lambda_one_pass
 from .ode import SOLVERS, Velocity, generate, invert, nfe_per_map
+from .study_items import group_generator as study_generator  # the study's seeding rule, re-exported
 
 __all__ = [
     "INVERSION_SCORES", "ONE_PASS_SCORES", "REGENERATION_SCORES", "ScoreConfig", "available_scores", "one_pass_scores",
@@ -203,13 +204,6 @@ def score_costs(steps: int, solver: str, probes: int, *, perturbations: int = 8,
         "spectral_norm": base * (1 + 2 * c * power_iters),
     }
     return {k: {"evaluations": v, "per_reconstruction": v / (2 * base)} for k, v in evals.items()}
-
-
-def study_generator(seed: int, first_key: str) -> torch.Generator:
-    """The generator ``largemodel.study`` seeds for a group of images whose first key is ``first_key``."""
-    from .study import _stable_hash
-
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + _stable_hash(first_key))
 
 
 def _mse01(a: Tensor, b: Tensor) -> Tensor:

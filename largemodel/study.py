@@ -22,7 +22,6 @@ cannot be read is skipped with one warning line and a record saying why. With se
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import time
@@ -45,6 +44,7 @@ from .study_items import (
     _print_warning,
     _resolve,
     _Warnings,
+    group_generator,
     items_from_folder,
     load_records,
     pixel_digest,
@@ -315,7 +315,7 @@ def _run_locked(
 
     def flush() -> None:
         group = [p[0] for p in pending]
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + _stable_hash(group[0].key))
+        gen = group_generator(cfg.seed, group[0].key)
         records, recon, _ = _study_group(model, cfg, torch.stack([p[2] for p in pending]), sigmas, gen)
         for (it, key, _), rec, img in zip(pending, records, recon):
             rec.update(key=it.key, record_key=key, nfe_per_map=nfe)
@@ -350,10 +350,6 @@ def _run_locked(
         bar.close()
     warnings.finish(single_process=world == 1, total=len(mine))
     return store.path
-
-
-def _stable_hash(key: str) -> int:
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
 
 
 def summarize(

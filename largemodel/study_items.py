@@ -185,3 +185,10 @@ class _Warnings:
         for line in self.held:
             self.warn(line)
         self.held.clear()
+
+
+def group_generator(seed: int, first_key: str) -> torch.Generator:
+    """The generator of a group of images (perturbations, directions, probes): seeded by the run's
+    ``seed`` and the group's first key, so a resumed run draws what a fresh one would. Shared by
+    ``study``, ``scores``, ``maps`` and ``explain`` so that they see the same draws for an image."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(hashlib.sha256(first_key.encode()).hexdigest()[:8], 16))

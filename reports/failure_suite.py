@@ -43,8 +43,10 @@ NEEDS = {
 
 
 def failure_records(model_dir: Path, out: Path, scale: dict[str, Any], *, seed: int = 0,
-                    images_per_batch: int = 16, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Score every held-out image (resumable): one-pass and regeneration scores and the error."""
+                    images_per_batch: int = 16, progress: Callable[[str], None] | None = None,
+                    model: Any = None) -> list[dict[str, Any]]:
+    """Score every held-out image (resumable): one-pass and regeneration scores and the error.
+    ``model``: ``model_dir`` already loaded (loaded on the CPU in float32 when ``None``)."""
     from largemodel.model import load_model
     from largemodel.scores import ScoreConfig, score_group, study_generator
     from largemodel.train import model_dataset
@@ -56,7 +58,7 @@ def failure_records(model_dir: Path, out: Path, scale: dict[str, Any], *, seed: 
     params = {"model": str(model_dir), "config": cfg.__dict__, "perturbations": scale["perturbations"], "eps": 1e-2,
               "jvp_directions": scale["jvp_directions"], "images_per_batch": images_per_batch}
     with output_lock(out, command="pfode report: which images fail"):
-        model = load_model(model_dir, device="cpu", dtype="float32")
+        model = model if model is not None else load_model(model_dir, device="cpu", dtype="float32")
         store = RecordStore(out, params)
         for start in range(0, len(keys), images_per_batch):
             group = [k for k in keys[start : start + images_per_batch] if not store.done(k)]
@@ -75,7 +77,8 @@ def failure_records(model_dir: Path, out: Path, scale: dict[str, Any], *, seed: 
         return [store.get(k) for k in keys]
 
 
-def measured_seconds(model_dir: Path, scale: dict[str, Any], images: int = 16, seed: int = 0) -> dict[str, float]:
+def measured_seconds(model_dir: Path, scale: dict[str, Any], images: int = 16, seed: int = 0,
+                     model: Any = None) -> dict[str, float]:
     """Wall-clock seconds per image of a reconstruction (invert + regenerate), a plain inversion and
     the one-pass scores (Hutchinson inversion), on one batch of held-out images."""
     from largemodel.model import load_model
@@ -83,7 +86,7 @@ def measured_seconds(model_dir: Path, scale: dict[str, Any], images: int = 16, s
     from largemodel.scores import ScoreConfig, one_pass_scores
     from largemodel.train import model_dataset
 
-    model = load_model(model_dir, device="cpu", dtype="float32")
+    model = model if model is not None else load_model(model_dir, device="cpu", dtype="float32")
     x = model.encode(model_dataset(model_dir).heldout[:images])
     sig = model.sigmas(scale["steps"])
     cfg = ScoreConfig(steps=scale["steps"], probes=scale["probes"], seed=seed)
@@ -100,7 +103,7 @@ def measured_seconds(model_dir: Path, scale: dict[str, Any], images: int = 16, s
 
 
 def spatial_maps(model_dir: Path, out: Path, result: dict[str, Any], scale: dict[str, Any], *, n_stat: int = 12,
-                 n_figure: int = 4, seed: int = 0) -> dict[str, Any]:
+                 n_figure: int = 4, seed: int = 0, model: Any = None) -> dict[str, Any]:
     """Instability maps (``largemodel.maps``) of the ``n_figure`` worst-reconstructed held-out images,
     and the spatial Spearman between instability and error maps over the first ``n_stat`` images."""
     import numpy as np
@@ -110,7 +113,7 @@ def spatial_maps(model_dir: Path, out: Path, result: dict[str, Any], scale: dict
     from largemodel.study import ImageItem, StudyConfig
     from largemodel.train import model_dataset
 
-    model = load_model(model_dir, device="cpu", dtype="float32")
+    model = model if model is not None else load_model(model_dir, device="cpu", dtype="float32")
     held = model_dataset(model_dir).heldout
     cfg = StudyConfig(steps=scale["steps"], perturbations=scale["perturbations"], eps=1e-2, jvp_directions=0,
                       log_lambda="none", images_per_batch=1, seed=seed)
@@ -165,6 +168,7 @@ def run_failure_section(out_dir: Path, quick: bool = True, progress: Callable[[s
     Returns:
         ``{"markdown", "figures", "result", "costs", "seconds", "model"}`` (JSON-ready).
     """
+    from largemodel.model import load_model
     from largemodel.predict import calibration_figure, evaluate_scores
     from largemodel.scores import ONE_PASS_SCORES, score_costs
     from largemodel.train import cached_model
@@ -179,8 +183,9 @@ def run_failure_section(out_dir: Path, quick: bool = True, progress: Callable[[s
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        records = failure_records(folder, out, scale, progress=step)
-        seconds = measured_seconds(folder, scale)
+        model = load_model(folder, device="cpu", dtype="float32")  # loaded once for the whole section
+        records = failure_records(folder, out, scale, progress=step, model=model)
+        seconds = measured_seconds(folder, scale, model=model)
     finally:
         torch.set_num_threads(before)
     scores = [*ONE_PASS_SCORES, "mu_bar", "lambda_jvp"]
@@ -193,7 +198,7 @@ def run_failure_section(out_dir: Path, quick: bool = True, progress: Callable[[s
     step("which images fail: instability maps")
     torch.set_num_threads(1)
     try:
-        maps = spatial_maps(folder, out, result, scale)
+        maps = spatial_maps(folder, out, result, scale, model=model)
     finally:
         torch.set_num_threads(before)
     maps_rel = str(Path(maps["figure"]).relative_to(out_dir))

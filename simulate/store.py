@@ -163,12 +163,17 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
 
 
 def _check_replaceable(final: Path) -> None:
-    if final.exists() and not final.is_dir():
-        raise ValueError(f"{final} is a file, not a folder; remove it or choose another output folder")
-    name = foreign_entry(final)
+    _refuse_foreign(final, "remove it or choose another output folder",
+                    "pfode will not replace it: choose another output folder")
+
+
+def _refuse_foreign(folder: Path, if_file: str, if_foreign: str) -> None:
+    """``ValueError`` if ``folder`` is a file, or holds an entry pfode cannot claim (``foreign_entry``)."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder; {if_file}")
+    name = foreign_entry(folder)
     if name is not None:
-        raise ValueError(f"{final} holds files pfode did not create (e.g. {name}); "
-                         "pfode will not replace it: choose another output folder")
+        raise ValueError(f"{folder} holds files pfode did not create (e.g. {name}); {if_foreign}")
 
 
 # ---- ownership ----------------------------------------------------------------------------
@@ -204,12 +209,7 @@ def mark_owned(folder: str | Path, what: str) -> Path:
             would otherwise come under it and a later ``--fresh`` could delete them).
     """
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is a file, not a folder; choose another --out")
-    name = foreign_entry(folder)
-    if name is not None:
-        raise ValueError(f"{folder} holds files pfode did not create (e.g. {name}); "
-                         "choose another --out (an empty or new folder)")
+    _refuse_foreign(folder, "choose another --out", "choose another --out (an empty or new folder)")
     folder.mkdir(parents=True, exist_ok=True)
     if not owned_by_pfode(folder):
         from importlib import metadata
