@@ -207,7 +207,7 @@ def naive_method(model: FlowModel, cfg: StudyConfig, images: torch.Tensor, sigma
     z = torch.cat([invert(vel, x[i : i + 1], sigmas, solver=cfg.solver) for i in range(b)])
     gen = torch.Generator().manual_seed(seed)
     d = ins.unit_directions((b * k, *z.shape[1:]), gen, z)
-    size = cfg.eps * math.sqrt(n)
+    size = cfg.eps_rms * math.sqrt(n)
     xr = torch.cat([generate(vel, z[i : i + 1], sigmas, solver=cfg.solver) for i in range(b)])
     gp = torch.cat(
         [generate(vel, z[j // k : j // k + 1] + size * d[j : j + 1], sigmas, solver=cfg.solver) for j in range(b * k)]
@@ -274,7 +274,7 @@ def run_resolution(model: FlowModel, args: argparse.Namespace, resolution: int, 
     latent = model.latent_shape(resolution // factor)
     b, k = args.images, args.perturbations
     cfg = StudyConfig(
-        steps=args.steps, solver=args.solver, perturbations=k, eps=args.eps, jvp_directions=0, power_iters=0,
+        steps=args.steps, solver=args.solver, perturbations=k, eps_rms=args.eps_rms, jvp_directions=0, power_iters=0,
         log_lambda="none", batch_size=args.batch_size, images_per_batch=b, seed=args.seed,
     )
     sigmas = model.sigmas(args.steps, latent)
@@ -296,7 +296,7 @@ def run_resolution(model: FlowModel, args: argparse.Namespace, resolution: int, 
     source = "FlopCounterMode"
     if hand and abs(counted / hand - 1) > 0.01:
         # e.g. an attention kernel without a FLOP formula (the CPU's fused SDPA): the hand count
-        # equals FlopCounterMode exactly where every op is seen (tests/test_lm_gpu.py)
+        # equals FlopCounterMode exactly where every op is seen (tests/largemodel/test_lm_gpu.py)
         per_row, source = float(hand), f"hand count (FlopCounterMode saw {counted / hand:.1%} of it)"
         log(f"  FlopCounterMode counted {counted / hand:.1%} of the hand count: MFU uses the hand count")
     out: dict[str, Any] = {
@@ -366,7 +366,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--solver", choices=("euler", "heun"), default="euler")
     p.add_argument("--images", type=int, default=4, help="B: images per study group (default %(default)s)")
     p.add_argument("--perturbations", type=int, default=8, help="K perturbed regenerations per image (default %(default)s)")
-    p.add_argument("--eps", type=float, default=1e-2, help="RMS perturbation size (default %(default)s)")
+    p.add_argument("--eps-rms", type=float, default=1e-2, help="RMS perturbation size per coordinate, ||D|| = eps_rms sqrt(n) (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=12, help="rows per transformer call in the study (default %(default)s)")
     p.add_argument("--text-tokens", type=int, default=fullsize.SD3_TEXT_TOKENS, help="null-prompt tokens (default %(default)s)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up calls per batch size (default %(default)s)")
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "diffusers": diffusers.__version__,
         "params": {
             "steps": args.steps, "solver": args.solver, "images": args.images, "perturbations": args.perturbations,
-            "batch_size": args.batch_size, "eps": args.eps, "repeat": args.repeat, "warmup": args.warmup,
+            "batch_size": args.batch_size, "eps_rms": args.eps_rms, "repeat": args.repeat, "warmup": args.warmup,
             "seed": args.seed,
         },
         "vae": "excluded: the ODE dominates the cost (steps x rows transformer calls vs one encode/decode per image)",

@@ -245,7 +245,7 @@ def largemodel_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
         for flag, zero_ok in (("--steps", False), ("--perturbations", False), ("--batch-size", False),
                               ("--images-per-batch", False), ("--n-images", False), ("--resolution", False)):
             cases += _flag_cases(group, base, flag, int_cases(flag, zero_ok=zero_ok))
-        cases += _flag_cases(group, base, "--eps", float_cases())
+        cases += _flag_cases(group, base, "--eps-rms", float_cases())
         cases += _flag_cases(group, base, "--guidance", float_cases(zero_ok=True))
         cases.append(Case(group, "--resolution 7 (not a multiple of the patch)", [*base, "--resolution", "7"]))
         if cmd == "study":
@@ -328,7 +328,7 @@ def extra_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
         for flag in ("--steps", "--probes", "--images-per-batch", "--n-images", "--perturbations", "--batch-size"):
             if flag in flags:
                 cases += _flag_cases(group, base, flag, int_cases(flag, zero_ok=False))
-        for flag in ("--eps",):
+        for flag in ("--eps-rms",):
             if flag in flags:
                 cases += _flag_cases(group, base, flag, float_cases())
     for case in cases:  # a command written elsewhere: the mixed-images run may do real work

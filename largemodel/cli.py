@@ -43,7 +43,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     st.add_argument("--n-images", type=int, default=100, help="seeded random subset size (default %(default)s)")
     st.add_argument("--steps", type=int, default=500, help="ODE steps each way (default %(default)s, as the paper)")
     st.add_argument("--perturbations", type=int, default=8, help="K for the averaged coefficient mu_bar (default %(default)s)")
-    st.add_argument("--eps", type=float, default=1e-2, help="RMS perturbation size per coordinate (default %(default)s)")
+    st.add_argument("--eps-rms", type=float, default=1e-2,
+                    help="RMS perturbation size per coordinate, ||D|| = eps_rms sqrt(n) (default %(default)s)")
     st.add_argument("--jvp-directions", type=int, default=1, help="directions for lambda_G by JVP; 0 disables (default %(default)s)")
     st.add_argument("--power-iters", type=int, default=0, help="power iterations for ||J_G||_2; 0 disables (default %(default)s)")
     st.add_argument("--log-lambda", choices=("none", "hutchinson", "exact"), default="none",
@@ -52,6 +53,9 @@ def register(groups: argparse._SubParsersAction) -> None:
     st.add_argument("--lambda-method", choices=("auto", "jvp", "fd"), default="auto",
                     help="lambda_G by forward-mode AD (jvp) or central differences batched with the mu_bar rows (fd); "
                          "auto = fd on CUDA, jvp elsewhere (default %(default)s)")
+    st.add_argument("--jvp-reductions", choices=("fp32", "reduced"), default="fp32",
+                    help="bf16/fp16 models: the math attention kernel of every JVP reduces in fp32 (default) or in the "
+                         "model's dtype (reduced: cheaper on GPU, bf16 rounding in the JVP)")
     st.add_argument("--plan", nargs="?", const="device", default=None, metavar="GB",
                     help="print the cost plan (FLOPs, time and peak memory per estimator) and exit; GB = device memory "
                          "to plan for (default: this CUDA device's). --model may name sd3.5-medium, sd3.5-large, flux.1-dev")
@@ -62,13 +66,13 @@ def register(groups: argparse._SubParsersAction) -> None:
     ga.add_argument("--n-images", type=int, default=24, help="images to reconstruct (default %(default)s)")
     ga.add_argument("--steps", type=int, default=100, help="ODE steps each way (default %(default)s, as App. F)")
     ga.add_argument("--perturbations", type=int, default=4, help="K for mu_bar shown beside each case (default %(default)s)")
-    ga.add_argument("--eps", type=float, default=1e-2, help="RMS perturbation size (default %(default)s)")
+    ga.add_argument("--eps-rms", type=float, default=1e-2, help="RMS perturbation size per coordinate (default %(default)s)")
     ga.add_argument("--top", type=int, default=6, help="worst cases shown (default %(default)s)")
     ga.set_defaults(handler=_run_gallery, jvp_directions=0, power_iters=0, log_lambda="none", probes=1,
-                    lambda_method="auto", plan=None)
+                    lambda_method="auto", jvp_reductions="fp32", plan=None)
 
     tr = sub.add_parser("train", help="train a small flow-matching model on offline data (digits, faces, patches)")
-    from .train import add_train_arguments, run_train
+    from .train_cli import add_train_arguments, run_train
 
     add_train_arguments(tr)
     tr.set_defaults(handler=run_train)
@@ -119,9 +123,9 @@ def _study_config(args: argparse.Namespace) -> Any:
     from .study import StudyConfig
 
     return StudyConfig(
-        steps=args.steps, solver=args.solver, perturbations=args.perturbations, eps=args.eps,
+        steps=args.steps, solver=args.solver, perturbations=args.perturbations, eps_rms=args.eps_rms,
         jvp_directions=args.jvp_directions, power_iters=args.power_iters, log_lambda=args.log_lambda,
-        lambda_method=args.lambda_method, probes=args.probes, batch_size=args.batch_size,
+        lambda_method=args.lambda_method, jvp_reductions=args.jvp_reductions, probes=args.probes, batch_size=args.batch_size,
         images_per_batch=args.images_per_batch, seed=args.seed,
     )
 

@@ -30,9 +30,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from theory.estimators import mu_from_outputs, perturbed_rows
+
 from . import instability as ins
 from .exact_inversion import invert_exact
-from .model import math_attention
 from .ode import SOLVERS, Velocity, _check_grid, generate, invert, nfe_per_map
 
 __all__ = ["ExplainConfig", "INVERTERS", "explain_batch", "midpoint_reuse_inversion", "top_singular_direction",
@@ -52,7 +53,8 @@ class ExplainConfig:
         steps: ``N``, steps of ``G_N`` and of the plain inversion.
         solver: a scheme of ``ode.SOLVERS`` (the scheme of ``G_N``).
         tol, max_iter: the exact inversion's relative step tolerance and iteration cap.
-        perturbations, eps: ``K`` and the RMS size of the paper's ``mu_bar(z*)``.
+        perturbations, eps_rms: ``K`` and the RMS size per coordinate of the paper's ``mu_bar(z*)``
+            (``||D|| = eps_rms sqrt(n)``).
         sizes: RMS sizes ``s`` of the causal perturbations (``||delta|| = s sqrt(n)``).
         causal_directions: random directions per size.
         power_iters: power iterations for the top singular direction (0: no top direction).
@@ -68,7 +70,7 @@ class ExplainConfig:
     tol: float = 1e-6
     max_iter: int = 50
     perturbations: int = 8
-    eps: float = 1e-2
+    eps_rms: float = 1e-2
     sizes: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
     causal_directions: int = 4
     power_iters: int = 5
@@ -88,8 +90,8 @@ class ExplainConfig:
             raise ValueError(f"--tol must be a positive finite number, got {self.tol!r}")
         if int(self.max_iter) != self.max_iter or self.max_iter < 1:
             raise ValueError(f"--max-iter must be a positive integer, got {self.max_iter!r}")
-        if self.perturbations < 1 or not (self.eps > 0 and math.isfinite(self.eps)):
-            raise ValueError("--perturbations must be >= 1 and --eps a positive finite number")
+        if self.perturbations < 1 or not (self.eps_rms > 0 and math.isfinite(self.eps_rms)):
+            raise ValueError("--perturbations must be >= 1 and --eps-rms a positive finite number")
         if len(self.sizes) < 2 or any(not (s > 0 and math.isfinite(s)) for s in self.sizes):
             raise ValueError(f"--sizes needs at least two positive finite values, got {self.sizes!r}")
         if self.fixed_size not in self.sizes:
@@ -123,25 +125,21 @@ def top_singular_direction(
 ) -> tuple[Tensor, Tensor]:
     r"""Top right-singular vector of ``J_G(z)`` and ``||J_G(z)||_2`` by power iteration on ``J^T J``.
 
-    The same iteration as ``instability.spectral_norm_G`` (which returns no vector):
-    ``v <- J^T J v / ||J^T J v||``, JVP then VJP through one checkpointed regeneration.
+    ``instability.spectral_norm_G`` (:func:`theory.power_iteration.power_iteration`,
+    docs/theory.md §9.2): ``v <- J^T J v / ||J^T J v||``, JVP then VJP through one checkpointed
+    regeneration, here with the graph under the math attention kernel, ``w = J v`` not rescaled
+    and the rows normalised in float64 (the rounding this function has always used).
 
     Returns:
         ``(v (B, ...) unit rows, sigma_max (B,))``.
     """
-    v = ins.unit_directions(tuple(z.shape), generator, z)
-    zz = z.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), math_attention():
-        gz = generate(velocity, zz, sigmas, solver=solver, checkpoint=True)
-    est = torch.zeros(z.shape[0], dtype=torch.float64)
-    for it in range(int(iters)):
-        with torch.no_grad(), math_attention():
-            _, jv = torch.func.jvp(lambda y: generate(velocity, y, sigmas, solver=solver), (z.detach(),), (v,))
-        est = _norm(jv)
-        with math_attention():
-            (jtjv,) = torch.autograd.grad(gz, zz, grad_outputs=jv, retain_graph=it + 1 < iters)
-        v = _unit(jtjv.detach())
-    return v, est
+    if int(iters) != iters or iters < 0:
+        raise ValueError(f"--power-iters must be >= 0, got {iters!r}")
+    if iters == 0:
+        return ins.unit_directions(tuple(z.shape), generator, z), torch.zeros(z.shape[0], dtype=torch.float64)
+    sn = ins.spectral_norm_G(velocity, z, sigmas, solver=solver, iters=int(iters), generator=generator,
+                             normalize_w=False, unit_dtype=torch.float64, math_graph=True)
+    return sn.vector, sn.value
 
 
 def midpoint_reuse_inversion(velocity: Velocity, y: Tensor, sigmas: Tensor) -> Tensor:
@@ -245,7 +243,8 @@ def explain_batch(
     d_c = ins.unit_directions((b * j, *y.shape[1:]), generator, y).view(b, 1, j, *y.shape[1:])
     d_c = d_c.expand(b, len(sizes), j, *y.shape[1:]).reshape(b * len(sizes) * j, *y.shape[1:])
     scale_c = torch.tensor(sizes, dtype=y.dtype, device=y.device).repeat_interleave(j).repeat(b) * root_n
-    blocks = [z_t, z_s, z_s.repeat_interleave(k, 0) + cfg.eps * root_n * d_mu,
+    eps = cfg.eps_rms * root_n  # ||D|| of the mu_bar perturbations
+    blocks = [z_t, z_s, perturbed_rows(z_s, d_mu.view(b, k, *y.shape[1:]), eps, "bk"),
               z_s.repeat_interleave(len(sizes) * j, 0) + scale_c.view(-1, *([1] * (y.ndim - 1))) * d_c]
     if top_v is not None:
         s_top = torch.tensor(sizes, dtype=y.dtype, device=y.device).repeat(b) * root_n
@@ -259,7 +258,7 @@ def explain_batch(
     disc = _norm(z_t - z_s)
     amp = _norm(g_t - g_s) / disc.clamp_min(1e-300)
     residual = _norm(g_s - y)
-    mu = (_norm(g_mu - g_s.repeat_interleave(k, 0)) / (cfg.eps * root_n)).view(b, k)
+    mu = mu_from_outputs(g_mu, g_s, eps, "bk", norm_dtype=torch.float64)
     lam_dir = ins.jvp_lambda(velocity, z_s, sig, _unit(z_t - z_s).unsqueeze(1), solver=cfg.solver,
                              batch_size=cfg.batch_size)[:, 0]
     rec.update(

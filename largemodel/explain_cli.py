@@ -55,7 +55,8 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", type=float, default=1e-6, help="exact inversion: relative step tolerance (default %(default)s)")
     p.add_argument("--max-iter", type=int, default=50, help="exact inversion: iterations per step (default %(default)s)")
     p.add_argument("--perturbations", type=int, default=8, help="K for mu_bar(z*) (default %(default)s)")
-    p.add_argument("--eps", type=float, default=1e-2, help="RMS size of the mu_bar perturbations (default %(default)s)")
+    p.add_argument("--eps-rms", type=float, default=1e-2,
+                   help="RMS size per coordinate of the mu_bar perturbations (default %(default)s)")
     p.add_argument("--sizes", type=_floats, default=(1e-4, 1e-3, 1e-2, 1e-1),
                    help="causal test: comma-separated RMS sizes of delta (default 1e-4,1e-3,1e-2,1e-1)")
     p.add_argument("--fixed-size", type=float, default=1e-2, help="size (one of --sizes) for the ranking Spearman")
@@ -87,7 +88,7 @@ def config_from_args(args: argparse.Namespace) -> ExplainConfig:
         raise ValueError(f"--model: {args.model} is not a folder")
     return ExplainConfig(
         steps=args.steps, solver=args.solver, tol=args.tol, max_iter=args.max_iter, perturbations=args.perturbations,
-        eps=args.eps, sizes=tuple(args.sizes), causal_directions=args.causal_directions, power_iters=args.power_iters,
+        eps_rms=args.eps_rms, sizes=tuple(args.sizes), causal_directions=args.causal_directions, power_iters=args.power_iters,
         fixed_size=args.fixed_size, budgets=tuple(args.budgets), log_lambda=not args.no_log_lambda,
         probes=args.probes, seed=args.seed, batch_size=args.batch_size,
     )

@@ -36,23 +36,32 @@ What is left out, and why:
   4096 wide) concatenated with T5-XXL's (``max_sequence_length`` 256), so ``(1, 333, 4096)``, and
   pooled ``768 + 1280 = 2048``. Random values of that shape stand in for it.
 
-``build_flow_model`` assembles the ``FlowModel`` in memory (a 5 GB safetensors file that nobody
-will load again is not written); ``build_config_folder`` writes a folder ``load_model`` can read
-(for running the study CLI on the random model).
+The network itself comes from ``largemodel.transformer_configs.build_transformer`` (re-exported
+here, as are ``load_config``, ``CONFIG_DIR`` and the config paths). ``build_flow_model``
+assembles the ``FlowModel`` in memory (a 5 GB safetensors file that nobody will load again is not
+written); ``build_config_folder`` writes a folder ``load_model`` can read (for running the study
+CLI on the random model).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from .flow_model import FlowModel
 from .folder import FolderInfo, family_of, save_model_folder
-from .model import FlowModel, _resolve_dtype
+from .transformer_configs import (
+    CONFIG_DIR,
+    SD35_MEDIUM_SCHEDULER,
+    SD35_MEDIUM_TRANSFORMER,
+    build_transformer,
+    count_parameters,
+    load_config,
+    quiet_diffusers,
+)
 
 __all__ = [
     "CONFIG_DIR",
@@ -70,68 +79,15 @@ __all__ = [
     "sd3_forward_flops",
 ]
 
-CONFIG_DIR = Path(__file__).with_name("configs")
-SD35_MEDIUM_TRANSFORMER = CONFIG_DIR / "sd35_medium_transformer.json"
-SD35_MEDIUM_SCHEDULER = CONFIG_DIR / "sd35_medium_scheduler.json"
-
 #: tokens of SD3's prompt embedding: CLIP (77, zero-padded to the T5 width) + T5 (256)
 SD3_TEXT_TOKENS = 77 + 256
 #: spatial factor of the SD3 / SD3.5 VAE (pixels per latent cell)
 SD3_VAE_FACTOR = 8
 
-
-def load_config(path: str | Path | dict[str, Any] = SD35_MEDIUM_TRANSFORMER) -> dict[str, Any]:
-    """A diffusers config as a dict (a dict is returned as a copy)."""
-    if isinstance(path, dict):
-        return dict(path)
-    return json.loads(Path(path).read_text())
-
-
-@contextlib.contextmanager
-def _quiet_diffusers() -> Iterator[None]:
-    """Silence diffusers' warning about casting with ``.to(dtype)`` (no fp32-only modules here)."""
-    from diffusers.utils import logging as dlog
-
-    before = dlog.get_verbosity()
-    dlog.set_verbosity_error()
-    try:
-        yield
-    finally:
-        dlog.set_verbosity(before)
-
-
-def build_transformer(
-    config: str | Path | dict[str, Any] = SD35_MEDIUM_TRANSFORMER,
-    *,
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype = torch.bfloat16,
-    seed: int = 0,
-) -> torch.nn.Module:
-    """An ``SD3Transformer2DModel`` from ``config`` with diffusers' default random initialisation.
-
-    Built under ``torch.device(device)``: parameters are created and initialised directly on the
-    target device (on a GPU the 2.2 B-parameter initialisation takes about a second; no CPU copy,
-    no host-to-device transfer), in float32, then cast to ``dtype``. ``device="meta"`` gives a
-    shape-only model (no memory, for counting parameters or FLOPs).
-    """
-    from diffusers import SD3Transformer2DModel
-
-    cfg = load_config(config)
-    dev = torch.device(device)
-    dt = _resolve_dtype(dtype, dev)
-    torch.manual_seed(seed)
-    if dev.type == "cuda":
-        torch.cuda.manual_seed_all(seed)
-    with _quiet_diffusers(), torch.device(dev):
-        model = SD3Transformer2DModel.from_config(cfg)
-        model = model.to(dt)
-    return model.eval().requires_grad_(False)
-
-
-def parameter_count(config: str | Path | dict[str, Any] = SD35_MEDIUM_TRANSFORMER) -> tuple[int, int]:
-    """``(parameters, buffer values)`` of the transformer, counted on the meta device."""
-    model = build_transformer(config, device="meta", dtype=torch.float32)
-    return sum(p.numel() for p in model.parameters()), sum(b.numel() for b in model.buffers())
+#: ``(parameters, buffer values)`` of a transformer config (default SD3.5 Medium), on the meta device
+parameter_count = count_parameters
+#: the former private name of ``transformer_configs.quiet_diffusers`` (the benchmark uses it)
+_quiet_diffusers = quiet_diffusers
 
 
 def null_prompt(

@@ -5,11 +5,14 @@ and ``z`` is usually the inverted noise ``z~ = F~(x)`` of a real image. Latents 
 ``(B, C, H, W)``, ``n = C H W``; every batch row is an independent sample (the transformer
 never mixes rows), so one batched call gives per-sample Jacobian-vector products.
 
-Three routes to the instability coefficient:
+Three routes to the instability coefficient; each estimator is implemented once in ``theory``
+(``theory.estimators``, ``theory.power_iteration``) and this module supplies the map, its
+linearization and the direction draws:
 
 1. the paper's estimator (App. E): ``mu_bar(z) = (1/K) sum_k ||G(z + D_k) - G(z)|| / ||D_k||``,
-   ``D_k = eps sqrt(n) d_k`` with ``d_k`` uniform on the unit sphere (``eps`` is the RMS size of
-   the perturbation per coordinate); the ``K`` perturbed regenerations are batched;
+   ``D_k = eps d_k``, ``eps = eps_rms sqrt(n)`` with ``d_k`` uniform on the unit sphere
+   (``eps = ||D_k||`` as everywhere; ``eps_rms`` is its RMS size per coordinate); the ``K``
+   perturbed regenerations are batched;
 2. ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` by forward-mode AD through the whole regeneration
    (``jvp_lambda``, rows chunked by ``batch_size``) or by central differences along the same
    directions (``fd_lambda``: plain forward rows, batchable with the ``mu_bar`` rows, on the
@@ -24,11 +27,16 @@ Three routes to the instability coefficient:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
 import torch
 from torch import Tensor
+
+from theory import estimators
+from theory.power_iteration import SpectralNorm, power_iteration
+from theory.thm41 import log_standard_normal_density
 
 from .model import math_attention
 from .ode import Velocity, _check_grid, _check_solver, generate, nfe_per_map
@@ -43,6 +51,7 @@ __all__ = [
     "fd_rows",
     "fd_lambda_from_outputs",
     "spectral_norm_G",
+    "RegenerationLinearization",
     "log_lambda_one_pass",
     "log_lambda_jacobian",
     "log_standard_normal",
@@ -78,7 +87,7 @@ def unit_directions(shape: tuple[int, ...], generator: torch.Generator | None, l
 def log_standard_normal(z: Tensor) -> Tensor:
     """``log phi(z)`` of ``N(0, I_n)`` per row, ``-(n/2) log 2 pi - ||z||^2 / 2`` (float64)."""
     zf = z.flatten(1).to(torch.float64)
-    return -0.5 * zf.shape[1] * math.log(2 * math.pi) - 0.5 * (zf * zf).sum(1)
+    return log_standard_normal_density(sq_norm=(zf * zf).sum(1), n=zf.shape[1])
 
 
 def _batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int | None) -> Tensor:
@@ -95,16 +104,19 @@ def averaged_instability(
     *,
     solver: str = "euler",
     num_perturbations: int = 8,
-    eps: float = 1e-2,
+    eps_rms: float = 1e-2,
     generator: torch.Generator | None = None,
     gz: Tensor | None = None,
     batch_size: int | None = None,
 ) -> Tensor:
-    r"""The paper's averaged instability coefficient, per sample: ``mu`` of shape ``(B, K)``.
+    r"""The paper's averaged instability coefficient, per sample: ``mu`` of shape ``(B, K)`` (docs/theory.md §2.5).
 
-    ``mu_k(z) = ||G(z + D_k) - G(z)|| / ||D_k||`` with ``||D_k|| = eps sqrt(n)``; the mean over
-    ``k`` is the paper's ``mu_bar``. All ``B K`` perturbed regenerations run through the model
-    as batches of ``batch_size`` rows (default: all at once).
+    ``mu_k(z) = ||G(z + D_k) - G(z)|| / ||D_k||`` with ``||D_k|| = eps = eps_rms sqrt(n)``
+    (``eps_rms``: the RMS size of the perturbation per latent coordinate); the mean over ``k`` is
+    the paper's ``mu_bar``. :func:`theory.estimators.averaged_instability` with directions drawn
+    here as ``(B K, ...)`` in float64 (layout ``"bk"``) and norms in float64. All ``B K``
+    perturbed regenerations run through the model as batches of ``batch_size`` rows (default: all
+    at once); ``G(z)`` is regenerated separately when not given.
 
     Args:
         z: inverted noises ``(B, C, H, W)``.
@@ -112,19 +124,15 @@ def averaged_instability(
     """
     if int(num_perturbations) != num_perturbations or num_perturbations < 1:
         raise ValueError(f"num_perturbations must be a positive integer, got {num_perturbations!r}")
-    if not (eps > 0 and math.isfinite(eps)):
-        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    if not (eps_rms > 0 and math.isfinite(eps_rms)):
+        raise ValueError(f"--eps-rms must be a positive finite number, got {eps_rms!r}")
     b, k = z.shape[0], int(num_perturbations)
-    n = z[0].numel()
-    d = unit_directions((b * k, *z.shape[1:]), generator, z)
-    size = eps * math.sqrt(n)
-    zp = z.repeat_interleave(k, dim=0) + size * d
-    run = lambda y: generate(velocity, y, sigmas, solver=solver)  # noqa: E731
+    d = unit_directions((b * k, *z.shape[1:]), generator, z).view(b, k, *z.shape[1:])
+    run = lambda y: _batched(lambda r: generate(velocity, r, sigmas, solver=solver), y, batch_size)  # noqa: E731
     if gz is None:
-        gz = _batched(run, z, batch_size)
-    gp = _batched(run, zp, batch_size)
-    diff = gp - gz.repeat_interleave(k, dim=0)
-    return (_flat_norm(diff.to(torch.float64)) / size).view(b, k)
+        gz = run(z)
+    return estimators.averaged_instability(run, z, d, eps_rms * math.sqrt(z[0].numel()), layout="bk", gz=gz,
+                                           norm_dtype=torch.float64)
 
 
 def _jvp_generate(velocity: Velocity, z: Tensor, tangents: Tensor, sigmas: Tensor, solver: str) -> tuple[Tensor, Tensor]:
@@ -174,25 +182,17 @@ def jvp_lambda(
 
 def fd_rows(z: Tensor, directions: Tensor, h: float) -> Tensor:
     r"""The ``2 B K`` inputs of central differences: rows ``z_b + h u_bk`` then ``z_b - h u_bk``
-    for each (sample, direction), interleaved as ``(b, k, +), (b, k, -)``.
+    for each (sample, direction), interleaved as ``(b, k, +), (b, k, -)``
+    (:func:`theory.estimators.central_difference_rows`, layout ``"interleaved"``).
 
-    ``directions``: ``(B, K, C, H, W)`` unit vectors (or ``(K, C, H, W)`` shared by all samples).
+    ``directions``: ``(B, K, C, H, W)`` (or ``(K, C, H, W)`` shared by all samples), normalised here.
     """
-    b = z.shape[0]
-    if directions.ndim == z.ndim:
-        directions = directions.unsqueeze(0).expand(b, *directions.shape)
-    if directions.shape[0] != b or directions.shape[2:] != z.shape[1:]:
-        raise ValueError(f"directions of shape {tuple(directions.shape)} do not match z of shape {tuple(z.shape)}")
-    k = directions.shape[1]
-    u = directions.to(z.dtype) / _flat_norm(directions.reshape(b * k, -1).to(z.dtype)).view(b, k, *([1] * (z.ndim - 1)))
-    zr = z.unsqueeze(1)
-    return torch.stack([zr + h * u, zr - h * u], dim=2).reshape(b * k * 2, *z.shape[1:])
+    return estimators.central_difference_rows(z, directions, h, "interleaved")
 
 
 def fd_lambda_from_outputs(outputs: Tensor, h: float, b: int, k: int) -> Tensor:
-    r"""``lambda_G(z, u) ~ ||G(z + h u) - G(z - h u)|| / (2 h)`` from the regenerated ``fd_rows``."""
-    pairs = outputs.to(torch.float64).reshape(b * k, 2, -1)
-    return ((pairs[:, 0] - pairs[:, 1]).norm(dim=1) / (2.0 * h)).view(b, k)
+    r"""``lambda_G(z, u) ~ ||G(z + h u) - G(z - h u)|| / (2 h)`` from the regenerated ``fd_rows`` (float64)."""
+    return estimators.central_difference_from_outputs(outputs, h, b, k, "interleaved", dtype=torch.float64)
 
 
 @torch.no_grad()
@@ -203,27 +203,51 @@ def fd_lambda(
     directions: Tensor,
     *,
     solver: str = "euler",
-    eps: float = 1e-2,
+    eps_rms: float = 1e-2,
     batch_size: int | None = None,
 ) -> Tensor:
-    r"""``lambda_G(z, u)`` (Def. 2.2) by central differences along the given directions.
+    r"""``lambda_G(z, u)`` (Def. 2.2; docs/theory.md §9.1) by central differences along the given directions.
 
     ``lambda_G(z, u) = ||J_G(z) u|| = ||G(z + h u) - G(z - h u)|| / (2 h) + O(h^2)`` for unit
-    ``u``, with ``h = eps sqrt(n)`` (``eps`` the RMS step per coordinate, as for ``mu_bar``).
-    Two plain regenerations per direction, no forward-mode AD: they run on the fused attention
-    kernels and batch with the ``mu_bar`` rows (``fd_rows`` / ``fd_lambda_from_outputs``).
+    ``u``, with ``h = eps_rms sqrt(n)`` (``eps_rms`` the RMS step per coordinate, as for ``mu_bar``):
+    :func:`theory.estimators.central_difference_lambda`. Two plain regenerations per direction, no
+    forward-mode AD: they run on the fused attention kernels and batch with the ``mu_bar`` rows
+    (``fd_rows`` / ``fd_lambda_from_outputs``).
 
     Returns:
         ``(B, K)``, same shapes as ``jvp_lambda``.
     """
-    if not (eps > 0 and math.isfinite(eps)):
-        raise ValueError(f"--eps must be a positive finite number, got {eps!r}")
-    b = z.shape[0]
-    k = directions.shape[1] if directions.ndim == z.ndim + 1 else directions.shape[0]
-    h = eps * math.sqrt(z[0].numel())
-    rows = fd_rows(z, directions, h)
-    out = _batched(lambda y: generate(velocity, y, sigmas, solver=solver), rows, batch_size)
-    return fd_lambda_from_outputs(out, h, b, k)
+    if not (eps_rms > 0 and math.isfinite(eps_rms)):
+        raise ValueError(f"--eps-rms must be a positive finite number, got {eps_rms!r}")
+    h = eps_rms * math.sqrt(z[0].numel())
+    run = lambda y: _batched(lambda r: generate(velocity, r, sigmas, solver=solver), y, batch_size)  # noqa: E731
+    return estimators.central_difference_lambda(run, z, directions, h, layout="interleaved", dtype=torch.float64)
+
+
+class RegenerationLinearization:
+    r"""``J_G(z)`` of the discrete regeneration as a :class:`theory.power_iteration.LinearOperator`.
+
+    ``jvp(v)``: forward-mode AD under the math attention kernel (the fused kernels lack forward AD).
+    ``vjp(w)``: a backward pass through one checkpointed graph (each step recomputed), memory one
+    step's activations plus the ``N`` step inputs; the graph uses the fused kernels (no ``L x L``
+    attention probabilities saved) unless ``math_graph``.
+    """
+
+    def __init__(self, velocity: Velocity, z: Tensor, sigmas: Tensor, solver: str, math_graph: bool = False) -> None:
+        self._args, self._z, self._math = (velocity, sigmas, solver), z.detach(), math_graph
+        self._zz = z.detach().clone().requires_grad_(True)
+        with torch.enable_grad(), (math_attention() if math_graph else contextlib.nullcontext()):
+            self._gz = generate(velocity, self._zz, sigmas, solver=solver, checkpoint=True)
+
+    def jvp(self, v: Tensor) -> Tensor:
+        velocity, sigmas, solver = self._args
+        with torch.no_grad():
+            return _jvp_generate(velocity, self._z, v, sigmas, solver)[1]
+
+    def vjp(self, w: Tensor) -> Tensor:
+        with math_attention() if self._math else contextlib.nullcontext():
+            (g,) = torch.autograd.grad(self._gz, self._zz, grad_outputs=w, retain_graph=True)
+        return g
 
 
 def spectral_norm_G(
@@ -235,37 +259,31 @@ def spectral_norm_G(
     iters: int = 10,
     generator: torch.Generator | None = None,
     progress: Callable[[int, float], None] | None = None,
-) -> tuple[Tensor, Tensor]:
-    r"""``||J_G(z)||_2`` per sample by power iteration on ``J^T J`` (JVP then VJP).
+    normalize_w: bool = True,
+    unit_dtype: torch.dtype | None = None,
+    math_graph: bool = False,
+) -> SpectralNorm:
+    r"""``||J_G(z)||_2`` per sample by power iteration on ``J^T J`` (docs/theory.md §2.1, §9.2).
 
-    ``u <- J^T J u / ||J^T J u||``; the estimate ``||J u||`` increases to the largest singular
-    value. The VJP reuses one checkpointed graph of the regeneration (each step recomputed in
-    the backward pass), so memory stays at one step's activations plus the ``N`` step inputs.
-    Only the JVP runs under the math attention kernel (forward-mode AD needs it); the graph and
-    the VJP use the default (fused) kernels, which save no ``L x L`` attention probabilities.
+    :func:`theory.power_iteration.power_iteration` on :class:`RegenerationLinearization` for a
+    fixed number ``iters`` of iterations (no convergence test: ``converged`` is False), the start
+    vector drawn by ``unit_directions`` from ``generator``, the estimate ``||J v_k||`` in float64.
+    ``normalize_w``, ``unit_dtype`` and ``math_graph`` select the rounding of the study's route
+    (default: ``w`` normalised, norms in the state dtype, graph on the fused kernels) or of
+    ``largemodel.explain.top_singular_direction`` (``False``, ``torch.float64``, ``True``); the
+    iteration is the same.
 
     Returns:
-        ``(estimate (B,), history (iters, B))``.
+        :class:`theory.power_iteration.SpectralNorm`: ``value`` ``(B,)``, the unit top right
+        singular ``vector``, and ``history`` ``(iters, B)``.
     """
-    if iters < 1:
+    if int(iters) != iters or iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
-    u = unit_directions(tuple(z.shape), generator, z)
-    zz = z.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        gz = generate(velocity, zz, sigmas, solver=solver, checkpoint=True)
-    history = []
-    est = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
-    for it in range(int(iters)):
-        with torch.no_grad():
-            _, ju = _jvp_generate(velocity, z.detach(), u, sigmas, solver)
-        est = _flat_norm(ju.to(torch.float64))
-        history.append(est)
-        w = ju / _flat_norm(ju).clamp_min(1e-30).view(-1, *([1] * (z.ndim - 1)))
-        (jtw,) = torch.autograd.grad(gz, zz, grad_outputs=w, retain_graph=it + 1 < iters)
-        u = jtw / _flat_norm(jtw).clamp_min(1e-30).view(-1, *([1] * (z.ndim - 1)))
-        if progress is not None:
-            progress(it + 1, float(est.max()))
-    return est, torch.stack(history)
+    v = unit_directions(tuple(z.shape), generator, z)
+    op = RegenerationLinearization(velocity, z, sigmas, solver, math_graph=math_graph)
+    report = None if progress is None else (lambda k, est: progress(k, float(est.max())))
+    return power_iteration(op, v, iters=int(iters), estimate_dtype=torch.float64, unit_dtype=unit_dtype,
+                           normalize_w=normalize_w, on_iteration=report)
 
 
 def _velocity_and_divergence(

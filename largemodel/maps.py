@@ -1,13 +1,13 @@
 r"""Per-pixel instability maps: where in the image does the regeneration amplify perturbations? (issue 15)
 
 For an image with latent ``x``, inverted noise ``z~ = F~(x)`` and reconstruction ``x^ = G(z~)``,
-the study's ``K`` perturbed regenerations ``G(z~ + D_k)`` (``||D_k|| = eps sqrt(n)``, App. E) are
+the study's ``K`` perturbed regenerations ``G(z~ + D_k)`` (``||D_k|| = eps_rms sqrt(n)``, App. E) are
 recomputed here with the study's seeding rule (``largemodel.study``: the generator seeded from
 ``StudyConfig.seed`` and the image key, the Hutchinson probes drawn first when ``log_lambda`` is
 ``"hutchinson"``, then the directions), so their ``mu_bar`` equals the study's. Decoded to pixels
 (``[0, 1]`` scale, ``D(.)`` the decoder; the identity for pixel-space models):
 
-- instability map ``S(p) = sqrt( (1/K) sum_k mean_c (D(G(z~ + D_k)) - D(G(z~)))_{c,p}^2 ) / eps``,
+- instability map ``S(p) = sqrt( (1/K) sum_k mean_c (D(G(z~ + D_k)) - D(G(z~)))_{c,p}^2 ) / eps_rms``,
   the per-pixel spread of the regenerations per unit RMS perturbation of the noise;
 - error map ``E(p) = sqrt( mean_c (D(x^) - image)_{c,p}^2 )``, the actual reconstruction error;
 - the spatial Spearman ``rho(S, E)`` over the ``R^2`` pixels: does the map point where the error is?
@@ -58,7 +58,7 @@ def instability_map(model: Any, image: Tensor, key: str, cfg: StudyConfig) -> di
                                     exact=cfg.log_lambda == "exact", generator=gen)["z"]
     k, n = cfg.perturbations, x[0].numel()
     d = ins.unit_directions((k, *z.shape[1:]), gen, z)
-    size = cfg.eps * math.sqrt(n)
+    size = cfg.eps_rms * math.sqrt(n)
     rows = torch.cat([z, z + size * d])
     out = torch.cat([generate(vel, rows[i : i + cfg.batch_size], sigmas, solver=cfg.solver)
                      for i in range(0, rows.shape[0], cfg.batch_size)])
@@ -66,7 +66,7 @@ def instability_map(model: Any, image: Tensor, key: str, cfg: StudyConfig) -> di
     mu_bar = float((gp - xr).flatten(1).to(torch.float64).norm(dim=1).div(size).mean())
     pix = torch.cat([model.decode(out[i : i + cfg.batch_size]) for i in range(0, out.shape[0], cfg.batch_size)])
     pix = pix.to(torch.float64).cpu() / 2.0  # [0, 1] scale differences
-    spread = ((pix[1:] - pix[:1]) ** 2).mean(dim=(0, 1)).sqrt() / cfg.eps
+    spread = ((pix[1:] - pix[:1]) ** 2).mean(dim=(0, 1)).sqrt() / cfg.eps_rms
     err = ((pix[0] - images[0].to(torch.float64).cpu() / 2.0) ** 2).mean(dim=0).sqrt()
     s_map, e_map = spread.numpy(), err.numpy()
     live = (s_map > 0) | (e_map > 0)

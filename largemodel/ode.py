@@ -23,36 +23,72 @@ share one signature, ``(velocity, x, sigmas) -> x``, where ``velocity(x, sigma)`
 ``checkpoint=True`` recomputes each step's activations in the backward pass
 (``torch.utils.checkpoint``), so reverse-mode AD through a 500-step regeneration of a large
 transformer holds one step's activations at a time.
+
+Return convention: the maps here (``solve``, ``generate``, ``invert``) return the final state as a
+bare ``Tensor`` of ``x``'s shape and dtype, unlike :mod:`simulate.maps` whose maps return a
+``SolveResult`` with ``.x``: there is no log-determinant to carry, and the number of network
+evaluations is known in advance (:func:`nfe_per_map`), so a result object would add nothing.
+
+One implementation of the step arithmetic: the Euler and Heun increments are those of
+:mod:`simulate.solvers.steps` (shared with ``simulate``'s fixed-grid solvers and its exact
+inversion), as are the registry of scheme names and the evaluations per step
+(:data:`simulate.solvers.steps.STAGES`). What stays here, and why:
+
+- the step ``h = (s1 - s0).to(x.dtype)``: the difference of two float64 grid values, rounded to
+  the state's dtype after the subtraction (the convention the diffusers-equality tests pin
+  down); ``simulate`` keeps ``h`` a Python float. The increments take ``h`` from the caller, so
+  each side keeps its own rounding of it and both run the same tensor operations (``h * u``,
+  ``0.5 * h``, ``x + h * u_0``, ``x + dx``) as before they were merged, bit for bit;
+- ``heun-diffusers``' Euler step on the step touching ``sigma = 0`` (a scheduler convention);
+- the sigma-grid checks (``[0, 1]``, direction of the map), which ``simulate``'s time grids
+  (any strictly monotone grid) do not have;
+- checkpointing, which needs a step function of tensors only.
+
+Tests check that ``generate`` is bit-identical to diffusers' SD3 / FLUX pipelines in fp32
+(``tests/largemodel/test_lm_scale.py``).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from simulate.solvers._checks import check_choice
+from simulate.solvers.steps import STAGES, euler_increment, heun_increment
+
 Velocity = Callable[[Tensor, Tensor], Tensor]
 Progress = Callable[[int, int], None] | None
 
 __all__ = [
-    "SOLVERS", "euler_step", "heun_step", "heun_diffusers_step", "solve", "generate", "invert", "nfe_per_step",
+    "SOLVERS",
+    "euler_step",
+    "generate",
+    "heun_diffusers_step",
+    "heun_step",
+    "invert",
     "nfe_per_map",
+    "nfe_per_step",
+    "solve",
 ]
 
 
+def _rhs(velocity: Velocity) -> Callable[[Tensor, Tensor], tuple[Tensor, None]]:
+    """``velocity`` as the right-hand side of :mod:`simulate.solvers.steps` (no divergence)."""
+    return lambda x, s: (velocity(x, s), None)
+
+
 def euler_step(velocity: Velocity, x: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
-    """One explicit Euler step ``x + (s1 - s0) u(x, s0)``."""
-    return x + (s1 - s0).to(x.dtype) * velocity(x, s0)
+    """One explicit Euler step ``x + (s1 - s0) u(x, s0)`` (docs/theory.md §10.3)."""
+    return x + euler_increment(_rhs(velocity), x, s0, s1, (s1 - s0).to(x.dtype))[0]
 
 
 def heun_step(velocity: Velocity, x: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
-    """One Heun (explicit trapezoid) step."""
-    h = (s1 - s0).to(x.dtype)
-    u0 = velocity(x, s0)
-    u1 = velocity(x + h * u0, s1)
-    return x + 0.5 * h * (u0 + u1)
+    """One Heun (explicit trapezoid) step: ``x + (h / 2) (u(x, s0) + u(x + h u(x, s0), s1))``,
+    ``h = s1 - s0``."""
+    return x + heun_increment(_rhs(velocity), x, s0, s1, (s1 - s0).to(x.dtype))[0]
 
 
 def heun_diffusers_step(velocity: Velocity, x: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
@@ -69,11 +105,14 @@ SOLVERS: dict[str, Callable[[Velocity, Tensor, Tensor, Tensor], Tensor]] = {
     "heun-diffusers": heun_diffusers_step,
 }
 
+_SCHEME = {"euler": "euler", "heun": "heun", "heun-diffusers": "heun"}
+"""The scheme of :mod:`simulate.solvers.steps` each solver steps with (away from ``sigma = 0``)."""
+
 
 def nfe_per_step(solver: str) -> int:
     """Network evaluations per step (1 for Euler, 2 for Heun; 2 for ``heun-diffusers`` except
     on its last step, see ``nfe_per_map``)."""
-    return {"euler": 1, "heun": 2, "heun-diffusers": 2}[_check_solver(solver)]
+    return STAGES[_SCHEME[_check_solver(solver)]]
 
 
 def nfe_per_map(solver: str, steps: int) -> int:
@@ -82,9 +121,7 @@ def nfe_per_map(solver: str, steps: int) -> int:
 
 
 def _check_solver(solver: str) -> str:
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
-    return solver
+    return check_choice("solver", solver, tuple(SOLVERS))
 
 
 def _check_grid(sigmas: Tensor, decreasing: bool) -> Tensor:

@@ -29,36 +29,31 @@ Time: forward FLOPs (hand count, ``largemodel.fullsize.sd3_forward_flops`` or
 ``flux_forward_flops``) over the device's measured bf16 GEMM ceiling times the efficiency of each
 kind of row (``EFFICIENCY``: calibrated on an H200 with SD3.5 Medium at 1024 px). An estimate,
 not a measurement: GPU time was not available to check it on the other models.
+
+The architecture and its FLOPs (``Arch``, ``KNOWN_MODELS``) are ``largemodel.plan_arch``; the
+memory model is ``largemodel.plan_memory``; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
-
-from .fullsize import CONFIG_DIR, SD3_TEXT_TOKENS, load_config, sd3_forward_flops
+from .plan_arch import KNOWN_MODELS, Arch, arch_from_config, flux_forward_flops, known_arch
+from .plan_memory import MEMORY_MODEL, activation_bytes, fit_memory_model, load_memory_model
 
 __all__ = [
     "MEMORY_MODEL", "KNOWN_MODELS", "PlanError", "Arch", "EstimatorCost", "Plan", "arch_from_config",
     "flux_forward_flops", "load_memory_model", "fit_memory_model", "make_plan", "format_plan", "check_fits",
+    "activation_bytes", "known_arch",
 ]
 
-MEMORY_MODEL = Path(__file__).with_name("memory_model.json")
 GIB = 2**30
 #: CUDA context, allocator slack and kernels' workspaces (bytes), added to every peak
 RUNTIME_RESERVE = 2 * GIB
 #: measured dense bf16 GEMM ceiling of an H100 / H200 (TFLOP/s); the data sheet's 989 is not reached
 DEFAULT_TFLOPS = 790.0
-#: named architectures: config file, text tokens of the null prompt, VAE factor, parameters of the VAE
-KNOWN_MODELS: dict[str, tuple[str, int, int]] = {
-    "sd3.5-medium": ("sd35_medium_transformer.json", SD3_TEXT_TOKENS, 8),
-    "sd3.5-large": ("sd35_large_transformer.json", SD3_TEXT_TOKENS, 8),
-    "flux.1-dev": ("flux1_dev_transformer.json", 512, 8),
-}
 #: FLOPs of a row relative to a forward row: forward-mode AD carries a tangent through every
 #: matmul (primal + tangent ~ 3x); a VJP step recomputes the forward and runs the backward (~3x)
 FLOPS_PER_FORWARD = {"forward_row": 1.0, "jvp_row": 3.0, "vjp_row": 3.0}
@@ -72,146 +67,6 @@ _DTYPE_BYTES = {"bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "fp32": 4, "f
 
 class PlanError(ValueError):
     """A study whose plan does not fit the device (the message names the estimator and a flag)."""
-
-
-@dataclass(frozen=True)
-class Arch:
-    """What the cost depends on: the transformer's shape and the token counts."""
-
-    name: str
-    family: str  # "sd3" or "flux"
-    config: dict[str, Any]
-    parameters: int  # parameters + buffers (what the weights occupy)
-    width: int
-    heads: int
-    blocks: int
-    text_tokens: int
-    vae_factor: int
-
-    def image_tokens(self, resolution: int) -> int:
-        patch = 2 if self.family == "flux" else int(self.config.get("patch_size", 2))
-        side = resolution // self.vae_factor // patch
-        return side * side
-
-    def forward_flops(self, resolution: int) -> int:
-        latent = resolution // self.vae_factor
-        if self.family == "flux":
-            return flux_forward_flops(self.config, image_tokens=self.image_tokens(resolution), text_tokens=self.text_tokens)
-        return sd3_forward_flops(self.config, latent_size=latent, text_tokens=self.text_tokens)
-
-
-def _count_parameters(family: str, config: dict[str, Any]) -> int:
-    import torch
-    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
-
-    cls = FluxTransformer2DModel if family == "flux" else SD3Transformer2DModel
-    cfg = {k: v for k, v in config.items() if not k.startswith("_")}
-    with torch.device("meta"):
-        model = cls.from_config(cfg)
-    return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
-
-
-def arch_from_config(
-    config: dict[str, Any], *, name: str, text_tokens: int | None = None, vae_factor: int = 8
-) -> Arch:
-    """An ``Arch`` from a transformer ``config.json`` (parameters counted on the meta device)."""
-    family = "flux" if config.get("_class_name") == "FluxTransformer2DModel" or "num_single_layers" in config else "sd3"
-    heads, head_dim = int(config["num_attention_heads"]), int(config["attention_head_dim"])
-    blocks = int(config["num_layers"]) + int(config.get("num_single_layers", 0))
-    tokens = text_tokens if text_tokens is not None else (512 if family == "flux" else SD3_TEXT_TOKENS)
-    return Arch(name=name, family=family, config=dict(config), parameters=_count_parameters(family, config),
-                width=heads * head_dim, heads=heads, blocks=blocks, text_tokens=int(tokens), vae_factor=vae_factor)
-
-
-def known_arch(name: str) -> Arch:
-    """One of ``KNOWN_MODELS`` (configs kept in ``largemodel/configs``)."""
-    if name not in KNOWN_MODELS:
-        raise ValueError(f"--plan model must be one of {sorted(KNOWN_MODELS)} or a model folder, got {name!r}")
-    cfg_file, tokens, factor = KNOWN_MODELS[name]
-    return arch_from_config(load_config(CONFIG_DIR / cfg_file), name=name, text_tokens=tokens, vae_factor=factor)
-
-
-def flux_forward_flops(config: dict[str, Any], *, image_tokens: int, text_tokens: int = 512, batch: int = 1) -> int:
-    """Matmul FLOPs (2 per multiply-add) of one ``FluxTransformer2DModel`` forward, by hand.
-
-    Double blocks: per stream adaLN (``6d``), QKV, output projection and a ``4d`` MLP, joint
-    attention over ``L = image + text`` tokens (``4 L^2 d``); single blocks: adaLN (``3d``),
-    one ``d -> 7d`` projection (QKV and MLP in), attention, one ``5d -> d`` projection.
-    """
-    d = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
-    n, t = int(image_tokens), int(text_tokens)
-    seq = n + t
-    lin = lambda rows, fan_in, fan_out: 2 * rows * fan_in * fan_out  # noqa: E731
-    f = lin(n, int(config["in_channels"]), d) + lin(t, int(config["joint_attention_dim"]), d)
-    f += lin(1, 256, d) * 2 + lin(1, d, d) * 2 + lin(1, int(config["pooled_projection_dim"]), d) + lin(1, d, d)
-    for rows in (n, t):
-        f += int(config["num_layers"]) * (lin(1, d, 6 * d) + lin(rows, d, 3 * d) + lin(rows, d, d) + lin(rows, d, 4 * d) + lin(rows, 4 * d, d))
-    f += int(config["num_layers"]) * 4 * seq * seq * d
-    f += int(config["num_single_layers"]) * (lin(1, d, 3 * d) + lin(seq, d, 7 * d) + 4 * seq * seq * d + lin(seq, 5 * d, d))
-    f += lin(1, d, 2 * d) + lin(n, d, int(config["in_channels"]))
-    return int(batch) * f
-
-
-# ---- the memory model ------------------------------------------------------------------------
-
-
-def fit_memory_model(
-    measurements: Sequence[dict[str, Any]], *, fit_latents: Sequence[int], check_latents: Sequence[int]
-) -> dict[str, Any]:
-    """Fit the per-row activation peak of each estimator in the joint token count ``T`` on
-    ``fit_latents``; check the prediction at each of ``check_latents`` (held out, larger).
-
-    ``a + b T + c T^2`` for every estimator (attention's ``L x L`` scores under the math kernel,
-    smaller quadratic terms elsewhere), ``T`` = image tokens + ``SD3_TEXT_TOKENS``. Relative
-    least squares (each point weighted by its inverse), so small and large peaks count alike.
-    """
-    ref = arch_from_config(load_config(CONFIG_DIR / "sd35_medium_transformer.json"), name="sd3.5-medium")
-    out: dict[str, Any] = {
-        "reference": {"model": "sd3.5-medium (random weights, bf16)", "width": ref.width, "heads": ref.heads,
-                      "blocks": ref.blocks, "text_tokens": ref.text_tokens},
-        "method": "peak resident bytes (VmHWM after clear_refs) of one step, fresh process per resolution, "
-                  "CPU, 1 thread, MALLOC_MMAP_THRESHOLD_=65536 (benchmarks/measure_memory_model.py)",
-        "estimators": {},
-        "measurements": list(measurements),
-    }
-    for est in sorted({m["estimator"] for m in measurements}):
-        pts = [m for m in measurements if m["estimator"] == est]
-        fit = [m for m in pts if m["latent"] in fit_latents]
-        if len(fit) < 3:
-            continue
-        tok = np.array([m["image_tokens"] + ref.text_tokens for m in fit], dtype=float)
-        y = np.array([m["peak_bytes"] / m["rows"] for m in fit], dtype=float)
-        coef, *_ = np.linalg.lstsq(np.stack([np.ones_like(tok), tok, tok**2], 1) / y[:, None], np.ones_like(y), rcond=None)
-        a, b, c = (float(v) for v in coef)
-        entry: dict[str, Any] = {"a": a, "b": b, "c": c, "form": "a + b T + c T^2",
-                                 "fit_tokens": tok.astype(int).tolist(), "fit_bytes_per_row": y.tolist(), "checks": []}
-        for m in sorted((m for m in pts if m["latent"] in check_latents), key=lambda m: m["latent"]):
-            t_chk = m["image_tokens"] + ref.text_tokens
-            pred = a + b * t_chk + c * t_chk**2
-            meas = m["peak_bytes"] / m["rows"]
-            entry["checks"].append({"tokens": int(t_chk), "predicted_bytes": pred, "measured_bytes": float(meas),
-                                    "relative_error": (pred - meas) / meas})
-        out["estimators"][est] = entry
-    return out
-
-
-def load_memory_model(path: str | Path = MEMORY_MODEL) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
-
-
-def activation_bytes(model: dict[str, Any], estimator: str, arch: Arch, tokens: int) -> float:
-    """Per-row activation peak of ``estimator`` on ``arch`` at ``tokens`` joint tokens (bytes).
-
-    The measured fit on the reference (SD3.5 Medium) scaled to ``arch``: ``b`` by the width
-    ratio, ``c`` by the heads ratio, and for ``vjp_row`` both by the blocks ratio.
-    """
-    e = model["estimators"][estimator]
-    ref = model["reference"]
-    depth = arch.blocks / ref["blocks"] if estimator == "vjp_row" else 1.0
-    a = e["a"]
-    b = e["b"] * arch.width / ref["width"] * depth
-    c = e["c"] * arch.heads / ref["heads"] * depth
-    return max(a + b * tokens + c * tokens * tokens, 0.0)
 
 
 # ---- the plan ---------------------------------------------------------------------------------

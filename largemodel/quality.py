@@ -169,7 +169,7 @@ def quality_report(model_dir: str | Path, *, n_samples: int = 256, steps: int = 
         ValueError: not a model trained here, or a bad ``n_samples`` / ``steps``.
     """
     from .model import load_model
-    from .train import model_dataset
+    from .model_cache import model_dataset
 
     dataset = model_dataset(model_dir)
     meta = json.loads((Path(model_dir) / PFODE_META_FILE).read_text())

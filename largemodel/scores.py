@@ -219,7 +219,7 @@ def score_group(
     *,
     reconstruct: bool = False,
     perturbations: int = 0,
-    eps: float = 1e-2,
+    eps_rms: float = 1e-2,
     jvp_directions: int = 0,
     power_iters: int = 0,
     batch_size: int = 256,
@@ -252,7 +252,7 @@ def score_group(
         recon = model.decode(xr)
         cols["mse_pixel"] = _mse01(recon, images.to(recon.device, recon.dtype)).tolist()
         if perturbations:
-            mu = ins.averaged_instability(vel, z, sigmas, solver=cfg.solver, num_perturbations=perturbations, eps=eps,
+            mu = ins.averaged_instability(vel, z, sigmas, solver=cfg.solver, num_perturbations=perturbations, eps_rms=eps_rms,
                                           generator=generator, gz=xr, batch_size=batch_size)
             cols["mu_bar"] = mu.mean(1).tolist()
         if jvp_directions:
@@ -261,7 +261,7 @@ def score_group(
             cols["lambda_jvp"] = lam.mean(1).tolist()
         if power_iters:
             with torch.enable_grad():
-                sn, _ = ins.spectral_norm_G(vel, z, sigmas, solver=cfg.solver, iters=power_iters, generator=generator)
+                sn = ins.spectral_norm_G(vel, z, sigmas, solver=cfg.solver, iters=power_iters, generator=generator).value
             cols["spectral_norm"] = sn.tolist()
         recon = recon.cpu()
     cols["n"] = [x[0].numel()] * b

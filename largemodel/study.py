@@ -4,7 +4,7 @@ For each image ``x`` (latent of a real image, the paper's ``p_r``):
 
 1. invert: ``z~ = F~(x)`` (Euler or Heun on the model's sigma grid, null prompt, no CFG);
 2. regenerate: ``x^ = G(z~)``; reconstruction error in latent and pixel space (MSE, PSNR);
-3. instability at ``z~``: the paper's ``mu_bar`` over ``K`` perturbations of RMS size ``eps``
+3. instability at ``z~``: the paper's ``mu_bar`` over ``K`` perturbations of RMS size ``eps_rms``
    (the ``K`` regenerations batched with the reconstruction), ``lambda_G`` along random
    directions by JVP, optionally ``||J_G||_2`` by power iteration and ``log Lambda_G`` in the
    inversion pass (Hutchinson or exact divergence), which also gives ``log p_g(x)``;
@@ -25,7 +25,6 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
 
@@ -34,10 +33,13 @@ import torch
 from torch import Tensor
 
 from simulate.store import RecordStore, atomic_write_text, json_ready, output_lock
+from theory.estimators import mu_from_outputs, perturbed_rows
 
 from . import instability as ins
 from .ode import generate, invert, nfe_per_map
+from .flow_model import jvp_reductions
 from .model import FlowModel
+from .study_config import StudyConfig
 from .study_items import (
     ImageItem,
     _pixels,
@@ -74,67 +76,6 @@ CORRELATION_PAIRS: tuple[tuple[str, str], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class StudyConfig:
-    """Parameters of a study; those that change results form the resume signature.
-
-    Attributes:
-        steps: ODE steps for inversion and for regeneration (paper: 500; App. F: 100).
-        solver: ``"euler"`` (paper default), ``"heun"`` (App. B.1; Heun on every step) or
-            ``"heun-diffusers"`` (diffusers' ``FlowMatchHeunDiscreteScheduler``: Euler on the last
-            step, ``2N - 1`` evaluations).
-        perturbations: ``K`` for the paper's ``mu_bar`` (0 disables it).
-        eps: RMS size of a perturbation per latent coordinate (``||D|| = eps sqrt(n)``).
-        jvp_directions: random directions for ``lambda_G`` (0 disables).
-        lambda_method: how ``lambda_G`` is computed: ``"jvp"`` (forward-mode AD, math attention),
-            ``"fd"`` (central differences with step ``eps sqrt(n)``, rows batched with the
-            ``mu_bar`` rows) or ``"auto"`` (fd on CUDA, jvp elsewhere; the record says which).
-        power_iters: power iterations for ``||J_G||_2`` (0 disables).
-        log_lambda: ``"none"``, ``"hutchinson"`` or ``"exact"`` (exact: small ``n`` only).
-        probes: Hutchinson probes per evaluation.
-        batch_size: rows per transformer call (perturbed regenerations are grouped).
-        images_per_batch: images inverted and regenerated together.
-        seed: seeds the image subset, the perturbations and the probes.
-    """
-
-    steps: int = 500
-    solver: str = "euler"
-    perturbations: int = 8
-    eps: float = 1e-2
-    jvp_directions: int = 1
-    power_iters: int = 0
-    log_lambda: str = "none"
-    lambda_method: str = "auto"
-    probes: int = 1
-    batch_size: int = 16
-    images_per_batch: int = 1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if int(self.steps) != self.steps or self.steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
-        if self.solver not in ("euler", "heun", "heun-diffusers"):
-            raise ValueError(f"solver must be 'euler', 'heun' or 'heun-diffusers', got {self.solver!r}")
-        if self.lambda_method not in ("auto", "jvp", "fd"):
-            raise ValueError(f"--lambda-method must be 'auto', 'jvp' or 'fd', got {self.lambda_method!r}")
-        for name in ("perturbations", "jvp_directions", "power_iters"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not (self.eps > 0 and math.isfinite(self.eps)):
-            raise ValueError(f"eps must be a positive finite number, got {self.eps!r}")
-        if self.log_lambda not in ("none", "hutchinson", "exact"):
-            raise ValueError(f"log_lambda must be 'none', 'hutchinson' or 'exact', got {self.log_lambda!r}")
-        if self.probes < 1 or self.batch_size < 1 or self.images_per_batch < 1:
-            raise ValueError("probes, batch_size and images_per_batch must be >= 1")
-
-    def signature_params(self) -> dict[str, Any]:
-        """The parameters that change a record (batching does not)."""
-        d = asdict(self)
-        d.pop("batch_size")
-        d.pop("images_per_batch")
-        return d
-
-
 def _psnr(mse: float) -> float:
     """PSNR in dB of images on a [0, 1] scale."""
     return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
@@ -166,35 +107,36 @@ def _study_group(
             rec["log_p_g"] = one["log_p_g"].tolist()
         b, k, dl = x.shape[0], cfg.perturbations, cfg.jvp_directions
         method = cfg.lambda_method if cfg.lambda_method != "auto" else ("fd" if model.device.type == "cuda" else "jvp")
-        size = cfg.eps * math.sqrt(n)
+        eps = cfg.eps_rms * math.sqrt(n)  # ||D||
         # the reconstruction, the K perturbed regenerations and the central-difference rows of
         # lambda (method fd) share the transformer calls
         rows = [z]
         if k > 0:
-            rows.append(z.repeat_interleave(k, dim=0) + size * ins.unit_directions((b * k, *z.shape[1:]), gen, z))
+            d_mu = ins.unit_directions((b * k, *z.shape[1:]), gen, z).view(b, k, *z.shape[1:])
+            rows.append(perturbed_rows(z, d_mu, eps, "bk"))
         if dl > 0:
             dirs = ins.unit_directions((b * dl, *z.shape[1:]), gen, z).view(b, dl, *z.shape[1:])
             if method == "fd":
-                rows.append(ins.fd_rows(z, dirs, size))
+                rows.append(ins.fd_rows(z, dirs, eps))
         allrows = torch.cat(rows)
         out = torch.cat(
             [generate(vel, allrows[i : i + cfg.batch_size], sigmas, solver=cfg.solver) for i in range(0, allrows.shape[0], cfg.batch_size)]
         )
         xr = out[:b]
         if k > 0:
-            mu = (out[b : b + b * k] - xr.repeat_interleave(k, dim=0)).flatten(1).to(torch.float64).norm(dim=1).div(size).view(b, k)
+            mu = mu_from_outputs(out[b : b + b * k], xr, eps, "bk", norm_dtype=torch.float64)
             rec["mu_bar"] = mu.mean(1).tolist()
             rec["mu_max"] = mu.max(1).values.tolist()
             rec["mu_std"] = (mu.std(1) if k > 1 else torch.zeros(b, dtype=torch.float64)).tolist()
     if dl > 0:
         if method == "fd":
-            lam = ins.fd_lambda_from_outputs(out[b + b * k :], size, b, dl)
+            lam = ins.fd_lambda_from_outputs(out[b + b * k :], eps, b, dl)
         else:
             lam = ins.jvp_lambda(vel, z, sigmas, dirs, solver=cfg.solver, batch_size=cfg.batch_size)
         rec["lambda_jvp"] = lam.mean(1).tolist()  # lambda_G whichever the method
         rec["lambda_method"] = [method] * b
     if cfg.power_iters > 0:
-        sn, _ = ins.spectral_norm_G(vel, z, sigmas, solver=cfg.solver, iters=cfg.power_iters, generator=gen)
+        sn = ins.spectral_norm_G(vel, z, sigmas, solver=cfg.solver, iters=cfg.power_iters, generator=gen).value
         rec["spectral_norm"] = sn.tolist()
     zf = z.flatten(1).to(torch.float64)
     rec["z_norm2_over_n"] = ((zf * zf).sum(1) / n).tolist()
@@ -316,7 +258,8 @@ def _run_locked(
     def flush() -> None:
         group = [p[0] for p in pending]
         gen = group_generator(cfg.seed, group[0].key)
-        records, recon, _ = _study_group(model, cfg, torch.stack([p[2] for p in pending]), sigmas, gen)
+        with jvp_reductions(cfg.jvp_reductions):
+            records, recon, _ = _study_group(model, cfg, torch.stack([p[2] for p in pending]), sigmas, gen)
         for (it, key, _), rec, img in zip(pending, records, recon):
             rec.update(key=it.key, record_key=key, nfe_per_map=nfe)
             if save_images:

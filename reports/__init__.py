@@ -12,8 +12,10 @@ Modules:
   the flag).
 * :mod:`reports.report` -- ``run_report``: runs the selected suites, writes ``report.md`` and
   ``results.json``.
-* :mod:`reports.claims` -- ``CLAIMS``: the paper's claims in verdict-table order, and the
-  ``Verdict`` record.
+* :mod:`reports.claims` -- the claim registry ``CLAIMS``: each ``Claim`` (id, text, paper section,
+  docs/theory.md section) names the one function that decides it (``decided_by``, e.g.
+  ``simulate.experiments.thm43_judge.judge``); ``ClaimRow`` is a row of the verdict table. The
+  ``Verdict`` and its ``Status`` are defined once, in :mod:`simulate.verdict`.
 * :mod:`reports.theory_suite` -- symbolic derivations, high-precision agreement, Theorem 4.3's
   bounds (docs/theory.md §8).
 * :mod:`reports.simulate_suite` -- every experiment of ``simulate.experiments``, measured.

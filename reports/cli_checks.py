@@ -225,7 +225,8 @@ FLAG_RULES: dict[tuple[str, ...], dict[str, _Rule]] = {
     (): {
         "--seed": seed, "--data-seed": seed, "--threads": threads,
         "--steps": bounded_int(1, 100_000), "--perturbations": bounded_int(1, 1024),
-        "--eps": bounded_float(0, 10, lo_open=True), "--jvp-directions": bounded_int(0, 1024),
+        "--eps": bounded_float(0, 10, lo_open=True), "--eps-rms": bounded_float(0, 10, lo_open=True),
+        "--jvp-directions": bounded_int(0, 1024),
         "--power-iters": bounded_int(0, 10_000), "--probes": bounded_int(1, 1024),
         "--resolution": bounded_int(1, 8192), "--batch-size": bounded_int(1, 65_536),
         "--images-per-batch": bounded_int(1, 1024), "--n-images": bounded_int(1, 1_000_000),

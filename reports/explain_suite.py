@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from reports.claims import Verdict
+from reports.claims import SUPPLEMENT, ClaimRow
 
 __all__ = ["run_explain_suite", "explain_markdown", "EXPLAIN_SCALES"]
 
@@ -67,10 +67,9 @@ def _ci(d: dict[str, Any], digits: int = 2) -> str:
 
 
 def run_explain_suite(out_dir: Path, quick: bool = True,
-                      progress: Callable[[str], None] | None = None) -> tuple[list[Verdict], dict[str, Any]]:
+                      progress: Callable[[str], None] | None = None) -> tuple[list[ClaimRow], dict[str, Any]]:
     """Run the section into ``out_dir / "largemodel" / "explain*"``; return supplement rows and numbers."""
     from largemodel.explain import ExplainConfig
-    from reports.largemodel_suite import SUPPLEMENT
 
     step = progress or (lambda msg: None)
     scale = EXPLAIN_SCALES["quick" if quick else "full"]
@@ -93,7 +92,7 @@ def run_explain_suite(out_dir: Path, quick: bool = True,
     data = {"explain_digits": main, "explain_trend": trend, "seconds": time.perf_counter() - t0}
     sp, nat = s["spearman_fixed_delta"], s["spearman_natural"]
     figs = [f"largemodel/explain-digits/{Path(f).name}" for f in main.get("figures", [])]
-    decomposition = Verdict(
+    decomposition = ClaimRow.of(
         "thm31", SUPPLEMENT,
         f"error share: amplification {_ci(s['share_amplification'])}, discrepancy {_ci(s['share_discrepancy'])}",
         f"Per-image decomposition on the digits {res}px model trained here ({s['n_images']} held-out images, "
@@ -109,7 +108,7 @@ def run_explain_suite(out_dir: Path, quick: bool = True,
         + ".",
         figures=figs,
     )
-    causal = Verdict(
+    causal = ClaimRow.of(
         "fig4c", SUPPLEMENT,
         f"causal slope {_ci(s['causal_slope_median'], 3)}; Spearman at fixed ||delta|| {sp['spearman_rho']:.2f}",
         f"Causal test on the same model: from z*, controlled perturbations of RMS size 1e-4..1e-1 give a median "
@@ -127,7 +126,7 @@ def run_explain_suite(out_dir: Path, quick: bool = True,
     return [decomposition, causal], data
 
 
-def explain_markdown(decomposition: Verdict, causal: Verdict, figures: list[str]) -> str:
+def explain_markdown(decomposition: ClaimRow, causal: ClaimRow, figures: list[str]) -> str:
     """The report's "Why images reconstruct badly" section: the decomposition and the causal test
     (the same measurements as the two supplement rows), with the per-image figures."""
     lines = [
@@ -136,9 +135,9 @@ def explain_markdown(decomposition: Verdict, causal: Verdict, figures: list[str]
         "Reconstruction error = amplification x discrepancy (docs/theory.md §5.3), measured per image against "
         "the exact discrete inverse z* of G_N (`pfode largemodel explain`).",
         "",
-        f"**Decomposition** ({decomposition.key_number}). {decomposition.evidence}",
+        f"**Decomposition** ({decomposition.verdict.key_number}). {decomposition.verdict.evidence}",
         "",
-        f"**Causal test** ({causal.key_number}). {causal.evidence}",
+        f"**Causal test** ({causal.verdict.key_number}). {causal.verdict.evidence}",
         "",
     ]
     lines += [f"![{f}]({f})" for f in figures]

@@ -55,7 +55,7 @@ def failure_records(model_dir: Path, out: Path, scale: dict[str, Any], *, seed: 
     cfg = ScoreConfig(steps=scale["steps"], probes=scale["probes"], seed=seed)
     held = model_dataset(model_dir).heldout[: scale["images"]]
     keys = [f"heldout{i:04d}" for i in range(held.shape[0])]
-    params = {"model": str(model_dir), "config": cfg.__dict__, "perturbations": scale["perturbations"], "eps": 1e-2,
+    params = {"model": str(model_dir), "config": cfg.__dict__, "perturbations": scale["perturbations"], "eps_rms": 1e-2,
               "jvp_directions": scale["jvp_directions"], "images_per_batch": images_per_batch}
     with output_lock(out, command="pfode report: which images fail"):
         model = model if model is not None else load_model(model_dir, device="cpu", dtype="float32")
@@ -115,7 +115,7 @@ def spatial_maps(model_dir: Path, out: Path, result: dict[str, Any], scale: dict
 
     model = model if model is not None else load_model(model_dir, device="cpu", dtype="float32")
     held = model_dataset(model_dir).heldout
-    cfg = StudyConfig(steps=scale["steps"], perturbations=scale["perturbations"], eps=1e-2, jvp_directions=0,
+    cfg = StudyConfig(steps=scale["steps"], perturbations=scale["perturbations"], eps_rms=1e-2, jvp_directions=0,
                       log_lambda="none", images_per_batch=1, seed=seed)
     item = lambda k: ImageItem(k, (lambda i=int(k[7:]): held[i]))  # noqa: E731 - keys are heldoutNNNN
     worst = [result["keys"][i] for i in np.argsort(result["errors"])[::-1][:n_figure]]

@@ -12,7 +12,8 @@ held-out real images as ``p_r``:
    full Jacobian of the discrete generation map.
 
 With ``model=DIR`` (and ``images=DIR``) the user's own diffusers folder is studied too, and its
-result decides the Fig. 4(c) row.
+result decides the Fig. 4(c) row. :func:`judge_fig4c` decides that claim (its ``decided_by`` in
+``reports.claims.CLAIMS``); the other rows are supplements to claims the simulator decides.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from reports.claims import Verdict
+from reports.claims import SUPPLEMENT, ClaimRow
+from simulate.verdict import Status, StatusKind, Verdict
+from theory.thm41 import lemma_d2_log_threshold
 
-__all__ = ["run_largemodel_suite", "SCALES", "SUPPLEMENT"]
-
-#: status of a row that adds evidence to a claim another suite decides
-SUPPLEMENT = "supplement"
+__all__ = ["run_largemodel_suite", "judge_fig4c", "SCALES", "SUPPLEMENT"]
 
 #: quick / full scales. A trained model is (data, size, train images or None for all, training steps).
 #: The trend models use a small training set: the sparse generation distribution of Assumption 4.4.
@@ -88,7 +88,7 @@ def _theorem41_numbers(out: Path) -> dict[str, Any]:
     log_lam = np.array([r["log_Lambda"] for r in recs])
     log_pg = np.array([r["log_p_g"] for r in recs])
     z2 = np.array([r["z_norm2_over_n"] for r in recs]) * n
-    threshold = -0.5 * n * math.log(2 * math.pi) - 0.5 * c - n * math.log(TAU)
+    threshold = float(lemma_d2_log_threshold(n, TAU, c))  # Lemma D.2's p1 level
     p_inst = float(np.mean(log_lam > math.log(TAU)))
     p1 = float(np.mean(log_pg >= threshold))
     p2 = float(np.mean(z2 >= c))
@@ -146,7 +146,15 @@ def _jacobian_check(model_dir: Path, n_images: int, steps: int) -> dict[str, Any
     }
 
 
-def _fig4c_verdict(corr: dict[str, Any], label: str, stand_in: bool, figure: str | None) -> Verdict:
+def judge_fig4c(corr: dict[str, Any], label: str, stand_in: bool) -> Verdict:
+    """The verdict on Fig. 4(c) (docs/theory.md §10.4, §9.6): does the reconstruction error rise with
+    the averaged instability coefficient ``mu_bar`` on a real network?
+
+    ``corr``: the study's ``mu_bar~mse_latent`` correlation (Spearman ``rho`` with its 95% bootstrap
+    interval ``[lo, hi]``). ``verified`` when ``lo > 0`` on the user's model; on a model trained
+    here (``stand_in``) ``holds in regime`` (SD3.5 / FLUX not run); ``refuted`` when ``hi < 0``;
+    ``inconclusive`` when the interval contains 0.
+    """
     rho, (lo, hi) = corr["spearman_rho"], corr["spearman_ci"]
     key = f"Spearman {rho:.2f} [{lo:.2f}, {hi:.2f}], n = {corr['n']} ({label})"
     evidence = (
@@ -155,19 +163,20 @@ def _fig4c_verdict(corr: dict[str, Any], label: str, stand_in: bool, figure: str
         f"Pearson of the logarithms {corr['pearson_r']:.3f} [{corr['pearson_ci'][0]:.3f}, {corr['pearson_ci'][1]:.3f}]."
     )
     if lo > 0:
-        status = "holds in regime: small flow models trained here (SD3.5/FLUX not run)" if stand_in else "verified"
+        status = (Status.of(StatusKind.HOLDS_IN_REGIME, "small flow models trained here (SD3.5/FLUX not run)")
+                  if stand_in else Status.of(StatusKind.VERIFIED))
     elif hi < 0:
-        status = "refuted"
+        status = Status.of(StatusKind.REFUTED)
     else:
-        status = "inconclusive: the interval contains 0"
+        status = Status.of(StatusKind.INCONCLUSIVE, "the interval contains 0")
     if stand_in:
         evidence += (" These are small pixel-space SD3-architecture transformers trained offline on this machine, "
                      "standing in for SD3.5 / FLUX, whose weights cannot be downloaded here; run "
                      "`pfode report --suites largemodel --model DIR --images DIR` on a real model folder.")
-    return Verdict("fig4c", status, key, evidence, figures=[figure] if figure else [])
+    return Verdict(status, key, evidence)
 
 
-def run_largemodel_suite(*args: Any, **kwargs: Any) -> tuple[list[Verdict], dict[str, Any]]:
+def run_largemodel_suite(*args: Any, **kwargs: Any) -> tuple[list[ClaimRow], dict[str, Any]]:
     """Run the suite (see ``_run``) with one intra-op torch thread: the trained models are tiny,
     gain nothing from threads, and lose up to 30x when another process shares the cores."""
     before = torch.get_num_threads()
@@ -184,7 +193,7 @@ def _run(
     progress: Callable[[str], None] | None = None,
     model: Path | None = None,
     images: Path | None = None,
-) -> tuple[list[Verdict], dict[str, Any]]:
+) -> tuple[list[ClaimRow], dict[str, Any]]:
     """Run the suite into ``out_dir / "largemodel"``; return verdicts and numbers."""
     from largemodel.study import StudyConfig, items_from_folder
 
@@ -195,20 +204,20 @@ def _run(
     root = out_dir / "largemodel"
     t0 = time.perf_counter()
     data: dict[str, Any] = {"scale": scale}
-    verdicts: list[Verdict] = []
+    verdicts: list[ClaimRow] = []
 
     # 1. Fig. 4(c) on the trained digits model
     folder = _trained(scale["study_model"], step)
     data_name, size0, n_train, _ = scale["study_model"]
     label = f"{data_name} {size0}px model trained here on {n_train or 'all'} images"
-    cfg = StudyConfig(steps=scale["steps"], perturbations=8, eps=1e-2, jvp_directions=1, log_lambda="hutchinson", probes=4,
+    cfg = StudyConfig(steps=scale["steps"], perturbations=8, eps_rms=1e-2, jvp_directions=1, log_lambda="hutchinson", probes=4,
                       images_per_batch=8, batch_size=256)
     step(f"largemodel: study on {label}, {scale['study_images']} held-out images")
     summary = _study(folder, _heldout_items(folder, scale["study_images"]), root / "study-digits", cfg)
     data["study_digits"] = {"model": str(folder), **summary}
     fig_rel = "largemodel/study-digits/scatter_mu_vs_error.png" if "figure" in summary else None
     corr = summary["correlations"]["mu_bar~mse_latent"]
-    fig4c = _fig4c_verdict(corr, label, True, fig_rel)
+    fig4c = ClaimRow("fig4c", judge_fig4c(corr, label, True), figures=[fig_rel] if fig_rel else [])
 
     # 2. the user's own model, if given: it decides the Fig. 4(c) row
     if model is not None:
@@ -216,14 +225,15 @@ def _run(
         from largemodel.model import load_model
 
         m = load_model(model)  # loaded once: a real model folder takes minutes
-        user_cfg = StudyConfig(steps=scale["steps"], perturbations=8, eps=1e-2, jvp_directions=0)
+        user_cfg = StudyConfig(steps=scale["steps"], perturbations=8, eps_rms=1e-2, jvp_directions=0)
         items = items_from_folder(images, scale["user_images"], 0, m.resolution, m.image_channels)
         user = _study(Path(model), items, root / "study-user", user_cfg, model=m)
         del m
         data["study_user"] = {"model": str(model), **user}
         user_fig = "largemodel/study-user/scatter_mu_vs_error.png" if "figure" in user else None
-        fig4c = _fig4c_verdict(user["correlations"]["mu_bar~mse_latent"], f"{Path(model).name}", False, user_fig)
-        fig4c.evidence += f" Trained stand-in for comparison: {corr['spearman_rho']:.3f} [{corr['spearman_ci'][0]:.3f}, {corr['spearman_ci'][1]:.3f}]."
+        fig4c = ClaimRow("fig4c", judge_fig4c(user["correlations"]["mu_bar~mse_latent"], f"{Path(model).name}", False),
+                         figures=[user_fig] if user_fig else [])
+        fig4c.verdict.evidence += f" Trained stand-in for comparison: {corr['spearman_rho']:.3f} [{corr['spearman_ci'][0]:.3f}, {corr['spearman_ci'][1]:.3f}]."
     verdicts.append(fig4c)
 
     # 3. Theorem 4.1 / 4.3 quantities by resolution
@@ -245,7 +255,7 @@ def _run(
     )
     first, last = trend[0]["P_inst"], trend[-1]["P_inst"]
     change = "grows" if last > first else ("decreases" if last < first else "is unchanged")
-    verdicts.append(Verdict(
+    verdicts.append(ClaimRow.of(
         "thm43_pinst", SUPPLEMENT, f"P_inst(1) {trend[0]['P_inst']:.2f} -> {trend[-1]['P_inst']:.2f}",
         f"On {trend[0]['data']} models trained here on {trend[0]['train_images']} images at growing resolution "
         f"({trend_text}); P_inst "
@@ -259,7 +269,7 @@ def _run(
     step("largemodel: Lemma D.1, one-pass log Lambda vs full Jacobian")
     jac = _jacobian_check(folder, scale["jacobian_images"], min(scale["steps"], 50))
     data["lemma_d1_trained"] = jac
-    verdicts.append(Verdict(
+    verdicts.append(ClaimRow.of(
         "lemma_d1", SUPPLEMENT, f"max |diff| {jac['max_abs_diff_exact_vs_jacobian']:.2g}",
         f"On the trained digits model ({jac['images']} held-out images, {jac['steps']} Euler steps): log Lambda_G "
         f"from the one-pass divergence integral vs slogdet of the full Jacobian of the discrete G differ by at "

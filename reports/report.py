@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reports.claims import CLAIMS, Verdict, not_run
+from reports.claims import CLAIMS, ClaimRow, not_run
 from simulate.store import atomic_write_text, foreign_entry, mark_owned, output_lock, remove_owned
+from simulate.verdict import StatusKind
 
 __all__ = ["SUITES", "run_report", "render_markdown"]
 
@@ -23,10 +24,10 @@ def _anchor(claim_id: str) -> str:
     return f"claim-{claim_id.replace('_', '-')}"
 
 
-def render_markdown(verdicts: dict[str, Verdict], meta: dict[str, Any], sections: list[str] | None = None) -> str:
-    """The report as Markdown: the verdict table, one section per claim, then ``sections`` (whole
-    Markdown sections that are not claims of the paper, e.g. the large-model suite's "Which images
-    fail")."""
+def render_markdown(verdicts: dict[str, ClaimRow], meta: dict[str, Any], sections: list[str] | None = None) -> str:
+    """The report as Markdown: the verdict table, one section per claim (with the function that
+    decides it, ``Claim.decided_by``), then ``sections`` (whole Markdown sections that are not
+    claims of the paper, e.g. the large-model suite's "Which images fail")."""
     lines = [
         "# pfode-instability verification report",
         "",
@@ -36,23 +37,24 @@ def render_markdown(verdicts: dict[str, Verdict], meta: dict[str, Any], sections
         "| claim | status | key number | details |",
         "|---|---|---|---|",
     ]
-    for claim_id, text, _section in CLAIMS:
-        v = verdicts[claim_id]
-        figs = ", ".join(f"[{f}]({f})" for f in v.figures)
-        link = f"[section](#{_anchor(claim_id)})" + (f"; {figs}" if figs else "")
-        lines.append(f"| {text} | {v.status} | {v.key_number} | {link} |")
+    for c in CLAIMS:
+        row = verdicts[c.id]
+        figs = ", ".join(f"[{f}]({f})" for f in row.figures)
+        link = f"[section](#{_anchor(c.id)})" + (f"; {figs}" if figs else "")
+        lines.append(f"| {c.text} | {row.status} | {row.verdict.key_number} | {link} |")
     lines.append("")
-    for claim_id, text, section in CLAIMS:
-        v = verdicts[claim_id]
-        lines += [f"<a id=\"{_anchor(claim_id)}\"></a>", f"## {text}", "", f"*Paper: {section}.* **{v.status}**", "", v.evidence, ""]
-        lines += [f"![{f}]({f})" for f in v.figures]
+    for c in CLAIMS:
+        row = verdicts[c.id]
+        lines += [f"<a id=\"{_anchor(c.id)}\"></a>", f"## {c.text}", "", f"*Paper: {c.paper_section}.* **{row.status}**",
+                  "", f"Decided by `{c.decided_by}` (mathematics: {c.theory_section}).", "", row.verdict.evidence, ""]
+        lines += [f"![{f}]({f})" for f in row.figures]
         lines.append("")
     for section in sections or []:
         lines += [section.rstrip(), ""]
     return "\n".join(lines)
 
 
-def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any, progress: Any) -> tuple[list[Verdict], Any]:
+def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any, progress: Any) -> tuple[list[ClaimRow], Any]:
     """Run one suite, or reuse its finished result (``<suite>/suite.json``).
 
     An interrupted suite has no ``suite.json``; rerunning resumes it from the records its
@@ -67,7 +69,7 @@ def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any
         if isinstance(saved, dict) and saved.get("signature") == signature:
             if progress is not None:
                 progress(f"{suite}: cached result reused ({cache}; --fresh recomputes)")
-            return [Verdict(**v) for v in saved["verdicts"]], saved["data"]
+            return [ClaimRow.from_dict(v) for v in saved["verdicts"]], saved["data"]
     rows, data = run()
     cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cache, json.dumps({"signature": signature, "verdicts": [v.as_dict() for v in rows], "data": data},
@@ -97,26 +99,25 @@ def _not_selected(suite: str) -> str:
     return f"the {suite} suite was not selected (run with --suites {','.join(SUITES)})"
 
 
-def _merge(verdicts: dict[str, Verdict], v: Verdict, suite: str) -> None:
+def _merge(verdicts: dict[str, ClaimRow], row: ClaimRow, suite: str) -> None:
     """Add a suite's row: measured verdicts replace bound-level ones (whose evidence is kept);
     supplements add evidence to the row of their claim."""
-    from reports.largemodel_suite import SUPPLEMENT
-
-    previous = verdicts.get(v.claim_id)
-    if v.status == SUPPLEMENT:
-        note = f" Large-model suite: {v.evidence}"
+    previous = verdicts.get(row.claim_id)
+    if row.status.kind is StatusKind.SUPPLEMENT:
+        note = f" Large-model suite: {row.verdict.evidence}"
         if previous is None:
-            row = not_run(v.claim_id, _not_selected("simulate"))
-            row.key_number, row.evidence, row.figures = v.key_number, note.strip(), list(v.figures)
-            verdicts[v.claim_id] = row
+            new = not_run(row.claim_id, _not_selected(row.claim.suite))
+            new.verdict.key_number, new.verdict.evidence = row.verdict.key_number, note.strip()
+            new.figures = list(row.figures)
+            verdicts[row.claim_id] = new
         else:
-            previous.evidence += note
-            previous.figures += [f for f in v.figures if f not in previous.figures]
+            previous.verdict.evidence += note
+            previous.figures += [f for f in row.figures if f not in previous.figures]
         return
     if previous is not None:
-        v.evidence += f" {suite.capitalize()} suite before it: {previous.status}; {previous.evidence}"
-        v.figures += [f for f in previous.figures if f not in v.figures]
-    verdicts[v.claim_id] = v
+        row.verdict.evidence += f" {suite.capitalize()} suite before it: {previous.status}; {previous.verdict.evidence}"
+        row.figures += [f for f in previous.figures if f not in row.figures]
+    verdicts[row.claim_id] = row
 
 
 def run_report(
@@ -165,7 +166,7 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
     """The body of ``run_report`` (arguments checked, ``out_dir`` locked and prepared)."""
     t0 = time.perf_counter()
     mode = "quick" if quick else "full"
-    verdicts: dict[str, Verdict] = {}
+    verdicts: dict[str, ClaimRow] = {}
     suite_data: dict[str, Any] = {}
     runners: dict[str, Any] = {}
     if "theory" in suites:
@@ -191,10 +192,9 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
         for v in rows:
             _merge(verdicts, v, suite)
         suite_data[suite] = data
-    for claim_id, _text, _section in CLAIMS:
-        if claim_id not in verdicts:
-            owner = "largemodel" if claim_id == "fig4c" else "simulate"
-            verdicts[claim_id] = not_run(claim_id, _not_selected(owner))
+    for c in CLAIMS:
+        if c.id not in verdicts:
+            verdicts[c.id] = not_run(c.id, _not_selected(c.suite))
     meta = {
         "run": out_dir.name,
         "mode": mode,
@@ -205,7 +205,7 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
     large = suite_data.get("largemodel") or {}
     sections = [large[k]["markdown"] for k in ("explain", "failure") if (large.get(k) or {}).get("markdown")]
     atomic_write_text(out_dir / "report.md", render_markdown(verdicts, meta, sections))
-    results = {"meta": meta, "verdicts": [verdicts[c].as_dict() for c, _, _ in CLAIMS], "suites": suite_data}
+    results = {"meta": meta, "verdicts": [verdicts[c.id].as_dict() for c in CLAIMS], "suites": suite_data}
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, default=_json_default))
     return {"report": out_dir / "report.md", "results": out_dir / "results.json", "verdicts": verdicts}
 

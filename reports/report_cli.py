@@ -51,8 +51,8 @@ def _run_report(args: argparse.Namespace) -> int:
     result = run_report(out, suites=suites, quick=not args.full, progress=progress, fresh=args.fresh,
                         model=args.model, images=args.images)
     width = max(len(c) for c in result["verdicts"])
-    for claim_id, verdict in result["verdicts"].items():
-        print(f"{claim_id:<{width}}  {verdict.status}")
+    for claim_id, row in result["verdicts"].items():
+        print(f"{claim_id:<{width}}  {row.status}")
     print(f"wrote {result['report']}")
     print(f"wrote {result['results']}")
     return 0

@@ -2,7 +2,8 @@
 
 Each experiment runs at its fast scale (``--quick``) or full scale (``--full``) into
 ``<report>/simulate/<experiment>/``; its records make an interrupted report resume. The
-verdicts come from the measurements.
+verdicts come from the measurements; each experiment's ``CLAIM_IDS`` are the registered claims
+(``reports.claims.CLAIMS``) it decides.
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from reports.claims import Verdict
+from reports.claims import ClaimRow
+from simulate.verdict import Status, StatusKind
 
 __all__ = ["run_simulate_suite"]
 
 
 def run_simulate_suite(
     out_dir: Path, quick: bool = True, progress: Callable[[str], None] | None = None, fresh: bool = False
-) -> tuple[list[Verdict], dict[str, Any]]:
+) -> tuple[list[ClaimRow], dict[str, Any]]:
     """Run the experiments; return one verdict per claim they check, and their numbers."""
     from simulate.experiments import EXPERIMENTS, load
 
     step = progress or (lambda msg: None)
-    verdicts: list[Verdict] = []
+    verdicts: list[ClaimRow] = []
     data: dict[str, Any] = {}
     for name in EXPERIMENTS:
         t0 = time.perf_counter()
@@ -33,14 +35,14 @@ def run_simulate_suite(
         try:
             result = module.run(sub, full=not quick, seed=0, progress=False)
         except Exception as exc:  # one failing experiment must not sink the report
+            failed = Status.of(StatusKind.NOT_RUN, f"{name} failed ({type(exc).__name__}: {exc})")
             for claim_id in getattr(module, "CLAIM_IDS", []):
-                verdicts.append(Verdict(claim_id, f"not run: {name} failed ({type(exc).__name__}: {exc})", "-",
-                                        f"The experiment {name} raised {type(exc).__name__}: {exc}"))
+                verdicts.append(ClaimRow.of(claim_id, failed, "-", f"The experiment {name} raised {type(exc).__name__}: {exc}"))
             data[name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
         for claim_id in result.claim_ids:
             v = result.verdict_for(claim_id)
-            verdicts.append(Verdict(
+            verdicts.append(ClaimRow.of(
                 claim_id, v.status, v.key_number,
                 f"{v.evidence} (experiment `{name}`, {result.seconds:.1f} s; data: simulate/{name}/result.json)",
                 figures=[f"simulate/{name}/{f}" for f in result.figures],

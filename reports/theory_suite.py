@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.claims import Verdict
+from reports.claims import ClaimRow
 
 __all__ = ["run_theory_suite", "high_precision_agreement"]
 
@@ -40,7 +40,7 @@ def high_precision_agreement(quick: bool = True) -> dict[str, Any]:
     return {"n_values_steiner": ns, "steiner_max_rel_error": steiner_err, "chi2_max_rel_error": chi2_err}
 
 
-def _prop21_on_analytic_map() -> Verdict:
+def _prop21_on_analytic_map() -> ClaimRow:
     """Proposition 2.1 checked on a smooth non-linear map of R^8 with a known-expanding Jacobian."""
     import torch
 
@@ -56,7 +56,7 @@ def _prop21_on_analytic_map() -> Verdict:
     check = check_proposition_21(f, x)
     ok = bool(torch.all(check.converged) and torch.all(check.holds))
     order = float(torch.nanmean(torch.as_tensor(check.order, dtype=torch.float64)))
-    return Verdict(
+    return ClaimRow.of(
         "prop21", "verified" if ok else "refuted",
         f"min |mu - lambda| = {float(check.min_error.max()):.1e}, convergence order {order:.2f}",
         "f(z) = tanh(Az) + z + 0.1 z^3 on R^8, 4 points: mu_f(x, s u) -> lambda_f(x, u) as s -> 0 (first order), "
@@ -66,7 +66,7 @@ def _prop21_on_analytic_map() -> Verdict:
     )
 
 
-def run_theory_suite(out_dir: Path, quick: bool = True, progress=None) -> tuple[list[Verdict], dict[str, Any]]:
+def run_theory_suite(out_dir: Path, quick: bool = True, progress=None) -> tuple[list[ClaimRow], dict[str, Any]]:
     """Run the theory checks, write the curves' figures into ``out_dir``; return verdicts and data."""
     from theory.curves import write_theory_curves
     from theory.symbolic import derivations
@@ -96,7 +96,7 @@ def run_theory_suite(out_dir: Path, quick: bool = True, progress=None) -> tuple[
     prop21 = _prop21_on_analytic_map()
     verdicts = [prop21]
     ok_31 = passed("Theorem 3.1")
-    verdicts.append(Verdict(
+    verdicts.append(ClaimRow.of(
         "thm31", "verified" if ok_31 else "refuted",
         "Euler recursion solved exactly; (1 + L/N)^N <= e^L",
         "sympy: e_N = (hM/2L)((1 + hL)^N - 1) <= (hM/2L)(e^L - 1) (part 1 of Thm 3.1, symbolic). "
@@ -104,20 +104,20 @@ def run_theory_suite(out_dir: Path, quick: bool = True, progress=None) -> tuple[
         section="Theorem 3.1",
     ))
     ok_d1 = passed("Lemma D.1")
-    verdicts.append(Verdict(
+    verdicts.append(ClaimRow.of(
         "lemma_d1", "verified" if ok_d1 else "refuted",
         "d/dt log det Phi = tr A (2x2, 3x3)",
         "sympy: Liouville's formula, the divergence-integral form of Lemma D.1 (symbolic).",
         section="Lemma D.1",
     ))
     ok_41 = passed("Lemma D.2") and passed("Theorem 4.3: r*")
-    verdicts.append(Verdict(
+    verdicts.append(ClaimRow.of(
         "thm41", "verified" if ok_41 else "refuted",
         "margin of Lemma D.2 = a + b/2 > 0",
         "sympy: Lemma D.2's implication and r*^2 = sigma^2 (c + 2 n ln(tau/sigma)) (symbolic).",
         section="Theorem 4.1",
     ))
-    verdicts.append(Verdict(
+    verdicts.append(ClaimRow.of(
         "thm43_p1",
         "verified" if frac == 1.0 else f"holds in regime: p1-bound rate < 0 on {100 * frac:.0f}% of the (sigma, l) grid",
         f"rate {asym.get('p1_rate', float('nan')):.4f} per dim at sigma={p['sigma']}, l={p['side']}",
@@ -128,7 +128,7 @@ def run_theory_suite(out_dir: Path, quick: bool = True, progress=None) -> tuple[
         f"vs 50-digit mpmath: max relative error {agreement['steiner_max_rel_error']:.1e}.",
         section="Theorem 4.3", figures=[f for f in figs if "rate" in f],
     ))
-    verdicts.append(Verdict(
+    verdicts.append(ClaimRow.of(
         "thm43_p2", "verified (given the density-ratio constant K stays bounded)",
         f"rate {asym['p2_rate']:.5f} per dim (gamma = {asym['gamma']})",
         "K P[chi2_n >= (1+eps) n] decays like exp(-n (eps - ln(1+eps))/2) for every eps > 0; K bounded is the "
@@ -136,7 +136,7 @@ def run_theory_suite(out_dir: Path, quick: bool = True, progress=None) -> tuple[
         f"{agreement['chi2_max_rel_error']:.1e}; Chernoff bound derived symbolically: {passed('Theorem 4.3: chi-square')}.",
         section="Theorem 4.3", figures=[f for f in figs if "bounds" in f],
     ))
-    verdicts.append(Verdict(
+    verdicts.append(ClaimRow.of(
         "thm43_pinst",
         "verified (bound-level, default parameters)" if asym.get("p_inst_to_one") else "holds in regime (see p1 row)",
         f"P_inst lower bound >= 0.999 from n = {n_999}" if n_999 else "lower bound stays below 0.999",

@@ -1,14 +1,16 @@
 r"""Instability estimators on the simulator's maps (docs/theory.md §2, §6.1).
 
 All estimators act on the generation map ``G`` of a velocity field (``generate`` with the
-solver options given as keyword arguments), built on the definitions of
-:mod:`theory.coefficients`:
+solver options given as keyword arguments). This module only builds ``G`` and draws directions;
+each estimator has its one implementation in :mod:`theory` (:mod:`theory.coefficients`,
+:mod:`theory.power_iteration`, :mod:`theory.estimators`), shared with :mod:`largemodel.instability`:
 
 * ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` by a JVP through the solve (forward-mode AD, the
   derivative of the discrete scheme) or by central finite differences;
 * ``||J_G(z)||_2`` by power iteration (JVP / VJP through the solve);
 * the paper's estimator ``mu_bar(z) = (1/K) sum_k ||G(z + eps d_k) - G(z)|| / eps`` with ``d_k``
-  uniform on the unit sphere: ``mu`` averaged over ``K`` random perturbations of size ``eps``
+  uniform on the unit sphere: ``mu`` averaged over ``K`` random perturbations of norm ``||D|| = eps``
+  (docs/theory.md §2.5)
   (the ``K`` perturbed regenerations run as one batch);
 * ``log Lambda_G(z)`` three ways: density ratio (Lemma D.1,
   ``(log phi(z) - log p_g(G(z))) / n``), the divergence integral along the path
@@ -28,6 +30,9 @@ import torch
 from torch import Tensor
 
 from theory.coefficients import SpectralNorm, lambda_f, log_Lambda_f, spectral_norm
+from theory.estimators import averaged_instability as shared_averaged_instability
+from theory.estimators import central_difference_lambda
+from theory.thm41 import log_Lambda_density_ratio, log_standard_normal_density
 from .maps import generate, invert
 
 __all__ = [
@@ -42,7 +47,6 @@ __all__ = [
 ]
 
 LAMBDA_METHODS = ("density_ratio", "divergence", "slogdet")
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def generation_map(field: Any, **solve_kwargs: Any) -> Callable[[Tensor], Tensor]:
@@ -71,6 +75,9 @@ def lambda_G(
 ) -> Tensor:
     r"""Intrinsic instability coefficient ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` (Def. 2.2), per row.
 
+    docs/theory.md §2.1, §9.1: :func:`theory.coefficients.lambda_f` (``"jvp"``) or
+    :func:`theory.estimators.central_difference_lambda` (``"fd"``) on ``G``.
+
     Args:
         field: the velocity field.
         z: noise points, shape ``(B, n)``.
@@ -87,17 +94,18 @@ def lambda_G(
     if method == "fd":
         if not (fd_step > 0 and math.isfinite(fd_step)):
             raise ValueError(f"fd_step must be a positive finite number, got {fd_step!r}")
-        u_hat = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True)
-        both = generate(field, torch.cat([z + fd_step * u_hat, z - fd_step * u_hat]), **solve_kwargs).x
-        plus, minus = both.chunk(2)
-        return torch.linalg.vector_norm(plus - minus, dim=-1) / (2.0 * fd_step)
+        G = generation_map(field, **solve_kwargs)
+        return central_difference_lambda(G, z, u.unsqueeze(1), fd_step, layout="blocked")[:, 0]
     raise ValueError(f"method must be 'jvp' or 'fd', got {method!r}")
 
 
 def spectral_norm_G(field: Any, z: Tensor, *, iters: int = 100, tol: float = 1e-8,
                     generator: torch.Generator | None = None, mode: str = "reverse",
                     **solve_kwargs: Any) -> SpectralNorm:
-    """``||J_G(z)||_2`` per row by power iteration on ``J^T J`` (JVP + VJP through the solve).
+    """``||J_G(z)||_2`` per row by power iteration on ``J^T J`` (docs/theory.md §2.1, §9.2).
+
+    :func:`theory.coefficients.spectral_norm` on ``G`` (JVP + VJP through the solve; per-row
+    stopping at relative change ``tol``).
 
     ``mode="reverse"`` solves once and keeps the graph: each iteration is two backward passes.
     """
@@ -115,10 +123,12 @@ def averaged_instability(
     gz: Tensor | None = None,
     **solve_kwargs: Any,
 ) -> Tensor:
-    r"""The paper's averaged instability coefficient at ``z`` (Sections 3.2, Appendix E).
+    r"""The paper's averaged instability coefficient at ``z`` (docs/theory.md §2.5; App. E).
 
     ``mu_bar(z) = (1/K) sum_{k=1}^K ||G(z + eps d_k) - G(z)|| / eps``, ``d_k`` uniform on the unit
-    sphere, ``K = num_perturbations``. The ``B K`` perturbed points are generated as one batch.
+    sphere, ``K = num_perturbations``, so ``||D_k|| = eps``. The ``B K`` perturbed points are
+    generated as one batch (:func:`theory.estimators.averaged_instability`, directions drawn here
+    as ``(K, B, n)`` in ``z``'s dtype: layout ``"kb"``).
 
     Args:
         z: points (usually inverted noises ``z~ = F~(x)``), shape ``(B, n)``.
@@ -131,14 +141,8 @@ def averaged_instability(
         raise ValueError(f"eps must be a positive finite number, got {eps!r}")
     B, n = z.shape
     d = _unit_directions((num_perturbations, B, n), generator, z)
-    perturbed = (z.unsqueeze(0) + eps * d).reshape(num_perturbations * B, n)
-    if gz is None:
-        out = generate(field, torch.cat([z, perturbed]), **solve_kwargs).x
-        gz, g_pert = out[:B], out[B:]
-    else:
-        g_pert = generate(field, perturbed, **solve_kwargs).x
-    g_pert = g_pert.reshape(num_perturbations, B, n)
-    return (torch.linalg.vector_norm(g_pert - gz.unsqueeze(0), dim=-1) / eps).mean(0)
+    G = generation_map(field, **solve_kwargs)
+    return shared_averaged_instability(G, z, d, eps, layout="kb", gz=gz).mean(1)
 
 
 def log_Lambda_G(field: Any, z: Tensor, *, method: str = "density_ratio", **solve_kwargs: Any) -> Tensor:
@@ -159,13 +163,13 @@ def log_Lambda_G(field: Any, z: Tensor, *, method: str = "density_ratio", **solv
         amplifies the inversion's solver error by ``|det J_G|``, ``G(F(x))`` lands far from ``x``
         and the value describes another point (docs/theory.md §6.1; two boxes of side 0.1 with per-coordinate gap
         ``8 sigma``, ``sigma = 0.02``, ``n = 64``, 8 points ``x ~ U[0, 1]^n``: off by up to 16 in
-        ``(1/n) log Lambda``, 0 of the 6 unstable points flagged; ``tests/test_thm43_regime.py``).
+        ``(1/n) log Lambda``, 0 of the 6 unstable points flagged; ``tests/simulate/test_thm43_regime.py``).
     """
     n = z.shape[-1]
     if method == "density_ratio":
         x = generate(field, z, **solve_kwargs).x
-        log_phi = -0.5 * n * _LOG_2PI - 0.5 * (z * z).sum(-1)
-        return (log_phi - field.log_prob(x, 1.0)) / n
+        log_phi = log_standard_normal_density(sq_norm=(z * z).sum(-1), n=n)
+        return log_Lambda_density_ratio(log_phi, field.log_prob(x, 1.0), n)
     if method == "divergence":
         return generate(field, z, logdet=True, **solve_kwargs).logdet / n
     if method == "slogdet":
@@ -226,7 +230,7 @@ def log_Lambda_G_at_inverse(
     if method == "divergence":
         log_lambda = -sol.logdet / n
     else:
-        log_lambda = (-0.5 * n * _LOG_2PI - 0.5 * sq - field.log_prob(x, 1.0)) / n
+        log_lambda = log_Lambda_density_ratio(log_standard_normal_density(sq_norm=sq, n=n), field.log_prob(x, 1.0), n)
     if not bool(torch.isfinite(log_lambda).all()):
         raise RuntimeError("log_Lambda_G_at_inverse: non-finite log Lambda (solver failure or x outside the support)")
     return LambdaAtInverse(z=z, log_Lambda=log_lambda, sq_norm=sq, inversion=sol)

@@ -5,10 +5,10 @@ approximates ``F = G^{-1}`` and leaves a discrepancy that the instability of ``G
 docs/theory.md §5.1), invert the discrete generation map itself, step by step. A fixed-grid
 explicit one-step scheme on the generation grid ``t_0, ..., t_N`` is
 
-    z_{k+1} = z_k + Phi_k(z_k),     Phi_k = Phi(field, ., t_k, t_{k+1})
+    z_{k+1} = z_k + Phi_k(z_k),     Phi_k = Phi(rhs, ., t_k, t_{k+1}, t_{k+1} - t_k)
 
-(``Phi`` from :data:`simulate.solvers.STEP_INCREMENTS`). Given ``z_{k+1}``, ``z_k`` is the
-fixed point of ``z -> z_{k+1} - Phi_k(z)``, computed by the iteration
+(``Phi`` from :data:`simulate.solvers.STEP_INCREMENTS`: the very increments the solvers apply).
+Given ``z_{k+1}``, ``z_k`` is the fixed point of ``z -> z_{k+1} - Phi_k(z)``, computed by the iteration
 
     Euler:  z <- z_{k+1} - h_k v(z, t_k)
     Heun:   z <- z_{k+1} - (h_k / 2) (v(z, t_k) + v(z + h_k v(z, t_k), t_{k+1}))
@@ -23,23 +23,25 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .solvers import (
-    STAGES,
-    STEP_INCREMENTS,
-    _check_field,
-    _check_grid,
-    _check_int,
-    _check_positive,
-    _check_state,
+from .solvers._checks import (
+    check_choice,
+    check_field,
+    check_grid,
+    check_int,
+    check_positive,
+    check_state,
 )
+from .solvers.base import SolveResult, field_rhs
+from .solvers.steps import STAGES, STEP_INCREMENTS
 
-__all__ = ["InversionResult", "invert_fixed_point", "FIXED_POINT_SCHEMES", "ON_FAIL"]
+__all__ = ["FIXED_POINT_SCHEMES", "ON_FAIL", "InversionResult", "invert_fixed_point"]
 
 FIXED_POINT_SCHEMES: tuple[str, ...] = tuple(STEP_INCREMENTS)
 """Schemes whose discrete generation map can be inverted: ``("euler", "heun", "rk4")``."""
@@ -48,29 +50,28 @@ ON_FAIL: tuple[str, ...] = ("raise", "warn", "ignore")
 """What :func:`invert_fixed_point` does when a step does not converge."""
 
 
-@dataclass
-class InversionResult:
-    """Outcome of :func:`invert_fixed_point`.
+@dataclass(kw_only=True)
+class InversionResult(SolveResult):
+    """Outcome of :func:`invert_fixed_point`: a :class:`simulate.solvers.SolveResult` (``x``,
+    ``logdet``, ``nfe``: the fields every map of :mod:`simulate` returns) with the fixed-point
+    diagnostics added.
 
     Steps are indexed in generation order: entry ``k`` is the step ``t_k -> t_{k+1}``.
 
     Attributes:
         x: The inverted state ``z_0`` (the noise, for a ``0 -> 1`` generation grid), ``(B, n)``.
+        logdet: Always ``None`` (no log-determinant is integrated).
+        nfe: Batched evaluations of ``field.velocity`` (residual checks included).
         iterations: int64 ``(N,)``: fixed-point iterations of step ``k`` (maximum over rows).
         residuals: float64 ``(N,)``: ``max_b || z_k + Phi_k(z_k) - z_{k+1} ||_2`` after the
             iteration, i.e. how far the returned ``z_k`` is from reproducing ``z_{k+1}``.
         converged: ``True`` if every row of every step met the tolerance.
-        nfe: Batched evaluations of ``field.velocity`` (residual checks included).
-        logdet: Always ``None`` (present so the result reads like a
-            :class:`simulate.solvers.SolveResult`).
     """
 
-    x: Tensor
+    logdet: Tensor | None = None
     iterations: Tensor
     residuals: Tensor
     converged: bool
-    nfe: int
-    logdet: Tensor | None = None
 
 
 def invert_fixed_point(
@@ -115,20 +116,27 @@ def invert_fixed_point(
         RuntimeError: A step did not converge (or diverged to non-finite values) and
             ``on_fail="raise"``.
     """
-    if scheme not in STEP_INCREMENTS:
-        raise ValueError(
-            f"scheme must be one of {', '.join(FIXED_POINT_SCHEMES)}, got {scheme!r}"
-        )
-    if on_fail not in ON_FAIL:
-        raise ValueError(f"on_fail must be one of {', '.join(ON_FAIL)}, got {on_fail!r}")
-    _check_field(field, False)
-    x = _check_state(x)
-    grid = _check_grid(ts)
-    tol = _check_positive("tol", tol)
-    max_iter = _check_int("max_iter", max_iter)
+    check_choice("scheme", scheme, FIXED_POINT_SCHEMES)
+    check_choice("on_fail", on_fail, ON_FAIL)
+    check_field(field, False)
+    x = check_state(x)
+    grid = check_grid(ts)
+    tol = check_positive("tol", tol)
+    max_iter = check_int("max_iter", max_iter)
+    return _invert_fixed_point(field, x, grid, scheme, tol, max_iter, on_fail)
+
+
+def _invert_fixed_point(
+    field: Any, x: Tensor, grid: list[float], scheme: str, tol: float, max_iter: int, on_fail: str
+) -> InversionResult:
+    """:func:`invert_fixed_point` on validated inputs (``grid`` as Python floats)."""
     tol_eff = max(tol, 4.0 * torch.finfo(x.dtype).eps)
 
     increment = STEP_INCREMENTS[scheme]
+
+    def rhs(y: Tensor, t: float) -> tuple[Tensor, Tensor | None]:
+        return field_rhs(field, y, t, False)
+
     stages = STAGES[scheme]
     n_steps = len(grid) - 1
     B = x.shape[0]
@@ -148,7 +156,7 @@ def invert_fixed_point(
         while active.numel() > 0 and it < max_iter:
             it += 1
             za = z[active]
-            z_new = z_next[active] - increment(field, za, t, t_next, False)[0]
+            z_new = z_next[active] - increment(rhs, za, t, t_next, t_next - t)[0]
             nfe += stages
             change = torch.linalg.vector_norm(z_new - za, dim=1)
             z[active] = z_new
@@ -166,7 +174,7 @@ def invert_fixed_point(
 
         # residual of the returned iterate: how well it reproduces z_{k+1}
         if B > 0:
-            regen = z + increment(field, z, t, t_next, False)[0]
+            regen = z + increment(rhs, z, t, t_next, t_next - t)[0]
             nfe += stages
             residuals[k] = float(torch.linalg.vector_norm(regen - z_next, dim=1).max())
 
@@ -187,7 +195,7 @@ def invert_fixed_point(
             if on_fail == "raise":
                 raise RuntimeError(msg)
             if on_fail == "warn":
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                warnings.warn(msg, RuntimeWarning, stacklevel=3)
         z_next = z
 
     return InversionResult(
@@ -196,4 +204,5 @@ def invert_fixed_point(
         residuals=residuals,
         converged=converged_all,
         nfe=nfe,
+        logdet=None,
     )

@@ -10,31 +10,42 @@ the flow from ``t = 1`` back to ``t = 0``. Section 3: reconstruction inverts ``x
   the discrete generation scheme of a fixed-grid solver (``method="fixed_point"``, see
   :mod:`simulate.inversion`);
 * :func:`reconstruct` -- both, with the per-row reconstruction error.
+
+Return convention: every map returns a :class:`simulate.solvers.SolveResult` (the mapped state
+is ``.x``, with ``.logdet`` and ``.nfe``); the fixed-point inversion returns its subclass
+:class:`simulate.inversion.InversionResult`, which adds the iteration diagnostics. Inputs are
+validated once, here, and the solvers' unchecked implementations are called.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .inversion import ON_FAIL, InversionResult, invert_fixed_point
-from .solvers import (
-    SOLVERS,
-    SolveResult,
-    _check_field,
-    _check_int,
-    _check_positive,
-    _check_state,
-    dopri5,
-    time_grid,
+from .inversion import (
+    FIXED_POINT_SCHEMES,
+    ON_FAIL,
+    InversionResult,
+    _invert_fixed_point,
 )
+from .solvers._checks import (
+    check_choice,
+    check_field,
+    check_int,
+    check_positive,
+    check_state,
+    grid_values,
+)
+from .solvers.base import SolveResult
+from .solvers.dopri5 import _dopri5, dopri5_options
+from .solvers.fixed import SOLVERS, _integrate_grid, _uniform_grid
 
 __all__ = [
-    "SOLVER_NAMES",
     "INVERSION_METHODS",
+    "SOLVER_NAMES",
     "Reconstruction",
     "generate",
     "invert",
@@ -60,50 +71,85 @@ class Reconstruction:
         z: Inverted noise ``z~ = F~(x)``, ``(B, n)``.
         x_hat: Reconstruction ``x^ = G~(z~)``, ``(B, n)``.
         error: Per-row reconstruction error ``||x^ - x||_2``, ``(B,)``.
-        inversion: Full result of the inversion (a ``SolveResult`` or ``InversionResult``).
+        inversion: Full result of the inversion (a ``SolveResult``; an ``InversionResult`` for
+            ``inv_method="fixed_point"``).
         generation: Full result of the regeneration.
     """
 
     z: Tensor
     x_hat: Tensor
     error: Tensor
-    inversion: SolveResult | InversionResult
+    inversion: SolveResult
     generation: SolveResult
 
 
-def _check_solver(name: str, solver: Any) -> str:
-    if solver not in SOLVER_NAMES:
-        raise ValueError(f"{name} must be one of {', '.join(SOLVER_NAMES)}, got {solver!r}")
-    return solver
+@dataclass(frozen=True)
+class _FlowOptions:
+    """Validated solver options of one map."""
+
+    solver: str
+    steps: int
+    rtol: float
+    atol: float
+    h0: Any  # float | None once checked by _with_dopri5
+    max_steps: Any  # int once checked by _with_dopri5
 
 
-def _check_common(steps: Any, rtol: Any, atol: Any, steps_name: str = "steps") -> tuple:
-    return (
-        _check_int(steps_name, steps),
-        _check_positive("rtol", rtol),
-        _check_positive("atol", atol, allow_zero=True),
+def _flow_options(
+    solver_flag: str, solver: Any, steps_flag: str, steps: Any, rtol: Any, atol: Any, h0: Any, max_steps: Any
+) -> _FlowOptions:
+    """Check the solver name, ``steps``, ``rtol`` and ``atol`` (messages name the flags)."""
+    return _FlowOptions(
+        solver=check_choice(solver_flag, solver, SOLVER_NAMES),
+        steps=check_int(steps_flag, steps),
+        rtol=check_positive("rtol", rtol),
+        atol=check_positive("atol", atol, allow_zero=True),
+        h0=h0,
+        max_steps=max_steps,
     )
 
 
-def _flow(
-    field: Any,
-    x: Tensor,
-    t0: float,
-    t1: float,
-    solver: str,
-    steps: int,
-    rtol: float,
-    atol: float,
-    logdet: bool,
-    h0: float | None,
-    max_steps: int,
-) -> SolveResult:
-    if solver == "dopri5":
-        return dopri5(
-            field, x, t0, t1, rtol=rtol, atol=atol, h0=h0, max_steps=max_steps, logdet=logdet
+def _with_dopri5(opts: _FlowOptions, dtype: torch.dtype) -> _FlowOptions:
+    """``dopri5``'s own options (``max_steps``, ``h0``, ``rtol`` floor) when it is the solver."""
+    if opts.solver != "dopri5":
+        return opts
+    _, _, rtol, atol, h0, max_steps = dopri5_options(
+        dtype, 0.0, 1.0, opts.rtol, opts.atol, opts.h0, opts.max_steps
+    )
+    return replace(opts, rtol=rtol, atol=atol, h0=h0, max_steps=max_steps)
+
+
+def _flow(field: Any, x: Tensor, t0: float, t1: float, opts: _FlowOptions, logdet: bool) -> SolveResult:
+    """Integrate from ``t0`` to ``t1`` with validated options (no checks)."""
+    if opts.solver == "dopri5":
+        return _dopri5(field, x, t0, t1, opts.rtol, opts.atol, opts.h0, opts.max_steps, logdet)
+    grid = grid_values(_uniform_grid(opts.steps, t0, t1, x.device))
+    return _integrate_grid(opts.solver, field, x, grid, logdet, None)
+
+
+def _inversion_options(
+    method: Any, opts: _FlowOptions, logdet: bool, tol: Any, max_iter: Any, on_fail: Any, method_flag: str
+) -> tuple[str, float, int]:
+    """Check ``method``, ``on_fail`` and, for ``fixed_point``, its scheme, ``tol`` and ``max_iter``."""
+    method = check_choice(method_flag, method, INVERSION_METHODS)
+    check_choice("on_fail", on_fail, ON_FAIL)
+    if method == "ode":
+        return method, tol, max_iter
+    if opts.solver not in FIXED_POINT_SCHEMES:
+        raise ValueError(
+            "solver='dopri5' has no fixed discrete scheme to invert; method='fixed_point' "
+            f"needs one of {', '.join(SOLVERS)}"
         )
-    ts = time_grid(steps, t0, t1, device=x.device)
-    return SOLVERS[solver](field, x, ts, logdet=logdet)
+    if logdet:
+        raise ValueError("logdet=True is only available with method='ode'")
+    return method, check_positive("tol", tol), check_int("max_iter", max_iter)
+
+
+def _fixed_point_inverse(
+    field: Any, x: Tensor, opts: _FlowOptions, tol: float, max_iter: int, on_fail: str
+) -> InversionResult:
+    grid = grid_values(_uniform_grid(opts.steps, 0.0, 1.0, x.device))
+    return _invert_fixed_point(field, x, grid, opts.solver, tol, max_iter, on_fail)
 
 
 def generate(
@@ -139,11 +185,10 @@ def generate(
         ValueError: Unknown solver (the message lists the valid ones), ``steps < 1``,
             ``rtol <= 0``, ``atol < 0``, non-finite ``z``.
     """
-    solver = _check_solver("solver", solver)
-    steps, rtol, atol = _check_common(steps, rtol, atol)
-    _check_field(field, logdet)
-    z = _check_state(z, "z")
-    return _flow(field, z, 0.0, 1.0, solver, steps, rtol, atol, logdet, h0, max_steps)
+    opts = _flow_options("solver", solver, "steps", steps, rtol, atol, h0, max_steps)
+    check_field(field, logdet)
+    z = check_state(z, "z")
+    return _flow(field, z, 0.0, 1.0, _with_dopri5(opts, z.dtype), logdet)
 
 
 def invert(
@@ -161,7 +206,7 @@ def invert(
     tol: float = 1e-12,
     max_iter: int = 200,
     on_fail: str = "raise",
-) -> SolveResult | InversionResult:
+) -> SolveResult:
     """The inversion map ``F = G^{-1}``: from data ``x = x(1)`` back to noise ``x(0)``.
 
     ``method="ode"`` integrates the PF-ODE backward (``t: 1 -> 0``) with ``solver``; with
@@ -188,37 +233,21 @@ def invert(
         on_fail: Fixed-point non-convergence policy: ``"raise"``, ``"warn"`` or ``"ignore"``.
 
     Returns:
-        ``SolveResult`` (``method="ode"``) or ``InversionResult`` (``"fixed_point"``); the
-        inverted noise is ``.x`` in both.
+        A ``SolveResult`` (``method="ode"``) or its subclass ``InversionResult``
+        (``"fixed_point"``, with the iteration diagnostics); the inverted noise is ``.x``.
 
     Raises:
         ValueError: Invalid arguments (unknown names are listed with the valid ones), or
             ``fixed_point`` with ``dopri5`` / with ``logdet``.
         RuntimeError: Solver failure (step-size underflow, fixed-point non-convergence).
     """
-    solver = _check_solver("solver", solver)
-    if method not in INVERSION_METHODS:
-        raise ValueError(
-            f"method must be one of {', '.join(INVERSION_METHODS)}, got {method!r}"
-        )
-    steps, rtol, atol = _check_common(steps, rtol, atol)
-    if on_fail not in ON_FAIL:
-        raise ValueError(f"on_fail must be one of {', '.join(ON_FAIL)}, got {on_fail!r}")
-    _check_field(field, logdet)
-    x = _check_state(x)
+    opts = _flow_options("solver", solver, "steps", steps, rtol, atol, h0, max_steps)
+    method, tol, max_iter = _inversion_options(method, opts, logdet, tol, max_iter, on_fail, "method")
+    check_field(field, logdet)
+    x = check_state(x)
     if method == "ode":
-        return _flow(field, x, 1.0, 0.0, solver, steps, rtol, atol, logdet, h0, max_steps)
-    if solver == "dopri5":
-        raise ValueError(
-            "solver='dopri5' has no fixed discrete scheme to invert; method='fixed_point' "
-            f"needs one of {', '.join(SOLVERS)}"
-        )
-    if logdet:
-        raise ValueError("logdet=True is only available with method='ode'")
-    ts = time_grid(steps, 0.0, 1.0, device=x.device)
-    return invert_fixed_point(
-        field, x, ts, scheme=solver, tol=tol, max_iter=max_iter, on_fail=on_fail
-    )
+        return _flow(field, x, 1.0, 0.0, _with_dopri5(opts, x.dtype), logdet)
+    return _fixed_point_inverse(field, x, opts, tol, max_iter, on_fail)
 
 
 def reconstruct(
@@ -268,37 +297,22 @@ def reconstruct(
         ValueError: Invalid arguments (see :func:`invert` and :func:`generate`).
         RuntimeError: Solver failure.
     """
-    _check_solver("inv_solver", inv_solver)
-    _check_solver("gen_solver", gen_solver)
-    _check_int("inv_steps", inv_steps)
-    _check_int("gen_steps", gen_steps)
-    x = _check_state(x)
-    inv = invert(
-        field,
-        x,
-        solver=inv_solver,
-        steps=inv_steps,
-        method=inv_method,
-        rtol=rtol,
-        atol=atol,
-        h0=h0,
-        max_steps=max_steps,
-        tol=tol,
-        max_iter=max_iter,
-        on_fail=on_fail,
+    inv_opts = _flow_options("inv_solver", inv_solver, "inv_steps", inv_steps, rtol, atol, h0, max_steps)
+    gen_opts = _flow_options("gen_solver", gen_solver, "gen_steps", gen_steps, rtol, atol, h0, max_steps)
+    inv_method, tol, max_iter = _inversion_options(
+        inv_method, inv_opts, False, tol, max_iter, on_fail, "inv_method"
     )
+    check_field(field, False)
+    x = check_state(x)
+    inv_opts = _with_dopri5(inv_opts, x.dtype)
+    gen_opts = _with_dopri5(gen_opts, x.dtype)
+    if inv_method == "ode":
+        inv = _flow(field, x, 1.0, 0.0, inv_opts, False)
+    else:
+        inv = _fixed_point_inverse(field, x, inv_opts, tol, max_iter, on_fail)
     z = inv.x
     if not bool(torch.isfinite(z).all()):
         raise RuntimeError("reconstruct: the inversion produced non-finite noise")
-    gen = generate(
-        field,
-        z,
-        solver=gen_solver,
-        steps=gen_steps,
-        rtol=rtol,
-        atol=atol,
-        h0=h0,
-        max_steps=max_steps,
-    )
+    gen = _flow(field, z, 0.0, 1.0, gen_opts, False)
     error = torch.linalg.vector_norm(gen.x - x, dim=1)
     return Reconstruction(z=z, x_hat=gen.x, error=error, inversion=inv, generation=gen)

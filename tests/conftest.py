@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 # Hypothesis profiles: ``default`` (hypothesis' own settings, as before; tests that fix
-# ``max_examples`` keep it) and ``deep`` (tests/test_deep_profile.py draws DEEP_EXAMPLES per test, 5 tests:
+# ``max_examples`` keep it) and ``deep`` (tests/simulate/test_deep_profile.py draws DEEP_EXAMPLES per test, 5 tests:
 # >= 10,000 draws in all over the theory bounds and the fields). Select with
 # ``PFODE_HYPOTHESIS=deep`` or ``--hypothesis-profile deep``.
 try:

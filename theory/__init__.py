@@ -2,6 +2,8 @@
 high precision (mpmath).
 
 Modules, one result each: :mod:`theory.coefficients` (Definitions 2.2, 4.1),
+:mod:`theory.power_iteration` and :mod:`theory.estimators` (the estimators of §2 and §9, shared by
+``simulate`` and ``largemodel``),
 :mod:`theory.prop21` (Proposition 2.1), :mod:`theory.thm31` (Theorem 3.1),
 :mod:`theory.thm41` (Lemmas D.1, D.2, Theorem 4.1), :mod:`theory.steiner` (Steiner formula),
 :mod:`theory.chi2` (chi-square tails), :mod:`theory.thm43` (Theorem 4.3),

@@ -38,7 +38,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     for key in ("m", "sigma", "side", "tau", "eps", "rho_max", "density_ratio"):
         kind = int if key == "m" else float
         curves.add_argument(f"--{key.replace('_', '-')}", type=kind, default=kind(CURVE_DEFAULTS[key]),
-                            help=f"(default %(default)s)")
+                            help="(default %(default)s)")
     curves.set_defaults(handler=_run_curves)
 
 

@@ -29,12 +29,21 @@ detached from any autograd graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from ._validate import as_int_array, require_positive
+from .power_iteration import (
+    FuncLinearization,
+    Linearization,
+    SpectralNorm,
+    _bcast,
+    _FirstVjpProbe,
+    _check_out,
+    _rownorm,
+    power_iteration,
+)
 
 __all__ = [
     "Linearization",
@@ -94,29 +103,6 @@ def _check_like(name: str, value: Any, x: torch.Tensor, nonzero: bool = True) ->
     return t
 
 
-def _rownorm(t: torch.Tensor) -> torch.Tensor:
-    """Euclidean norm of each row over all non-batch dimensions, shape ``(B,)``."""
-    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1)
-
-
-def _bcast(r: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """View a ``(B,)`` tensor so that it broadcasts against ``like`` of shape ``(B, ...)``."""
-    return r.reshape((r.shape[0],) + (1,) * (like.ndim - 1))
-
-
-def _check_out(y: Any, x: torch.Tensor) -> torch.Tensor:
-    """Check that ``f`` returned a batch with the same leading dimension as ``x``."""
-    if not isinstance(y, torch.Tensor) or y.ndim < 1 or y.shape[0] != x.shape[0]:
-        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(
-            f"f must map a batch of shape (B, ...) to a tensor of shape (B, ...) with the same B; "
-            f"got input {tuple(x.shape)} and output {shape}"
-        )
-    if y.numel() == 0:
-        raise ValueError(f"f must return at least one entry per row, got shape {tuple(y.shape)}")
-    return y
-
-
 def _jvp(f: BatchedMap, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(f(x), J_f(x) u)`` by one forward-mode JVP."""
     y, ju = torch.func.jvp(f, (x,), (u,))
@@ -125,35 +111,6 @@ def _jvp(f: BatchedMap, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor,
 
 
 JVP_MODES = ("forward", "reverse")
-
-
-class Linearization:
-    """``J_f(x)`` as a linear operator from one stored forward pass (reverse mode only).
-
-    ``vjp(w) = J^T w`` is one backward pass; ``jvp(u) = J u`` uses the double-backward trick:
-    ``g(w) = J^T w`` is linear in ``w``, so ``J u = (d g / d w)^T u`` is a backward pass through
-    the graph of ``g``. After the first call no evaluation of ``f`` is repeated, which makes
-    power iteration cheap for maps made of many small operations (the simulator's fields,
-    where ``torch.func``'s forward mode is an order of magnitude slower than a backward pass).
-    Memory: the graph of ``f`` and of one backward pass are kept alive.
-    """
-
-    def __init__(self, f: BatchedMap, x: torch.Tensor) -> None:
-        with torch.enable_grad():
-            self._x = x.detach().requires_grad_(True)
-            self.y = _check_out(f(self._x), x)
-            self._w = torch.zeros_like(self.y, requires_grad=True)
-            (self._g,) = torch.autograd.grad(self.y, self._x, self._w, create_graph=True)
-
-    def vjp(self, w: torch.Tensor) -> torch.Tensor:
-        """``J^T w`` (shape of ``x``)."""
-        (g,) = torch.autograd.grad(self.y, self._x, w, retain_graph=True)
-        return g.detach()
-
-    def jvp(self, u: torch.Tensor) -> torch.Tensor:
-        """``J u`` (shape of ``f(x)``)."""
-        (ju,) = torch.autograd.grad(self._g, self._w, u, retain_graph=True)
-        return ju.detach()
 
 
 def _jvp_mode(f: BatchedMap, x: torch.Tensor, u: torch.Tensor, mode: str) -> torch.Tensor:
@@ -292,24 +249,6 @@ def jacobian(f: BatchedMap, x: torch.Tensor) -> torch.Tensor:
     return jac
 
 
-@dataclass(frozen=True)
-class SpectralNorm:
-    """Result of :func:`spectral_norm`.
-
-    Attributes:
-        value: ``||J_f(x)||_2`` per row, shape ``(B,)``.
-        vector: unit top right singular vector ``v1`` per row, shape of ``x``
-            (``||J_f(x) v1|| = value``; the sign is arbitrary).
-        iterations: power iterations used per row, int64 shape ``(B,)`` (0 for ``"svd"``).
-        converged: bool ``(B,)``; always True for ``"svd"``.
-    """
-
-    value: torch.Tensor
-    vector: torch.Tensor
-    iterations: torch.Tensor
-    converged: torch.Tensor
-
-
 def _spectral_norm_svd(f: BatchedMap, x: torch.Tensor) -> SpectralNorm:
     jac = jacobian(f, x)
     _, s, vh = torch.linalg.svd(jac, full_matrices=False)
@@ -332,11 +271,11 @@ def spectral_norm(
     v0: torch.Tensor | None = None,
     mode: str = "forward",
 ) -> SpectralNorm:
-    """Spectral norm ``||J_f(x)||_2 = max_u lambda_f(x, u)`` (section 2), per row.
+    """Spectral norm ``||J_f(x)||_2 = max_u lambda_f(x, u)`` (docs/theory.md §2.1, §9.2), per row.
 
     ``||J_f(x)||_2 = sigma_1(J_f(x)) = max_{u != 0} ||J_f(x) u|| / ||u||``.
 
-    ``method="power"``: power iteration on ``J^T J`` with one JVP (``w = J v``) and one VJP
+    ``method="power"``: :func:`theory.power_iteration.power_iteration` on ``J^T J`` with one JVP (``w = J v``) and one VJP
     (``g = J^T w``) per iteration; the estimate is ``||J v_k||`` with ``v_k`` the current unit
     vector, and a row stops (its vector and value frozen) when the relative change of its
     estimate between successive iterations is ``<= tol`` (``tol`` is floored at ``10 * eps``
@@ -373,8 +312,6 @@ def spectral_norm(
     tol = float(require_positive("tol", tol))
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    B = x.shape[0]
-
     if method == "svd":
         return _spectral_norm_svd(f, x)
 
@@ -384,40 +321,14 @@ def spectral_norm(
         v0 = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     v0 = _check_like("v0", v0, x)
     tol_eff = max(tol, 10.0 * torch.finfo(x.dtype).eps)
+    op = _FirstVjpProbe(Linearization(f, x) if mode == "reverse" else FuncLinearization(f, x))
+    try:
+        return power_iteration(op, v0 / _bcast(_rownorm(v0), v0), iters=iters, tol=tol_eff)
+    except RuntimeError:
+        if op.first_vjp_failed:  # f has no reverse mode (e.g. in-place updates): use the full Jacobian
+            return _spectral_norm_svd(f, x)
+        raise
 
-    if mode == "reverse":
-        lin = Linearization(f, x)
-        jvp_fn, vjp_fn = lin.jvp, lambda w: (lin.vjp(w),)
-    else:
-        _, vjp_fn = torch.func.vjp(f, x)
-        jvp_fn = lambda v: _jvp(f, x, v)[1]  # noqa: E731
-    v = v0 / _bcast(_rownorm(v0), v0)
-    value = torch.zeros(B, dtype=x.dtype, device=x.device)
-    prev = torch.full((B,), float("nan"), dtype=x.dtype, device=x.device)
-    iterations = torch.zeros(B, dtype=torch.int64, device=x.device)
-    converged = torch.zeros(B, dtype=torch.bool, device=x.device)
-    for k in range(1, iters + 1):
-        active = ~converged
-        w = jvp_fn(v)
-        est = _rownorm(w)
-        try:
-            (g,) = vjp_fn(w)
-        except RuntimeError:
-            if k == 1:  # f has no reverse mode (e.g. in-place updates): use the full Jacobian
-                return _spectral_norm_svd(f, x)
-            raise
-        g = g.detach()
-        gn = _rownorm(g)
-        v_new = torch.where(_bcast(gn > 0, g), g / _bcast(torch.where(gn > 0, gn, 1), g), v)
-        value = torch.where(active, est, value)
-        iterations = torch.where(active, torch.full_like(iterations, k), iterations)
-        now = active & ((est - prev).abs() <= tol_eff * est)
-        converged = converged | now
-        v = torch.where(_bcast(active & ~now, v), v_new, v)
-        prev = est
-        if bool(converged.all()):
-            break
-    return SpectralNorm(value=value, vector=v, iterations=iterations, converged=converged)
 
 
 # --------------------------------------------------------------------------------------

@@ -38,10 +38,19 @@ __all__ = [
 ]
 
 
-def log_standard_normal_density(z: ArrayLike | None = None, *, sq_norm: ArrayLike | None = None, n: int | None = None) -> np.ndarray:
-    r"""``log phi(z) = -(n/2) log(2 pi) - ||z||^2 / 2`` for rows of ``z`` (shape ``(B, n)``).
+def _float_values(name: str, value: ArrayLike) -> np.ndarray:
+    """``value`` as a float array; a torch tensor passes through unchanged (same arithmetic, its own dtype
+    and device), so the simulator and the large-model code use these formulas on their tensors."""
+    if type(value).__module__.split(".")[0] == "torch":
+        return value  # type: ignore[return-value]
+    return as_float_array(name, value)
 
-    Give either ``z`` or both ``sq_norm = ||z||^2`` and ``n``.
+
+def log_standard_normal_density(z: ArrayLike | None = None, *, sq_norm: ArrayLike | None = None, n: int | None = None) -> np.ndarray:
+    r"""``log phi(z) = -(n/2) log(2 pi) - ||z||^2 / 2`` for rows of ``z`` (shape ``(B, n)``), docs/theory.md §6.1.
+
+    Give either ``z`` or both ``sq_norm = ||z||^2`` and ``n`` (``sq_norm`` may be a torch tensor:
+    the result is then a tensor of its dtype).
     """
     if z is not None:
         z_arr = as_float_array("z", z)
@@ -52,15 +61,18 @@ def log_standard_normal_density(z: ArrayLike | None = None, *, sq_norm: ArrayLik
     else:
         if sq_norm is None or n is None:
             raise ValueError("z: give z, or both sq_norm and n")
-        sq = as_float_array("sq_norm", sq_norm)
+        sq = _float_values("sq_norm", sq_norm)
         dim = int(as_int_array("n", n))
     return -0.5 * dim * LOG_2PI - 0.5 * sq
 
 
 def log_Lambda_density_ratio(log_phi_z: ArrayLike, log_pg_x: ArrayLike, n: int) -> np.ndarray:
-    r"""Lemma D.1: ``log Lambda_G(z) = (log phi(z) - log p_g(G(z))) / n``."""
+    r"""Lemma D.1 (docs/theory.md §6.1): ``log Lambda_G(z) = (log phi(z) - log p_g(G(z))) / n``.
+
+    Torch tensors pass through (the result is then a tensor).
+    """
     n_val = float(as_int_array("n", n))
-    return (as_float_array("log_phi_z", log_phi_z) - as_float_array("log_pg_x", log_pg_x)) / n_val
+    return (_float_values("log_phi_z", log_phi_z) - _float_values("log_pg_x", log_pg_x)) / n_val
 
 
 def lemma_d2_log_threshold(n: ArrayLike, tau: ArrayLike, c: ArrayLike) -> np.ndarray:

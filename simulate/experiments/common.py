@@ -2,9 +2,14 @@
 
 Conventions every experiment follows:
 
-* ``run(out_dir, *, full=False, seed=0, progress=True)`` writes into ``out_dir``:
+* ``run(out_dir, *, full=False, seed=0, progress=True, **overrides)`` writes into ``out_dir``:
   ``result.json`` (parameters, seed, numbers, verdict) and PNG figures; the fast default runs in
   seconds to a minute on a laptop CPU, ``full=True`` is the larger scale.
+* Shape: a frozen ``<Exp>Options`` dataclass validated on construction (``FAST``, ``FULL``,
+  ``make_options(full, **overrides)`` through :func:`replace_options`; ``params`` in ``result.json``
+  is ``{"full", "seed", **asdict(options)}``), units of work computed by ``compute_unit``, a
+  ``judge`` returning :class:`Judged`, figures in ``<exp>_figures``; ``run`` only sweeps
+  (:func:`simulate.experiments.runner.sweep`), judges, draws and writes.
 * Long sweeps write one JSON line per finished unit of work to ``records.jsonl`` through
   :class:`RecordStore` as they go; a rerun with the same parameters skips the units already
   recorded (an interrupted sweep resumes where it stopped, nothing is lost or repeated).
@@ -16,49 +21,51 @@ Conventions every experiment follows:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, TypeVar
 
 from simulate.store import RecordStore, atomic_write_text, json_ready
+from simulate.verdict import Verdict  # the one Verdict (re-exported here)
 
 __all__ = [
     "Verdict",
+    "Judged",
     "ExperimentResult",
     "RecordStore",
     "write_result",
     "progress_iter",
     "json_ready",
     "savefig",
-    "resolve_options",
+    "replace_options",
 ]
 
+_Options = TypeVar("_Options")
 
-def resolve_options(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated with ``overrides``; unknown keys raise ``ValueError`` listing the valid ones.
 
-    Lists become tuples, so that options hash and compare the same whichever way they were given.
+def replace_options(base: _Options, overrides: dict[str, Any]) -> _Options:
+    """``base`` (a frozen options dataclass) with the fields in ``overrides`` replaced.
+
+    Lists become tuples; the dataclass's ``__post_init__`` validates the result. Unknown names raise
+    ``ValueError`` listing the valid ones (before anything is built).
     """
-    bad = sorted(set(overrides) - set(defaults))
+    valid = [f.name for f in dataclasses.fields(base)]  # type: ignore[arg-type]
+    bad = sorted(set(overrides) - set(valid))
     if bad:
-        raise ValueError(f"unknown option(s) {', '.join(bad)}; valid: {', '.join(sorted(defaults))}")
-    opts = dict(defaults)
-    opts.update(overrides)
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()}
+        raise ValueError(f"unknown option(s) {', '.join(bad)}; valid: {', '.join(sorted(valid))}")
+    return dataclasses.replace(base, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()})  # type: ignore[type-var]
 
 
 @dataclass
-class Verdict:
-    """The measured verdict on one claim."""
+class Judged:
+    """What an experiment's ``judge`` returns: the overall verdict, per-claim verdicts (when one
+    experiment checks several claims) and the numbers the judgement produced (for ``result.json``)."""
 
-    status: str  # "verified", "holds in regime: ...", "refuted"
-    key_number: str
-    evidence: str
-
-    def __post_init__(self) -> None:
-        if not self.status.startswith(("verified", "holds in regime", "refuted")):
-            raise ValueError(f"status must start with verified / holds in regime / refuted, got {self.status!r}")
+    overall: Verdict
+    numbers: dict[str, Any] = field(default_factory=dict)
+    claims: dict[str, Verdict] = field(default_factory=dict)
 
 
 @dataclass

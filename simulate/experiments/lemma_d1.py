@@ -20,7 +20,7 @@ comes from a step study on the box mixture (``1e-5`` leaves a ``~1e-6`` truncati
 dimension (``sweep_n``) measures how the density-ratio / divergence gap scales with the solver
 tolerance (a positive log-log slope: solver error, not a systematic difference).
 
-Keyword overrides of :func:`run` (tests use them for tiny runs; every key of :data:`FAST`):
+Options: :class:`LemmaD1Options` (keyword overrides of :func:`run`; tests use them for tiny runs):
 ``fields`` (tuple of ``"gmm"``, ``"box"``, ``"gaussian"``), ``dims``, ``points``, ``slogdet_max_n``,
 ``rtol``, ``atol``, ``tol_factor``, ``rk4_steps``, ``grid_power``, ``fd_step``, ``sweep_n`` (``None``: no sweep),
 ``sweep_rtols``, ``gaussian_std``.
@@ -28,153 +28,131 @@ Keyword overrides of :func:`run` (tests use them for tiny runs; every key of :da
 ``result.json`` numbers: ``units`` (per field and n: ``max_diff`` per method pair, ``mean_log_Lambda``
 per method, ``slogdet_error_estimate``), ``max_diff_by_pair`` (over everything), ``tol``, ``sweep``
 (per field: rtol -> max gap), ``sweep_slopes`` (log-log slope of the gap against rtol), ``failures``.
-Figure: ``lemma_d1.png`` (log Lambda by method vs n; max |difference| vs n with the tolerance).
+Verdict: :func:`.lemma_d1_judge.judge`. Figure: ``lemma_d1.png`` (:mod:`.lemma_d1_figures`: log Lambda
+by method vs n; max |difference| vs n with the tolerance).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from simulate.fields import BoxMixture, Gaussian, GaussianMixture
 from simulate.instability import log_Lambda_G
 from simulate.maps import generate
 from simulate.solvers import rk4
 
-from .common import ExperimentResult, RecordStore, Verdict, progress_iter, savefig, write_result, resolve_options
+from .common import ExperimentResult, RecordStore, replace_options, write_result
+from .lemma_d1_judge import PAIRS, judge, verdict_from_units
+from .oracles import DT, build_field, fd_jacobian, graded_grid, paper_gmm_2d, seeded_generator
+from .runner import Unit, sweep
 
 __all__ = [
     "NAME",
     "DESCRIPTION",
     "CLAIM_IDS",
+    "LemmaD1Options",
     "FAST",
     "FULL",
+    "make_options",
     "run",
+    "compute_unit",
+    "compute_sweep",
+    "verdict_from_units",
     "build_field",
     "fd_jacobian",
     "graded_grid",
-    "resolve_options",
-    "compute_unit",
-    "verdict_from_units",
+    "paper_gmm_2d",
 ]
 
 NAME = "lemma-d1"
 DESCRIPTION = "Lemma D.1: log Lambda_G by density ratio, divergence integral and slogdet agree to solver accuracy"
 CLAIM_IDS = ["lemma_d1"]
-
-DT = torch.float64
-PAIRS = (("density_ratio", "divergence"), ("density_ratio", "slogdet"), ("divergence", "slogdet"))
-
-FAST: dict[str, Any] = {
-    "fields": ("gmm", "box"),
-    "dims": (2, 4, 8, 32, 128, 256),
-    "points": 8,
-    "slogdet_max_n": 8,
-    "rtol": 1e-8,
-    "atol": 1e-10,
-    "tol_factor": 100.0,
-    "rk4_steps": 400,
-    "grid_power": 2.0,
-    "fd_step": 1e-6,
-    "sweep_n": 8,
-    "sweep_rtols": (1e-4, 1e-6, 1e-8, 1e-10),
-    "gaussian_std": 0.3,
-}
-FULL: dict[str, Any] = FAST | {
-    "dims": (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-    "points": 32,
-}
+FIELD_KINDS = ("gmm", "box", "gaussian")
 
 
-# ------------------------------------------------------------------------------ shared helpers
+@dataclass(frozen=True)
+class LemmaD1Options:
+    """Options of the Lemma D.1 experiment (see the module docstring; validated on construction)."""
+
+    fields: tuple[str, ...] = ("gmm", "box")
+    dims: tuple[int, ...] = (2, 4, 8, 32, 128, 256)
+    points: int = 8
+    slogdet_max_n: int = 8
+    rtol: float = 1e-8
+    atol: float = 1e-10
+    tol_factor: float = 100.0
+    rk4_steps: int = 400
+    grid_power: float = 2.0
+    fd_step: float = 1e-6
+    sweep_n: int | None = 8
+    sweep_rtols: tuple[float, ...] = (1e-4, 1e-6, 1e-8, 1e-10)
+    gaussian_std: float = 0.3
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("fields", tuple(str(k) for k in self.fields))
+        put("dims", tuple(int(n) for n in self.dims))
+        put("sweep_rtols", tuple(float(r) for r in self.sweep_rtols))
+        for name in ("points", "slogdet_max_n", "rk4_steps"):
+            put(name, int(getattr(self, name)))
+        for name in ("rtol", "atol", "tol_factor", "grid_power", "fd_step", "gaussian_std"):
+            put(name, float(getattr(self, name)))
+        if self.sweep_n is not None:
+            put("sweep_n", int(self.sweep_n))
+        bad = [k for k in self.fields if k not in FIELD_KINDS]
+        if not self.fields or bad:
+            raise ValueError(f"fields must be a non-empty tuple of {', '.join(FIELD_KINDS)}, got {self.fields}")
+        if not self.dims or min(self.dims) < 1:
+            raise ValueError(f"dims must be non-empty positive integers, got {self.dims}")
+        if self.points < 1 or self.rk4_steps < 2:
+            raise ValueError(f"points must be >= 1 and rk4_steps >= 2, got {self.points}, {self.rk4_steps}")
+        if not (self.rtol > 0 and self.atol > 0 and self.tol_factor > 0 and self.fd_step > 0 and self.grid_power > 0
+                and self.gaussian_std > 0):
+            raise ValueError("rtol, atol, tol_factor, fd_step, grid_power and gaussian_std must be > 0")
+        if self.sweep_n is not None and (self.sweep_n < 1 or not self.sweep_rtols or min(self.sweep_rtols) <= 0):
+            raise ValueError(f"sweep_n must be >= 1 (or None) with sweep_rtols > 0, got {self.sweep_n}, {self.sweep_rtols}")
+
+    @property
+    def tol(self) -> float:
+        """The agreement tolerance ``tol = tol_factor * rtol`` on ``max_z |log Lambda_a - log Lambda_b|``."""
+        return self.tol_factor * self.rtol
 
 
-def _generator(*parts: int) -> torch.Generator:
-    """A torch generator seeded deterministically from integers (e.g. seed, n, kind)."""
-    h = 1469598103934665603
-    for p in parts:
-        h = ((h ^ (int(p) & 0xFFFFFFFF)) * 1099511628211) % (1 << 63)
-    return torch.Generator().manual_seed(h)
+FAST = LemmaD1Options()
+FULL = LemmaD1Options(dims=(2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), points=32)
 
 
-def paper_gmm_2d() -> GaussianMixture:
-    """The 2-D three-component Gaussian mixture used for the Fig. 3 / Fig. 4 style experiments."""
-    means = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]], dtype=DT)
-    return GaussianMixture(means, 0.3, torch.tensor([0.3, 0.3, 0.4], dtype=DT))
+def make_options(full: bool = False, **overrides: Any) -> LemmaD1Options:
+    """:data:`FAST` or :data:`FULL` with keyword overrides (unknown names raise ``ValueError``)."""
+    return replace_options(FULL if full else FAST, overrides)
 
 
-def build_field(kind: str, n: int, seed: int = 0, *, gaussian_std: float = 0.3, box_sigma: float = 0.05,
-                box_side: float = 0.2, m: int = 4) -> Any:
-    """A field of ``kind`` in dimension ``n`` (deterministic in ``seed``).
-
-    * ``"gmm"``: n = 2: :func:`paper_gmm_2d`; otherwise ``m`` equal-weight components with means
-      ``N(0, I_n)`` and common std 0.3;
-    * ``"box"``: ``m`` equal-weight boxes of side ``box_side`` with lower corners uniform in
-      ``[0, 1 - box_side]^n`` (so every box lies in ``[0, 1]^n``), kernel ``sigma = box_sigma``;
-    * ``"gaussian"``: the single Gaussian ``N(0.5 * 1, gaussian_std^2 I)`` (closed forms:
-      ``G(z) = mu + s z``, ``Lambda = s``).
-    """
-    if kind == "gmm":
-        if n == 2:
-            return paper_gmm_2d()
-        g = _generator(seed, n, 1)
-        means = torch.randn(m, n, generator=g, dtype=DT)
-        return GaussianMixture(means, 0.3, torch.full((m,), 1.0 / m, dtype=DT))
-    if kind == "box":
-        g = _generator(seed, n, 2)
-        lower = torch.rand(m, n, generator=g, dtype=DT) * (1.0 - box_side)
-        return BoxMixture(lower, lower + box_side, torch.full((m,), 1.0 / m, dtype=DT), box_sigma)
-    if kind == "gaussian":
-        return Gaussian(torch.full((n,), 0.5, dtype=DT), float(gaussian_std))
-    raise ValueError(f"field kind must be one of gmm, box, gaussian, got {kind!r}")
-
-
-def graded_grid(steps: int, power: float = 2.0) -> Tensor:
-    """Time grid ``t_k = 1 - (1 - k / steps)^power`` from 0 to 1, refined towards ``t = 1``
-    (where the mixtures' flows bend most: the kernel ``sigma`` is small)."""
-    u = torch.linspace(0.0, 1.0, int(steps) + 1, dtype=DT)
-    ts = 1.0 - (1.0 - u) ** float(power)
-    ts[0], ts[-1] = 0.0, 1.0
-    return ts
-
-
-def fd_jacobian(fn: Callable[[Tensor], Tensor], z: Tensor, h: float = 1e-5) -> Tensor:
-    """Jacobian of a row-wise map by central differences, all ``2 n`` perturbations in one batch.
-
-    Returns ``J`` of shape ``(B, n_out, n)`` with ``J[b, :, j] = (fn(z_b + h e_j) - fn(z_b - h e_j)) / (2 h)``.
-    """
-    B, n = z.shape
-    eye = torch.eye(n, dtype=z.dtype, device=z.device)
-    pts = torch.cat([(z[:, None, :] + h * eye).reshape(B * n, n), (z[:, None, :] - h * eye).reshape(B * n, n)])
-    with torch.no_grad():
-        out = fn(pts)
-    plus, minus = out[: B * n].reshape(B, n, -1), out[B * n :].reshape(B, n, -1)
-    return ((plus - minus) / (2.0 * h)).transpose(1, 2)
-
-
-# ------------------------------------------------------------------------------ one unit
-def compute_unit(kind: str, n: int, opts: dict[str, Any], seed: int) -> dict[str, Any]:
-    """All three methods at ``points`` noises in dimension ``n`` for field ``kind``."""
+def compute_unit(kind: str, n: int, opts: LemmaD1Options, seed: int) -> dict[str, Any]:
+    """Lemma D.1 (docs/theory.md §6.1), ``n log Lambda_G(z) = log |det J_G(z)| = log phi(z) - log p_g(G(z))``,
+    by three methods at ``points`` noises ``z`` in dimension ``n`` for field ``kind``."""
     t0 = time.perf_counter()
-    field = build_field(kind, n, seed, gaussian_std=opts["gaussian_std"])
-    z = torch.randn(opts["points"], n, generator=_generator(seed, n, 7), dtype=DT)
-    tight = {"solver": "dopri5", "rtol": opts["rtol"], "atol": opts["atol"]}
+    field = build_field(kind, n, seed, gaussian_std=opts.gaussian_std)
+    z = torch.randn(opts.points, n, generator=seeded_generator(seed, n, 7), dtype=DT)
+    tight = {"solver": "dopri5", "rtol": opts.rtol, "atol": opts.atol}
     with torch.no_grad():
         vals: dict[str, np.ndarray] = {
             "density_ratio": log_Lambda_G(field, z, method="density_ratio", **tight).numpy(),
             "divergence": (generate(field, z, logdet=True, **tight).logdet / n).numpy(),
         }
     slog_err = None
-    if n <= opts["slogdet_max_n"]:
-        steps, h = int(opts["rk4_steps"]), float(opts["fd_step"])
+    if n <= opts.slogdet_max_n:
+        steps, h = opts.rk4_steps, opts.fd_step
 
         def slog(k: int, step: float) -> np.ndarray:
-            ts = graded_grid(k, opts["grid_power"])
+            ts = graded_grid(k, opts.grid_power)
             J = fd_jacobian(lambda p: rk4(field, p, ts).x, z, step)
             return (torch.linalg.slogdet(J).logabsdet / n).numpy()
 
@@ -195,13 +173,13 @@ def compute_unit(kind: str, n: int, opts: dict[str, Any], seed: int) -> dict[str
     }
 
 
-def compute_sweep(kind: str, n: int, opts: dict[str, Any], seed: int) -> dict[str, Any]:
+def compute_sweep(kind: str, n: int, opts: LemmaD1Options, seed: int) -> dict[str, Any]:
     """Density-ratio / divergence gap as a function of the dopri5 tolerance (solver error check)."""
-    field = build_field(kind, n, seed, gaussian_std=opts["gaussian_std"])
-    z = torch.randn(opts["points"], n, generator=_generator(seed, n, 7), dtype=DT)
+    field = build_field(kind, n, seed, gaussian_std=opts.gaussian_std)
+    z = torch.randn(opts.points, n, generator=seeded_generator(seed, n, 7), dtype=DT)
     gaps = {}
     with torch.no_grad():
-        for rtol in opts["sweep_rtols"]:
+        for rtol in opts.sweep_rtols:
             kw = {"solver": "dopri5", "rtol": rtol, "atol": rtol * 1e-2}
             ratio = log_Lambda_G(field, z, method="density_ratio", **kw)
             div = generate(field, z, logdet=True, **kw).logdet / n
@@ -209,111 +187,30 @@ def compute_sweep(kind: str, n: int, opts: dict[str, Any], seed: int) -> dict[st
     return {"field": kind, "n": n, "gaps": gaps}
 
 
-# ------------------------------------------------------------------------------ verdict
-def verdict_from_units(units: list[dict[str, Any]], tol: float, rtol: float, atol: float) -> tuple[Verdict, list[str], dict[str, float]]:
-    """``verified`` when every pair of methods differs by at most ``tol`` at every point of every unit."""
-    failures = []
-    by_pair: dict[str, float] = {}
-    for u in units:
-        for pair, d in u["max_diff"].items():
-            by_pair[pair] = max(by_pair.get(pair, 0.0), d)
-            if not (d <= tol):
-                failures.append(f"{u['field']} n={u['n']} {pair}: {d:.2e}")
-    worst = max(by_pair.values()) if by_pair else float("nan")
-    key = f"max |diff log Lambda| = {worst:.2e} (tol {tol:.0e})"
-    n_all = sorted({u["n"] for u in units})
-    fields = sorted({u["field"] for u in units})
-    base = (
-        f"{len(units)} (field, n) units, fields {', '.join(fields)}, n = {n_all}; dopri5 rtol={rtol:g}, "
-        f"atol={atol:g}; tolerance tol = {tol:.0e} on max_z |log Lambda_a - log Lambda_b| per pair; "
-        + ", ".join(f"{p}: {v:.2e}" for p, v in by_pair.items())
-    )
-    if not units:
-        return Verdict("refuted", "no units", "nothing was measured"), ["no units"], by_pair
-    if not failures:
-        return Verdict("verified", key, base + "; all within tol"), failures, by_pair
-    bad_n = sorted({u["n"] for u in units if any(not (d <= tol) for d in u["max_diff"].values())})
-    good_n = [n for n in n_all if n not in bad_n]
-    if good_n and bad_n and min(bad_n) > max(good_n):
-        status = f"holds in regime n <= {max(good_n)} (to tol {tol:.0e}; larger n exceed it)"
-    else:
-        status = "refuted"
-    return Verdict(status, key, base + "; outside tol: " + "; ".join(failures[:8])), failures, by_pair
+def _units(opts: LemmaD1Options, seed: int) -> tuple[list[Unit], list[Unit]]:
+    """The (field, n) units and the rtol-sweep units (looked up on this module when run)."""
+    units = [(f"unit:{k}:n={n}", partial(compute_unit, k, n, opts, seed)) for k in opts.fields for n in opts.dims]
+    sweeps = [] if opts.sweep_n is None else [
+        (f"sweep:{k}:n={opts.sweep_n}", partial(compute_sweep, k, opts.sweep_n, opts, seed)) for k in opts.fields]
+    return units, sweeps
 
 
-# ------------------------------------------------------------------------------ figure
-def _figure(units: list[dict[str, Any]], tol: float, out_dir: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    markers = {"density_ratio": "o", "divergence": "x", "slogdet": "s"}
-    fields = sorted({u["field"] for u in units})
-    for kind in fields:
-        us = sorted((u for u in units if u["field"] == kind), key=lambda u: u["n"])
-        for method, mk in markers.items():
-            pts = [(u["n"], u["mean_log_Lambda"][method]) for u in us if method in u["mean_log_Lambda"]]
-            if pts:
-                axes[0].plot(*zip(*pts), marker=mk, ls="-" if method == "density_ratio" else "none",
-                             label=f"{kind}: {method}", mfc="none", ms=7)
-        for pair in sorted({p for u in us for p in u["max_diff"]}):
-            pts = [(u["n"], max(u["max_diff"][pair], 1e-17)) for u in us if pair in u["max_diff"]]
-            axes[1].plot(*zip(*pts), marker="o", label=f"{kind}: {pair}")
-    axes[1].axhline(tol, color="k", ls="--", label=f"tol {tol:.0e}")
-    axes[0].set(xscale="log", xlabel="n", ylabel="mean log Lambda_G(z)", title="log Lambda_G by three methods")
-    axes[1].set(xscale="log", yscale="log", xlabel="n", ylabel="max |diff log Lambda|", title="agreement between methods")
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
-    return savefig(fig, out_dir, "lemma_d1.png")
-
-
-# ------------------------------------------------------------------------------ run
 def run(out_dir: Path, *, full: bool = False, seed: int = 0, progress: bool = True, **overrides: Any) -> ExperimentResult:
-    """Run the Lemma D.1 check; see the module docstring for the options and outputs."""
+    """Run the Lemma D.1 check (sweep, judge, figure, ``result.json``); see the module docstring."""
+    from .lemma_d1_figures import draw_figures
+
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    opts = resolve_options(FULL if full else FAST, overrides)
-    tol = float(opts["tol_factor"]) * float(opts["rtol"])
-    params = {"full": full, "seed": seed, **opts}
+    opts = make_options(full, **overrides)
+    params = {"full": full, "seed": seed, **asdict(opts)}
     store = RecordStore(out_dir, params)
-    work: list[tuple[str, Any]] = [("unit", (k, n)) for k in opts["fields"] for n in opts["dims"]]
-    if opts["sweep_n"] is not None:
-        work += [("sweep", (k, int(opts["sweep_n"]))) for k in opts["fields"]]
-    for what, (kind, n) in progress_iter(work, "lemma-d1", progress):
-        key = f"{what}:{kind}:n={n}"
-        if store.done(key):
-            continue
-        if what == "unit":
-            store.add(key, compute_unit(kind, int(n), opts, seed))
-        else:
-            store.add(key, compute_sweep(kind, int(n), opts, seed))
-    units = [store.get(f"unit:{k}:n={n}") for k in opts["fields"] for n in opts["dims"]]
-    sweeps = [store.get(f"sweep:{k}:n={opts['sweep_n']}") for k in opts["fields"]] if opts["sweep_n"] is not None else []
-    verdict, failures, by_pair = verdict_from_units(units, tol, opts["rtol"], opts["atol"])
-    slopes = {}
-    for sw in sweeps:
-        r = np.array([float(k) for k in sw["gaps"]])
-        g = np.array(list(sw["gaps"].values()))
-        ok = g > 0
-        slopes[sw["field"]] = float(np.polyfit(np.log(r[ok]), np.log(g[ok]), 1)[0]) if ok.sum() >= 2 else None
-    if sweeps:
-        verdict.evidence += "; gap vs dopri5 rtol (n={}): ".format(opts["sweep_n"]) + "; ".join(
-            f"{sw['field']}: " + ", ".join(f"{k}->{v:.1e}" for k, v in sw["gaps"].items()) for sw in sweeps
-        ) + "; log-log slope of the gap vs rtol: " + ", ".join(
-            f"{k}: {v:.2f}" if v is not None else f"{k}: n/a" for k, v in slopes.items()
-        ) + " (> 0: the gap is solver error that shrinks with the tolerance)"
-    figures = [_figure(units, tol, out_dir)]
-    numbers = {
-        "tol": tol,
-        "units": [{k: v for k, v in u.items() if k != "log_Lambda"} for u in units],
-        "log_Lambda": {f"{u['field']}:n={u['n']}": u["log_Lambda"] for u in units},
-        "max_diff_by_pair": by_pair,
-        "sweep": {sw["field"]: sw["gaps"] for sw in sweeps},
-        "sweep_slopes": slopes,
-        "failures": failures,
-    }
-    result = ExperimentResult(NAME, list(CLAIM_IDS), verdict, params, numbers, figures, time.perf_counter() - start)
+    units, sweeps = _units(opts, seed)
+    sweep(store, units + sweeps, desc="lemma-d1", progress=progress)
+    unit_recs = [store.get(key) for key, _ in units]
+    sweep_recs = [store.get(key) for key, _ in sweeps]
+    judged = judge(opts, unit_recs, sweep_recs)
+    figures = draw_figures(out_dir, opts, unit_recs)
+    result = ExperimentResult(NAME, list(CLAIM_IDS), judged.overall, params, judged.numbers, figures,
+                              time.perf_counter() - start)
     write_result(out_dir, result)
     return result

@@ -3,7 +3,7 @@ r"""Proposition 2.1 on the generation map: ``mu(s u) -> lambda(u)`` and ``max mu
 docs/theory.md §2.4. For the generation map ``G`` (fixed-step RK4 solve of the exact PF-ODE, a
 smooth map) of
 
-* the 2-D three-component Gaussian mixture (:func:`simulate.experiments.lemma_d1.paper_gmm_2d`),
+* the 2-D three-component Gaussian mixture (:func:`simulate.experiments.oracles.paper_gmm_2d`),
   along the line of initial noises ``z = (x, 0)``, ``x in [-2, 2]`` (the paper's Fig. 3(c)) with
   ``u = e_x`` and ``u = e_y``, and at random noises ``z ~ N(0, I)`` with random ``u``;
 * one higher-dimensional box mixture (``n = box_n``, RK4 on a grid refined towards ``t = 1``),
@@ -33,7 +33,7 @@ Figure ``prop21.png`` (Fig. 3(c) idea): along ``z = (x, 0)``: ``lambda`` along t
 y-axis, ``||J_G||_2`` and ``mu`` along the x-axis for finite ``s`` (log y-axis, the level 1
 marked), and ``|mu(s u) - lambda(u)|`` against ``s`` at a few points (log-log).
 
-Keyword overrides of :func:`run` (every key of :data:`FAST`): ``line_points``, ``random_points``,
+Options: :class:`Prop21Options` (keyword overrides of :func:`run`): ``line_points``, ``random_points``,
 ``rk4_steps``, ``box_n`` (``None``: no box unit), ``box_points``, ``box_rk4_steps``, ``eps``,
 ``min_scale``, ``fig_scales``, ``field`` (``"gmm"`` or ``"gaussian"`` for the 2-D units; the
 Gaussian's field is linear in ``x``, so its RK4 map is affine: ``mu = lambda = ||J|| ~ s`` at every
@@ -43,13 +43,15 @@ scale), ``gaussian_std``.
 ``min_error_median/max``, ``order_median/min/max``, ``worst_gap_b`` = max of ``||J||_2 - max_mu``,
 ``unstable_points``, ``guaranteed_unstable_points``), ``line`` (x, lambda_x, lambda_y, spectral
 norm, mu at ``fig_scales``), ``jacobian_ad_vs_fd``, ``errors`` (per group, points x scales),
-``seconds_per_unit``.
+``seconds_per_unit``. Verdict: :func:`.prop21_judge.judge`; figure: :mod:`.prop21_figures`.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,40 +63,71 @@ from simulate.maps import generate
 from simulate.solvers import rk4
 from theory.prop21 import check_proposition_21
 
-from .common import ExperimentResult, RecordStore, Verdict, progress_iter, savefig, write_result
-from .lemma_d1 import _generator, build_field, fd_jacobian, graded_grid, resolve_options
+from .common import ExperimentResult, RecordStore, replace_options, write_result
+from .oracles import DT, ad_jacobian, build_field, fd_jacobian, graded_grid, seeded_generator
+from .prop21_judge import groups_of, judge
+from .runner import sweep
 
-__all__ = ["NAME", "DESCRIPTION", "CLAIM_IDS", "FAST", "FULL", "run", "LinearizedMap", "ad_jacobian", "compute_unit"]
+__all__ = ["NAME", "DESCRIPTION", "CLAIM_IDS", "Prop21Options", "FAST", "FULL", "make_options", "run", "LinearizedMap",
+           "ad_jacobian", "compute_unit"]
 
 NAME = "prop21"
 DESCRIPTION = "Proposition 2.1: mu(s u) -> lambda(u) and max mu >= ||J||_2 - eps on the generation map (Fig. 3(c))"
 CLAIM_IDS = ["prop21"]
 
-DT = torch.float64
 
-FAST: dict[str, Any] = {
-    "field": "gmm",
-    "gaussian_std": 0.3,
-    "line_points": 81,
-    "random_points": 16,
-    "rk4_steps": 50,
-    "box_n": 8,
-    "box_points": 6,
-    "box_rk4_steps": 40,
-    "eps": 1e-3,
-    "min_scale": 1e-8,
-    "fig_scales": (0.5, 0.1, 0.02),
-}
-FULL: dict[str, Any] = FAST | {"line_points": 161, "random_points": 64, "box_points": 24, "rk4_steps": 100, "box_rk4_steps": 100}
+@dataclass(frozen=True)
+class Prop21Options:
+    """Options of the Proposition 2.1 experiment (see the module docstring; validated on construction)."""
+
+    field: str = "gmm"
+    gaussian_std: float = 0.3
+    line_points: int = 81
+    random_points: int = 16
+    rk4_steps: int = 50
+    box_n: int | None = 8
+    box_points: int = 6
+    box_rk4_steps: int = 40
+    eps: float = 1e-3
+    min_scale: float = 1e-8
+    fig_scales: tuple[float, ...] = (0.5, 0.1, 0.02)
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        for name in ("line_points", "random_points", "rk4_steps", "box_points", "box_rk4_steps"):
+            put(name, int(getattr(self, name)))
+        for name in ("gaussian_std", "eps", "min_scale"):
+            put(name, float(getattr(self, name)))
+        put("fig_scales", tuple(float(s) for s in self.fig_scales))
+        if self.box_n is not None:
+            put("box_n", int(self.box_n))
+        if self.field not in ("gmm", "gaussian"):
+            raise ValueError(f"field must be gmm or gaussian, got {self.field!r}")
+        if self.line_points < 2 or self.random_points < 1 or self.box_points < 1:
+            raise ValueError(f"line_points must be >= 2, random_points and box_points >= 1, got "
+                             f"{self.line_points}, {self.random_points}, {self.box_points}")
+        if self.rk4_steps < 1 or self.box_rk4_steps < 1 or (self.box_n is not None and self.box_n < 1):
+            raise ValueError("rk4_steps, box_rk4_steps and box_n (or None) must be >= 1")
+        if not (self.gaussian_std > 0 and self.eps > 0 and 0 < self.min_scale <= 0.1):
+            raise ValueError(f"gaussian_std and eps must be > 0 and min_scale in (0, 0.1], got "
+                             f"{self.gaussian_std}, {self.eps}, {self.min_scale}")
+        if not self.fig_scales or min(self.fig_scales) <= 0:
+            raise ValueError(f"fig_scales must be non-empty and > 0, got {self.fig_scales}")
+
+    def unit_names(self) -> list[str]:
+        """The units: ``gmm2d`` (groups ``line_x``, ``line_y``, ``random``) and ``box`` unless ``box_n`` is None."""
+        return ["gmm2d"] + (["box"] if self.box_n is not None else [])
 
 
-def ad_jacobian(fn: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
-    """Jacobian ``(B, n_out, n)`` of a row-wise map by reverse-mode AD (one backward pass per output)."""
-    with torch.enable_grad():
-        zz = z.detach().clone().requires_grad_(True)
-        y = fn(zz)
-        rows = [torch.autograd.grad(y[:, d].sum(), zz, retain_graph=d < y.shape[1] - 1)[0] for d in range(y.shape[1])]
-    return torch.stack(rows, 1).detach()
+FAST = Prop21Options()
+FULL = Prop21Options(line_points=161, random_points=64, box_points=24, rk4_steps=100, box_rk4_steps=100)
+
+
+def make_options(full: bool = False, **overrides: Any) -> Prop21Options:
+    """:data:`FAST` or :data:`FULL` with keyword overrides (unknown names raise ``ValueError``)."""
+    return replace_options(FULL if full else FAST, overrides)
 
 
 def _is_transformed(t: Tensor) -> bool:
@@ -137,9 +170,9 @@ class LinearizedMap:
         return y + torch.einsum("bij,bj->bi", self.J0, z - zd)
 
 
-def _map_2d(opts: dict[str, Any]) -> tuple[Any, Callable[[Tensor], Tensor]]:
-    field = build_field(opts["field"], 2, 0, gaussian_std=opts["gaussian_std"])
-    steps = int(opts["rk4_steps"])
+def _map_2d(opts: Prop21Options) -> tuple[Any, Callable[[Tensor], Tensor]]:
+    field = build_field(opts.field, 2, 0, gaussian_std=opts.gaussian_std)
+    steps = opts.rk4_steps
     return field, (lambda p: generate(field, p, solver="rk4", steps=steps).x)
 
 
@@ -183,38 +216,38 @@ def _summary(check: Any, J: Tensor, rows: slice) -> dict[str, Any]:
     }
 
 
-def compute_unit(name: str, opts: dict[str, Any], seed: int) -> dict[str, Any]:
-    """One unit, one batched check: ``gmm2d`` (groups ``line_x``, ``line_y``: the Fig. 3(c) line
+def compute_unit(name: str, opts: Prop21Options, seed: int) -> dict[str, Any]:
+    """One unit, one batched check of Proposition 2.1 (docs/theory.md §2.4): ``gmm2d`` (groups ``line_x``, ``line_y``: the Fig. 3(c) line
     with ``u = e_x`` / ``e_y``; ``random``: ``z, u ~ N(0, I)``) or ``box`` (``n = box_n``)."""
     t0 = time.perf_counter()
-    scales = _scales(float(opts["min_scale"]))
+    scales = _scales(opts.min_scale)
     groups: dict[str, slice] = {}
     if name == "gmm2d":
         field, G = _map_2d(opts)
-        k = int(opts["line_points"])
+        k = opts.line_points
         xs = torch.linspace(-2.0, 2.0, k, dtype=DT)
         line = torch.stack([xs, torch.zeros_like(xs)], 1)
         ex = torch.tensor([1.0, 0.0], dtype=DT).expand(k, 2)
         ey = torch.tensor([0.0, 1.0], dtype=DT).expand(k, 2)
-        g = _generator(seed, 2, 11)
-        zr = torch.randn(int(opts["random_points"]), 2, generator=g, dtype=DT)
+        g = seeded_generator(seed, 2, 11)
+        zr = torch.randn(opts.random_points, 2, generator=g, dtype=DT)
         ur = torch.randn(zr.shape, generator=g, dtype=DT)
         z = torch.cat([line, line, zr])
         u = torch.cat([ex, ey, ur])
         groups = {"line_x": slice(0, k), "line_y": slice(k, 2 * k), "random": slice(2 * k, 2 * k + zr.shape[0])}
     elif name == "box":
-        n = int(opts["box_n"])
+        n = opts.box_n
         field = build_field("box", n, seed)
-        ts = graded_grid(int(opts["box_rk4_steps"]))
+        ts = graded_grid(opts.box_rk4_steps)
         G = lambda p: rk4(field, p, ts).x  # noqa: E731
-        g = _generator(seed, n, 12)
-        z = torch.randn(int(opts["box_points"]), n, generator=g, dtype=DT)
+        g = seeded_generator(seed, n, 12)
+        z = torch.randn(opts.box_points, n, generator=g, dtype=DT)
         u = torch.randn(z.shape, generator=g, dtype=DT)
         groups = {"box": slice(0, z.shape[0])}
     else:
         raise ValueError(f"unknown unit {name!r}")
     lin = LinearizedMap(G, z)
-    check = check_proposition_21(lin, z, u, scales=scales, eps=float(opts["eps"]), seed=seed)
+    check = check_proposition_21(lin, z, u, scales=scales, eps=opts.eps, seed=seed)
     J_fd = fd_jacobian(G, z, 1e-6)
     ad_vs_fd = float((torch.linalg.matrix_norm(lin.J0 - J_fd) / torch.linalg.matrix_norm(lin.J0)).max())
     summaries = {}
@@ -229,7 +262,7 @@ def compute_unit(name: str, opts: dict[str, Any], seed: int) -> dict[str, Any]:
             zl = z[rows]
             gz = lin.y0[rows]
             mus = {}
-            for s in opts["fig_scales"]:
+            for s in opts.fig_scales:
                 shifted = zl.clone()
                 shifted[:, 0] += s
                 mus[f"{s:g}"] = (torch.linalg.vector_norm(G(shifted) - gz, dim=1) / s).numpy().tolist()
@@ -243,90 +276,21 @@ def compute_unit(name: str, opts: dict[str, Any], seed: int) -> dict[str, Any]:
     return {"groups": summaries, "seconds": time.perf_counter() - t0, "transform_calls": lin.transform_calls}
 
 
-def _verdict(units: list[dict[str, Any]], eps: float) -> Verdict:
-    total = sum(u["points"] for u in units)
-    bad = [(u["unit"], i) for u in units for i in u["failed_points"]]
-    orders = [o for u in units for o in u["order"] if o is not None]
-    key = (
-        f"{total - len(bad)}/{total} points pass (a) and (b); median order {np.median(orders):.2f}"
-        if orders else f"{total - len(bad)}/{total} points pass (a) and (b)"
-    )
-    parts = []
-    for u in units:
-        parts.append(
-            f"{u['unit']} (n={u['n']}, {u['points']} pts): converged {u['converged_fraction']:.0%}, "
-            f"(b) holds {u['holds_fraction']:.0%}, min error median {u['min_error_median']:.1e} / max "
-            f"{u['min_error_max']:.1e} (tol 100 sqrt(eps_64) max(1, lambda) ~ 1.5e-6 relative), order "
-            + (f"{u['order_median']:.2f} [{u['order_min']:.2f}, {u['order_max']:.2f}]" if u["order_median"] is not None else "n/a (affine)")
-            + f", max(||J||_2 - max mu) = {u['worst_gap_b']:.1e} (eps {eps:g}), ||J||_2 > 1 at {u['guaranteed_unstable_points']}, "
-            f"instability found at {u['unstable_points']}"
-        )
-    evidence = "; ".join(parts)
-    if not bad:
-        return Verdict("verified", key, evidence)
-    ok_units = [u["unit"] for u in units if not u["failed_points"]]
-    if ok_units:
-        return Verdict(f"holds in regime: units {', '.join(ok_units)} (fails at {len(bad)} points elsewhere)", key,
-                       evidence + f"; failing points: {bad[:10]}")
-    return Verdict("refuted", key, evidence + f"; failing points: {bad[:10]}")
-
-
-def _figure(units: dict[str, dict[str, Any]], out_dir: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    line = units.get("line_x", {}).get("curves", {})
-    ax = axes[0]
-    if line:
-        x = line["x"]
-        ax.plot(x, line["lambda_x"], lw=2, label="lambda along x-axis")
-        ax.plot(x, line["lambda_y"], lw=2, label="lambda along y-axis")
-        ax.plot(x, line["spectral_norm"], "k--", lw=1.5, label="||J_G||_2")
-        for s, mu in line["mu_x"].items():
-            ax.plot(x, mu, lw=1, alpha=0.8, label=f"mu along x, s={s}")
-        ax.axhline(1.0, color="gray", lw=0.8, ls=":")
-    ax.set(yscale="log", xlabel="x  (initial noise z = (x, 0))", ylabel="coefficient", title="Fig. 3(c): coefficients along z=(x,0)")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    for name, u in units.items():
-        errs = np.array(u["errors"])
-        sc = np.array(u["scales"])
-        pick = np.unique(np.linspace(0, errs.shape[0] - 1, min(4, errs.shape[0])).astype(int))
-        for i in pick:
-            ax.plot(sc, np.maximum(errs[i], 1e-17), marker=".", lw=1, label=f"{name} #{i}")
-    if units:
-        sc = np.array(next(iter(units.values()))["scales"])
-        ax.plot(sc, sc, "k:", lw=1, label="slope 1")
-    ax.set(xscale="log", yscale="log", xlabel="s", ylabel="|mu(s u) - lambda(u)|", title="part (a): convergence as s -> 0")
-    ax.legend(fontsize=6, ncol=2)
-    return savefig(fig, out_dir, "prop21.png")
-
-
 def run(out_dir: Path, *, full: bool = False, seed: int = 0, progress: bool = True, **overrides: Any) -> ExperimentResult:
-    """Run the Proposition 2.1 check; see the module docstring for the options and outputs."""
+    """Run the Proposition 2.1 check (sweep, judge, figure, ``result.json``); see the module docstring."""
+    from .prop21_figures import draw_figures
+
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    opts = resolve_options(FULL if full else FAST, overrides)
-    params = {"full": full, "seed": seed, **opts}
+    opts = make_options(full, **overrides)
+    params = {"full": full, "seed": seed, **asdict(opts)}
     store = RecordStore(out_dir, params)
-    names = ["gmm2d"] + (["box"] if opts["box_n"] is not None else [])
-    for name in progress_iter(names, "prop21", progress):
-        if not store.done(name):
-            store.add(name, compute_unit(name, opts, seed))
+    names = opts.unit_names()
+    sweep(store, [(name, partial(compute_unit, name, opts, seed)) for name in names], desc="prop21", progress=progress)
     records = {name: store.get(name) for name in names}
-    units = {g: summ for rec in records.values() for g, summ in rec["groups"].items()}
-    verdict = _verdict(list(units.values()), float(opts["eps"]))
-    figures = [_figure(units, out_dir)]
-    numbers = {
-        "units": {k: {kk: vv for kk, vv in u.items() if kk not in ("errors", "curves")} for k, u in units.items()},
-        "line": units["line_x"].get("curves", {}),
-        "jacobian_ad_vs_fd": {k: u["jacobian_ad_vs_fd_max_rel"] for k, u in units.items()},
-        "errors": {k: u["errors"] for k, u in units.items()},
-        "seconds_per_unit": {k: rec["seconds"] for k, rec in records.items()},
-    }
-    result = ExperimentResult(NAME, list(CLAIM_IDS), verdict, params, numbers, figures, time.perf_counter() - start)
+    judged = judge(opts, records)
+    figures = draw_figures(out_dir, groups_of(records))
+    result = ExperimentResult(NAME, list(CLAIM_IDS), judged.overall, params, judged.numbers, figures,
+                              time.perf_counter() - start)
     write_result(out_dir, result)
     return result

@@ -29,7 +29,7 @@ kappa (h M / 2L)(e^L - 1)``, (3) ``||x^ - x|| <= (h M / 2L) e^L (e^L - 1)``, and
 ``||x^ - x|| <= kappa ||z~ - z||`` and ``kappa <= e^L``. Tightness is ``log(measured / bound)``
 (``<= 0`` when a bound holds; near 0 when it is tight).
 
-Keyword overrides of :func:`run` (every key of :data:`FAST`): ``fields`` (tuple of ``"gmm"``,
+Options: :class:`Thm31Options` (keyword overrides of :func:`run`): ``fields`` (tuple of ``"gmm"``,
 ``"box"``, ``"gaussian"``), ``steps`` (the ``N`` values; every one must divide ``path_steps``),
 ``points`` (per field, half from ``p_g``, half uniform), ``path_steps``, ``kappa_samples``,
 ``kappa_rk4_steps``, ``gaussian_std``.
@@ -40,17 +40,18 @@ Keyword overrides of :func:`run` (every key of :data:`FAST`): ``fields`` (tuple 
 ``kappa_median``; and per field ``L``, ``L_path``, ``L_tube``, ``M`` (per point), ``slope``
 (least squares of ``log median ||z~ - z||`` vs ``log N``), ``slope_per_point_median``,
 ``path_end_error``, ``M_crosscheck_rel``. Figure ``thm31.png``: measured errors and bounds vs
-``N`` (log-log), one panel per field.
+``N`` (log-log), one panel per field (:mod:`.thm31_figures`); summaries and verdict: :mod:`.thm31_judge`.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -58,46 +59,64 @@ from simulate.maps import generate, invert
 from simulate.solvers import euler, rk4, time_grid
 from theory.thm31 import check_theorem31
 
-from .common import ExperimentResult, RecordStore, Verdict, progress_iter, savefig, write_result
-from .lemma_d1 import _generator, build_field, fd_jacobian, graded_grid, resolve_options
+from .common import ExperimentResult, RecordStore, replace_options, write_result
+from .oracles import DT, build_field, fd_jacobian, graded_grid, seeded_generator, velocity_jacobian
+from .runner import sweep
+from .thm31_judge import BOUNDS, judge, summarize
 
-__all__ = ["NAME", "DESCRIPTION", "CLAIM_IDS", "FAST", "FULL", "run", "velocity_jacobian", "compute_field"]
+__all__ = ["NAME", "DESCRIPTION", "CLAIM_IDS", "Thm31Options", "FAST", "FULL", "EXACT", "BOUNDS", "make_options", "run",
+           "velocity_jacobian", "compute_unit", "summarize"]
 
 NAME = "thm31"
 DESCRIPTION = "Theorem 3.1: Euler-inversion and reconstruction errors against their bounds (h M / 2L)(e^L - 1), kappa x that, Gronwall"
 CLAIM_IDS = ["thm31"]
 
-DT = torch.float64
 EXACT = {"solver": "dopri5", "rtol": 1e-11, "atol": 1e-13}
-BOUNDS = ("noise", "reconstruction", "gronwall")
-
-FAST: dict[str, Any] = {
-    "fields": ("gmm", "box"),
-    "steps": (10, 30, 100, 300),
-    "points": 12,
-    "path_steps": 1200,
-    "kappa_samples": 7,
-    "kappa_rk4_steps": 200,
-    "gaussian_std": 0.3,
-}
-FULL: dict[str, Any] = FAST | {"steps": (10, 30, 100, 300, 1000), "points": 48, "path_steps": 3000, "kappa_samples": 11,
-                              "kappa_rk4_steps": 400}
-
+FIELD_KINDS = ("gmm", "box", "gaussian")
 _CHUNK = 8192
 
 
-def velocity_jacobian(field: Any, X: Tensor, T: Tensor) -> tuple[Tensor, Tensor]:
-    """``(v(X, T), J_v(X, T))`` per row by reverse-mode autograd, chunked; shapes ``(R, n)``, ``(R, n, n)``."""
-    vs, js = [], []
-    n = X.shape[1]
-    for r0 in range(0, X.shape[0], _CHUNK):
-        with torch.enable_grad():
-            xx = X[r0 : r0 + _CHUNK].detach().clone().requires_grad_(True)
-            v = field.velocity(xx, T[r0 : r0 + _CHUNK])
-            rows = [torch.autograd.grad(v[:, d].sum(), xx, retain_graph=d < n - 1)[0] for d in range(n)]
-        vs.append(v.detach())
-        js.append(torch.stack(rows, 1).detach())
-    return torch.cat(vs), torch.cat(js)
+@dataclass(frozen=True)
+class Thm31Options:
+    """Options of the Theorem 3.1 experiment (see the module docstring; validated on construction)."""
+
+    fields: tuple[str, ...] = ("gmm", "box")
+    steps: tuple[int, ...] = (10, 30, 100, 300)
+    points: int = 12
+    path_steps: int = 1200
+    kappa_samples: int = 7
+    kappa_rk4_steps: int = 200
+    gaussian_std: float = 0.3
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("fields", tuple(str(k) for k in self.fields))
+        put("steps", tuple(int(N) for N in self.steps))
+        for name in ("points", "path_steps", "kappa_samples", "kappa_rk4_steps"):
+            put(name, int(getattr(self, name)))
+        put("gaussian_std", float(self.gaussian_std))
+        bad = [k for k in self.fields if k not in FIELD_KINDS]
+        if not self.fields or bad:
+            raise ValueError(f"fields must be a non-empty tuple of {', '.join(FIELD_KINDS)}, got {self.fields}")
+        if not self.steps or min(self.steps) < 1:
+            raise ValueError(f"steps must be non-empty positive integers, got {self.steps}")
+        for N in self.steps:
+            if self.path_steps % N:
+                raise ValueError(f"path_steps={self.path_steps} must be a multiple of every N (got N={N})")
+        if self.points < 2 or self.kappa_samples < 2 or self.kappa_rk4_steps < 1 or not self.gaussian_std > 0:
+            raise ValueError("points and kappa_samples must be >= 2, kappa_rk4_steps >= 1 and gaussian_std > 0, got "
+                             f"{self.points}, {self.kappa_samples}, {self.kappa_rk4_steps}, {self.gaussian_std}")
+
+
+FAST = Thm31Options()
+FULL = Thm31Options(steps=(10, 30, 100, 300, 1000), points=48, path_steps=3000, kappa_samples=11, kappa_rk4_steps=400)
+
+
+def make_options(full: bool = False, **overrides: Any) -> Thm31Options:
+    """:data:`FAST` or :data:`FULL` with keyword overrides (unknown names raise ``ValueError``)."""
+    return replace_options(FULL if full else FAST, overrides)
 
 
 def _velocity(field: Any, X: Tensor, T: Tensor) -> Tensor:
@@ -106,7 +125,7 @@ def _velocity(field: Any, X: Tensor, T: Tensor) -> Tensor:
 
 
 def _data_points(field: Any, kind: str, k: int, seed: int) -> Tensor:
-    g = _generator(seed, 2, 31)
+    g = seeded_generator(seed, 2, 31)
     half = k // 2
     xs = field.sample(half, generator=g)
     n = field.n
@@ -134,18 +153,16 @@ def _second_derivative(field: Any, X: Tensor, T: Tensor, V: Tensor, J: Tensor, d
     return dvdt + torch.einsum("rij,rj->ri", J, V)
 
 
-def compute_field(kind: str, opts: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Everything for one field: path quantities, then every ``N`` (one resumable unit)."""
+def compute_unit(kind: str, opts: Thm31Options, seed: int) -> dict[str, Any]:
+    """Everything for one field (one resumable unit): the path quantities ``L``, ``M`` of Theorem 3.1
+    (docs/theory.md §5.1), then per ``N`` the Euler inversion, reconstruction and ``kappa``, checked per point."""
     t0 = time.perf_counter()
-    field = build_field(kind, 2, seed, gaussian_std=opts["gaussian_std"])
+    field = build_field(kind, 2, seed, gaussian_std=opts.gaussian_std)
     n = field.n
-    x = _data_points(field, kind, int(opts["points"]), seed)
+    x = _data_points(field, kind, opts.points, seed)
     B = x.shape[0]
-    K = int(opts["path_steps"])
-    Ns = [int(N) for N in opts["steps"]]
-    for N in Ns:
-        if K % N:
-            raise ValueError(f"path_steps={K} must be a multiple of every N (got N={N})")
+    K = opts.path_steps
+    Ns = list(opts.steps)
     with torch.no_grad():
         z = invert(field, x, **EXACT).x
         ts, path = _path(field, x, K)
@@ -172,9 +189,9 @@ def compute_field(kind: str, opts: dict[str, Any], seed: int) -> dict[str, Any]:
     L_tube = torch.zeros(B, dtype=DT)
     per_N: dict[int, dict[str, Any]] = {}
     fracs = torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=DT)
-    kappa_ts = graded_grid(int(opts["kappa_rk4_steps"]))
+    kappa_ts = graded_grid(opts.kappa_rk4_steps)
     G_smooth = lambda p: rk4(field, p, kappa_ts).x  # noqa: E731
-    a = torch.linspace(0.0, 1.0, int(opts["kappa_samples"]), dtype=DT)
+    a = torch.linspace(0.0, 1.0, opts.kappa_samples, dtype=DT)
     z_tilde: dict[int, Tensor] = {}
     for N in Ns:
         grid = time_grid(N, 1.0, 0.0)
@@ -239,131 +256,21 @@ def compute_field(kind: str, opts: dict[str, Any], seed: int) -> dict[str, Any]:
     }
 
 
-def _slope(Ns: list[int], values: list[float]) -> float | None:
-    v = np.asarray(values, dtype=float)
-    ok = v > 0
-    if ok.sum() < 2:
-        return None
-    return float(np.polyfit(np.log(np.asarray(Ns, dtype=float)[ok]), np.log(v[ok]), 1)[0])
-
-
-def summarize(rec: dict[str, Any]) -> dict[str, Any]:
-    """Per-``N`` medians, holds fractions and tightness of one field's record; slopes vs ``N``."""
-    Ns = sorted(int(k) for k in rec["per_N"])
-    out: dict[str, Any] = {"by_N": {}}
-    med_noise = []
-    per_point = []
-    for N in Ns:
-        rows = rec["per_N"][str(N)]["rows"]
-        noise = np.array([r["noise_error"] for r in rows])
-        recon = np.array([r["recon_error"] for r in rows])
-        med_noise.append(float(np.median(noise)))
-        per_point.append(noise)
-        holds = {k: float(np.mean([bool(r["holds"][k]) for r in rows])) for k in rows[0]["holds"]}
-        tight = {}
-        for k in ("noise", "reconstruction", "gronwall", "noise_discrete"):
-            vals = np.array([r["tightness"][k] for r in rows if r["tightness"][k] is not None], dtype=float)
-            tight[k] = {"median": float(np.median(vals)), "min": float(vals.min()), "max": float(vals.max())} if vals.size else None
-        med_bounds = {k: float(np.median([r["log_bounds"][k] for r in rows]))
-                      for k in ("log_noise_error", "log_reconstruction_error", "log_gronwall_error")}
-        out["by_N"][str(N)] = {
-            "noise_error_median": float(np.median(noise)),
-            "noise_error_max": float(noise.max()),
-            "recon_error_median": float(np.median(recon)),
-            "recon_error_max": float(recon.max()),
-            "kappa_median": float(np.median([r["kappa"] for r in rows])),
-            "amplification_median": float(np.median(recon / noise)),
-            "holds_fraction": holds,
-            "tightness": tight,
-            "median_log_bounds": med_bounds,
-        }
-    out["slope"] = _slope(Ns, med_noise)
-    pts = np.array(per_point)  # (len(N), B)
-    slopes = [s for s in (_slope(Ns, pts[:, b].tolist()) for b in range(pts.shape[1])) if s is not None]
-    out["slope_per_point_median"] = float(np.median(slopes)) if slopes else None
-    for key in ("L", "L_path", "L_tube", "M"):
-        arr = np.array(rec[key])
-        out[f"{key}_median"] = float(np.median(arr))
-        out[f"{key}_max"] = float(arr.max())
-    out["L_tube_over_path_max"] = float(np.max(np.array(rec["L_tube"]) / np.array(rec["L_path"])))
-    out["path_end_error"] = rec["path_end_error"]
-    out["M_crosscheck_rel"] = rec["M_crosscheck_rel"]
-    return out
-
-
-def _verdict(summaries: dict[str, dict[str, Any]]) -> Verdict:
-    fails = []
-    parts = []
-    for kind, s in summaries.items():
-        for N, d in s["by_N"].items():
-            for b in ("noise", "reconstruction", "gronwall", "amplification", "kappa"):
-                if d["holds_fraction"][b] < 1.0:
-                    fails.append(f"{kind} N={N} {b}: holds at {d['holds_fraction'][b]:.0%}")
-        tight = ", ".join(
-            f"N={N}: " + "/".join(f"{d['tightness'][b]['median']:.1f}" for b in BOUNDS) for N, d in s["by_N"].items()
-        )
-        mins = "/".join(f"{max(d['tightness'][b]['max'] for d in s['by_N'].values()):.2f}" for b in BOUNDS)
-        lpath = min(min(d["holds_fraction"][f"{b}_Lpath"] for b in BOUNDS) for d in s["by_N"].values())
-        parts.append(
-            f"{kind}: L median {s['L_median']:.2f} (path {s['L_path_median']:.2f}, tube/path max {s['L_tube_over_path_max']:.3f}), "
-            f"M median {s['M_median']:.3g}; slope of log median ||z~-z|| vs log N = {s['slope']:.3f} "
-            f"(per-point median {s['slope_per_point_median']:.3f}); median log(measured/bound) noise/recon(kappa)/gronwall: {tight}; "
-            f"largest log(measured/bound) {mins} (<= 0 means holds); with L_path alone the bounds hold at >= {lpath:.0%}"
-        )
-    total = sum(len(s["by_N"]) for s in summaries.values())
-    key = (f"bounds (1)-(3), kappa <= e^L and ||x^-x|| <= kappa ||z~-z|| hold at 100% of points for all {total} (field, N) cases"
-           if not fails else f"{len(fails)} bound failures")
-    evidence = "Checked per point by theory.thm31.check_theorem31 (slack 1e-9); " + "; ".join(parts)
-    if fails:
-        return Verdict("refuted", key, evidence + "; failures: " + "; ".join(fails[:10]))
-    return Verdict("verified", key, evidence)
-
-
-def _figure(summaries: dict[str, dict[str, Any]], out_dir: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = max(1, len(summaries))
-    fig, axes = plt.subplots(1, k, figsize=(5.5 * k, 4.2), squeeze=False)
-    for ax, (kind, s) in zip(axes[0], summaries.items()):
-        Ns = sorted(int(N) for N in s["by_N"])
-        d = [s["by_N"][str(N)] for N in Ns]
-        ax.plot(Ns, [r["noise_error_median"] for r in d], "o-", color="C0", label="||z~ - z|| (median)")
-        ax.plot(Ns, [r["noise_error_max"] for r in d], "o:", color="C0", alpha=0.6, label="||z~ - z|| (max)")
-        ax.plot(Ns, [r["recon_error_median"] for r in d], "s-", color="C1", label="||G(z~) - x|| (median)")
-        ax.plot(Ns, [r["recon_error_max"] for r in d], "s:", color="C1", alpha=0.6, label="||G(z~) - x|| (max)")
-        for b, st, c in (("log_noise_error", "--", "C0"), ("log_reconstruction_error", "--", "C1"), ("log_gronwall_error", "-.", "C3")):
-            vals = [math.exp(min(r["median_log_bounds"][b], 700.0)) for r in d]
-            ax.plot(Ns, vals, st, color=c, label=f"bound {b[4:]} (median)")
-        ref = d[0]["noise_error_median"] * Ns[0] / np.array(Ns, dtype=float)
-        ax.plot(Ns, ref, "k:", lw=0.8, label="slope -1")
-        ax.set(xscale="log", yscale="log", xlabel="Euler steps N", ylabel="error", title=f"Theorem 3.1: {kind}")
-        ax.legend(fontsize=6)
-    return savefig(fig, out_dir, "thm31.png")
-
 
 def run(out_dir: Path, *, full: bool = False, seed: int = 0, progress: bool = True, **overrides: Any) -> ExperimentResult:
-    """Run the Theorem 3.1 check; see the module docstring for the options and outputs."""
+    """Run the Theorem 3.1 check (sweep, judge, figure, ``result.json``); see the module docstring."""
+    from .thm31_figures import draw_figures
+
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    opts = resolve_options(FULL if full else FAST, overrides)
-    params = {"full": full, "seed": seed, **opts, "exact_solver": EXACT}
+    opts = make_options(full, **overrides)
+    params = {"full": full, "seed": seed, **asdict(opts), "exact_solver": EXACT}
     store = RecordStore(out_dir, params)
-    for kind in progress_iter(opts["fields"], "thm31", progress):
-        if not store.done(kind):
-            store.add(kind, compute_field(kind, opts, seed))
-    records = {kind: store.get(kind) for kind in opts["fields"]}
-    summaries = {kind: summarize(rec) for kind, rec in records.items()}
-    verdict = _verdict(summaries)
-    figures = [_figure(summaries, out_dir)]
-    numbers = {
-        "per_field": summaries,
-        "per_point": {k: {"L": r["L"], "L_path": r["L_path"], "L_tube": r["L_tube"], "M": r["M"],
-                          "per_N": r["per_N"]} for k, r in records.items()},
-        "seconds_per_field": {k: r["seconds"] for k, r in records.items()},
-    }
-    result = ExperimentResult(NAME, list(CLAIM_IDS), verdict, params, numbers, figures, time.perf_counter() - start)
+    sweep(store, [(kind, partial(compute_unit, kind, opts, seed)) for kind in opts.fields], desc="thm31", progress=progress)
+    records = {kind: store.get(kind) for kind in opts.fields}
+    judged = judge(opts, records)
+    figures = draw_figures(out_dir, judged.numbers["per_field"])
+    result = ExperimentResult(NAME, list(CLAIM_IDS), judged.overall, params, judged.numbers, figures,
+                              time.perf_counter() - start)
     write_result(out_dir, result)
     return result

@@ -39,8 +39,9 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -48,10 +49,11 @@ import torch
 from simulate.fields import BoxMixture
 from simulate.instability import log_Lambda_G_at_inverse
 from theory.chi2 import log_chi2_sf
-from theory.thm41 import clopper_pearson, theorem41_from_samples
+from theory.thm41 import clopper_pearson, lemma_d2_log_threshold, theorem41_from_samples
 from theory.thm43 import instability_bounds
 
-from .common import ExperimentResult, RecordStore, progress_iter, write_result
+from .common import ExperimentResult, RecordStore, replace_options, write_result
+from .runner import Unit, sweep
 from .thm43_geometry import Cell, boxes_for
 from .thm43_lln import lln_limits
 
@@ -63,7 +65,6 @@ DESCRIPTION = (
     "regime map over g/sigma (gap between modes in kernel widths), sigma and m"
 )
 CLAIM_IDS = ["thm43_p1", "thm43_p2", "thm43_pinst"]
-_LOG_2PI = math.log(2.0 * math.pi)
 _VERSION = 2
 
 
@@ -169,12 +170,7 @@ FULL = Thm43Options(
 
 def make_options(full: bool = False, **overrides: Any) -> Thm43Options:
     """:data:`FAST` or :data:`FULL` with keyword overrides (unknown names raise ``ValueError``)."""
-    base = FULL if full else FAST
-    valid = {f.name for f in dataclasses.fields(Thm43Options)}
-    unknown = sorted(set(overrides) - valid)
-    if unknown:
-        raise ValueError(f"unknown override(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    return dataclasses.replace(base, **overrides)
+    return replace_options(FULL if full else FAST, overrides)
 
 
 def _unit_key(cell: Cell, n: int) -> str:
@@ -218,7 +214,7 @@ def compute_unit(cell: Cell, n: int, opts: Thm43Options, seed: int = 0) -> dict[
     far = sq >= c
     per_tau: dict[str, Any] = {}
     for tau in opts.taus:
-        thr = -0.5 * n * _LOG_2PI - 0.5 * c - n * math.log(tau)
+        thr = float(lemma_d2_log_threshold(n, tau, c))  # the p1 level (Lemma D.2)
         t41 = theorem41_from_samples(log_lambda, log_pg, sq, n, tau, c)
         bounds = instability_bounds(n, cell.m, cell.sigma, opts.side, tau, c, rho_max=1.0, density_ratio=1.0)
         p1 = _prop(int((log_pg_all[:k_p1] >= thr).sum()), k_p1)
@@ -261,11 +257,36 @@ def _lln_key(sigma: float) -> str:
     return f"lln|s={sigma:g}"
 
 
+def _cost_cap(opts: Thm43Options, store: RecordStore, stopped: dict[Cell, int]) -> Callable[[str], bool]:
+    """The sweep's ``skip`` hook: the cost cap ``max_unit_nfe`` (0 = none).
+
+    A cell's unit at ``n`` is skipped, and so are all its larger ``n``, when the previous unit of the
+    cell (recorded: the sweep runs ``n``-major) predicts ``nfe(n) ~ nfe(n_prev) n / n_prev`` above the
+    cap; ``stopped`` collects ``cell -> first n skipped``.
+    """
+    by_key = {_unit_key(cell, n): (cell, i) for cell in opts.cells() for i, n in enumerate(opts.ns)}
+
+    def skip(key: str) -> bool:
+        cell, i = by_key[key]
+        if cell in stopped:
+            return True
+        if opts.max_unit_nfe and i > 0:
+            n_prev, n = opts.ns[i - 1], opts.ns[i]
+            if store.get(_unit_key(cell, n_prev))["nfe"] * n / n_prev > opts.max_unit_nfe:
+                stopped[cell] = n
+                return True
+        return False
+
+    return skip
+
+
 def run(out_dir: Path, *, full: bool = False, seed: int = 0, progress: bool = True, **overrides: Any) -> ExperimentResult:
     """Sweep the grid (resuming), classify each cell's trend, judge the claims, write ``result.json`` and figures.
 
-    Overrides: any field of :class:`Thm43Options`. Units run ``n``-major (every cell at the smallest
-    ``n`` first), so an interrupted sweep covers the whole grid at the dimensions it reached.
+    Overrides: any field of :class:`Thm43Options`. Units (:func:`.runner.sweep`): the ``m = 1``
+    limits per sigma, then the cells ``n``-major (every cell at the smallest ``n`` first), so an
+    interrupted sweep covers the whole grid at the dimensions it reached; the cost cap is the
+    sweep's ``skip`` hook.
     """
     from .thm43_figures import draw_figures
     from .thm43_judge import judge
@@ -275,32 +296,14 @@ def run(out_dir: Path, *, full: bool = False, seed: int = 0, progress: bool = Tr
     opts = make_options(full, **overrides)
     store = RecordStore(out_dir, {"seed": seed, **opts.unit_signature(), "version": _VERSION})
     cells = opts.cells()
-    computed = 0
-    threads_before = torch.get_num_threads()
-    if opts.threads > 0:
-        torch.set_num_threads(opts.threads)
-    try:
-        if opts.lln_nodes > 0 and 1 in opts.ms:
-            for s in opts.sigmas:
-                if not store.done(_lln_key(s)):
-                    store.add(_lln_key(s), lln_limits(s, opts.side, eps=opts.eps, taus=opts.taus, nodes=opts.lln_nodes))
-        stopped: dict[Cell, int] = {}
-        last: dict[Cell, tuple[int, int]] = {}
-        todo = [(n, cell) for n in opts.ns for cell in cells]
-        for n, cell in progress_iter(todo, "thm43", progress, total=len(todo)):
-            if cell in stopped:
-                continue
-            key = _unit_key(cell, n)
-            if not store.done(key):
-                prev = last.get(cell)
-                if opts.max_unit_nfe and prev and prev[1] * n / prev[0] > opts.max_unit_nfe:
-                    stopped[cell] = n
-                    continue
-                store.add(key, compute_unit(cell, n, opts, seed))
-                computed += 1
-            last[cell] = (n, store.get(key)["nfe"])
-    finally:
-        torch.set_num_threads(threads_before)
+    limits: list[Unit] = []
+    if opts.lln_nodes > 0 and 1 in opts.ms:
+        limits = [(_lln_key(s), partial(lln_limits, s, opts.side, eps=opts.eps, taus=opts.taus, nodes=opts.lln_nodes))
+                  for s in opts.sigmas]
+    units: list[Unit] = [(_unit_key(cell, n), partial(compute_unit, cell, n, opts, seed)) for n in opts.ns for cell in cells]
+    stopped: dict[Cell, int] = {}
+    sweep(store, limits, desc="thm43 m=1 limits", progress=False, threads=opts.threads)
+    stats = sweep(store, units, desc="thm43", progress=progress, threads=opts.threads, skip=_cost_cap(opts, store, stopped))
     records = {cell: [store.get(_unit_key(cell, n)) for n in opts.ns if store.done(_unit_key(cell, n))] for cell in cells}
     lln = {s: store.get(_lln_key(s)) for s in opts.sigmas if store.done(_lln_key(s))}
     judged = judge(opts, cells, records, lln)
@@ -309,7 +312,7 @@ def run(out_dir: Path, *, full: bool = False, seed: int = 0, progress: bool = Tr
         **judged.numbers,
         "units": [r for cell in cells for r in records[cell]],
         "lln_limit_m1": list(lln.values()),
-        "units_computed_this_run": computed,
+        "units_computed_this_run": stats.computed,
         "cost_capped_cells": {cell.label: n for cell, n in stopped.items()},
     }
     result = ExperimentResult(

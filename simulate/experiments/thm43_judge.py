@@ -12,28 +12,28 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from theory.thm41 import lemma_d2_log_threshold
+
+from . import common
 from .common import Verdict
 from .thm43_geometry import Cell
 from .thm43_trend import Driver, classify_trend, slope_per_doubling
 
 __all__ = ["Judged", "judge", "describe_cells", "claim_status", "K_UNBOUNDED_STEP"]
 
-_LOG_2PI = math.log(2.0 * math.pi)
 K_UNBOUNDED_STEP = 1.0
 """``log sup p_r/p_g`` rising by more than this many nats over the last step of n: ``K`` is not bounded."""
 
 
 @dataclass
-class Judged:
-    """Verdicts per claim and overall, the per-cell classes (claim -> tau label -> cell) and numbers."""
+class Judged(common.Judged):
+    """:class:`.common.Judged` (verdicts per claim and overall, numbers) plus the per-cell classes
+    (claim -> tau label -> cell -> class) that the regime map draws."""
 
-    claims: dict[str, Verdict]
-    overall: Verdict
-    classes: dict[str, dict[str, dict[Cell, str]]]
-    numbers: dict[str, Any]
+    classes: dict[str, dict[str, dict[Cell, str]]] = field(default_factory=dict)
 
 
 def _sigmas(values: list[float], all_sigmas: tuple[float, ...]) -> str:
@@ -115,7 +115,7 @@ def _cell_row(cell: Cell, recs: list[dict], opts: Any, lln: dict[float, dict]) -
     }
     for tau in opts.taus:
         tl = f"{tau:g}"
-        thr = -0.5 * _LOG_2PI - 0.5 * (1 + eps) - math.log(tau)
+        thr = float(lemma_d2_log_threshold(1, tau, 1 + eps))  # the p1 level per coordinate (Lemma D.2, n = 1)
         c1 = _classify(_seq(recs, lambda r: r["taus"][tl]["p1"]), "zero", level, Driver(ns, pg_m, pg_se, thr))
         ci = _classify(_seq(recs, lambda r: r["taus"][tl]["p_inst"]), "one", level,
                        Driver(ns, ll_m, ll_se, math.log(tau), want="above"))

@@ -16,10 +16,9 @@ import torch
 
 from simulate.fields import BoxMixture
 from simulate.maps import invert
+from theory.thm41 import lemma_d2_log_threshold, log_standard_normal_density
 
 __all__ = ["lln_limits"]
-
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def lln_limits(sigma: float, side: float, *, eps: float, taus: Sequence[float], nodes: int = 800,
@@ -46,7 +45,7 @@ def lln_limits(sigma: float, side: float, *, eps: float, taus: Sequence[float], 
         z = invert(field, xu, solver="dopri5", rtol=1e-9, atol=1e-11).x[:, 0].numpy()
         lp = field.log_prob(xu, 1.0).numpy()
     f2 = z * z
-    ll = -0.5 * _LOG_2PI - 0.5 * f2 - lp
+    ll = log_standard_normal_density(sq_norm=f2, n=1) - lp  # Lemma D.1 per coordinate: log phi(F_1(u)) - log p_1(u)
 
     def moments(v: np.ndarray) -> tuple[float, float]:
         mean = float((w * v).sum())
@@ -72,7 +71,7 @@ def lln_limits(sigma: float, side: float, *, eps: float, taus: Sequence[float], 
         "taus": {},
     }
     for tau in taus:
-        thr = -0.5 * _LOG_2PI - 0.5 * (1.0 + eps) - math.log(tau)
+        thr = float(lemma_d2_log_threshold(1, tau, 1.0 + eps))  # the p1 level per coordinate (Lemma D.2, n = 1)
         out["taus"][f"{tau:g}"] = {
             "p1_threshold_per_dim": thr,
             "p1_to_zero": bool(b_mean < thr),
