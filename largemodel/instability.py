@@ -6,19 +6,20 @@ and ``z`` is usually the inverted noise ``z~ = F~(x)`` of a real image. Latents 
 never mixes rows), so one batched call gives per-sample Jacobian-vector products.
 
 Three routes to the instability coefficient; each estimator is implemented once in ``theory``
-(``theory.estimators``, ``theory.power_iteration``) and this module supplies the map, its
-linearization and the direction draws:
+(``theory.coefficients``, ``theory.estimators``, ``theory.power_iteration``) and this module
+supplies the map, its linearization (:func:`math_jvp`) and the direction draws:
 
 1. the paper's estimator (App. E): ``mu_bar(z) = (1/K) sum_k ||G(z + D_k) - G(z)|| / ||D_k||``,
    ``D_k = eps d_k``, ``eps = eps_rms sqrt(n)`` with ``d_k`` uniform on the unit sphere
    (``eps = ||D_k||`` as everywhere; ``eps_rms`` is its RMS size per coordinate); the ``K``
    perturbed regenerations are batched;
 2. ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` by forward-mode AD through the whole regeneration
-   (``jvp_lambda``, rows chunked by ``batch_size``) or by central differences along the same
-   directions (``fd_lambda``: plain forward rows, batchable with the ``mu_bar`` rows, on the
-   fused attention kernels; the default on GPU), and ``||J_G(z)||_2`` by power iteration on
-   ``J^T J`` (JVP under the math attention kernel, then VJP with per-step checkpointing under
-   the default kernels: the reverse pass does not need the math kernel);
+   (``jvp_lambda``: ``theory.coefficients.lambda_f``, rows chunked by ``batch_size``) or by
+   central differences along the same directions (``fd_lambda``: plain forward rows, batchable
+   with the ``mu_bar`` rows, on the fused attention kernels; the default on GPU), and
+   ``||J_G(z)||_2`` by power iteration on ``J^T J`` (JVP under the math attention kernel, then
+   VJP with per-step checkpointing under the default kernels: the reverse pass does not need
+   the math kernel);
 3. ``log Lambda_G(z) = (1/n) log |det J_G(z)|`` in one inversion pass: Liouville,
    ``log |det J_G(z)| = -int_0^1 div_x u(x_sigma, sigma) dsigma`` along the inversion path, with
    the divergence by Hutchinson's estimator (or exactly, for small ``n``); Lemma D.1 then gives
@@ -34,7 +35,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from theory import estimators
+from theory import coefficients, estimators
 from theory.power_iteration import SpectralNorm, power_iteration
 from theory.thm41 import log_standard_normal_density
 
@@ -46,6 +47,7 @@ __all__ = [
     "check_exact_dim",
     "unit_directions",
     "averaged_instability",
+    "math_jvp",
     "jvp_lambda",
     "fd_lambda",
     "fd_rows",
@@ -135,9 +137,14 @@ def averaged_instability(
                                            norm_dtype=torch.float64)
 
 
-def _jvp_generate(velocity: Velocity, z: Tensor, tangents: Tensor, sigmas: Tensor, solver: str) -> tuple[Tensor, Tensor]:
+def math_jvp(func: Callable[[Tensor], Tensor], primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+    """``torch.func.jvp`` under the math attention kernel (the fused kernels lack forward AD)."""
     with math_attention():
-        return torch.func.jvp(lambda y: generate(velocity, y, sigmas, solver=solver), (z,), (tangents,))
+        return torch.func.jvp(func, primals, tangents)
+
+
+def _jvp_generate(velocity: Velocity, z: Tensor, tangents: Tensor, sigmas: Tensor, solver: str) -> tuple[Tensor, Tensor]:
+    return math_jvp(lambda y: generate(velocity, y, sigmas, solver=solver), (z,), (tangents,))
 
 
 @torch.no_grad()
@@ -152,16 +159,18 @@ def jvp_lambda(
 ) -> Tensor:
     r"""Intrinsic instability coefficients ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` (Def. 2.2).
 
-    Forward-mode AD through the whole regeneration, with the math attention kernel (the fused
-    kernels lack forward AD). The ``B K`` (sample, direction) rows go through the model in
-    chunks of ``batch_size`` rows (default: all at once).
+    :func:`theory.coefficients.lambda_f` of the regeneration ``G`` with :func:`math_jvp`
+    (forward-mode AD through the whole regeneration under the math attention kernel), the
+    ``B K`` (sample, direction) rows in chunks of ``batch_size`` rows (default: all at once),
+    the norms in float64.
 
     Args:
         z: ``(B, C, H, W)``.
-        directions: ``(K, C, H, W)`` (the same ``K`` for every sample) or ``(B, K, C, H, W)``.
+        directions: ``(K, C, H, W)`` (the same ``K`` for every sample) or ``(B, K, C, H, W)``,
+            non-zero.
 
     Returns:
-        ``(B, K)``.
+        ``(B, K)`` float64.
     """
     b = z.shape[0]
     if directions.ndim == z.ndim:
@@ -172,12 +181,9 @@ def jvp_lambda(
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     k = directions.shape[1]
     u = directions.reshape(b * k, *z.shape[1:]).to(z.dtype)
-    zr = z.repeat_interleave(k, dim=0)
-    step = zr.shape[0] if batch_size is None else int(batch_size)
-    ju = torch.cat(
-        [_jvp_generate(velocity, zr[i : i + step], u[i : i + step], sigmas, solver)[1] for i in range(0, zr.shape[0], step)]
-    )
-    return (_flat_norm(ju.to(torch.float64)) / _flat_norm(u.to(torch.float64))).view(b, k)
+    g = lambda y: generate(velocity, y, sigmas, solver=solver)  # noqa: E731
+    return coefficients.lambda_f(g, z.repeat_interleave(k, dim=0), u, jvp=math_jvp, batch_size=batch_size,
+                                 norm_dtype=torch.float64).view(b, k)
 
 
 def fd_rows(z: Tensor, directions: Tensor, h: float) -> Tensor:
@@ -381,20 +387,10 @@ def log_lambda_jacobian(
 ) -> Tensor:
     r"""``log Lambda_G(z) = (1/n) log |det J_G(z)|`` from the full Jacobian (forward-mode AD).
 
-    ``n`` JVPs through the whole regeneration, in batches of ``chunk`` basis vectors, then
-    ``slogdet``: small ``n`` only (the reference for the one-pass estimate).
+    :func:`theory.coefficients.log_Lambda_f` of the regeneration with :func:`math_jvp`: ``n``
+    JVPs through the whole regeneration, in batches of ``chunk`` basis vectors, then
+    ``slogdet`` in float64: small ``n`` only (the reference for the one-pass estimate).
     """
-    b, shape = z.shape[0], z.shape[1:]
-    n = z[0].numel()
-    check_exact_dim(n)
-    eye = torch.eye(n, dtype=z.dtype, device=z.device)
-    cols = []
-    for start in range(0, n, chunk):
-        basis = eye[start : start + chunk]
-        m = basis.shape[0]
-        tangents = basis.unsqueeze(0).expand(b, m, n).reshape(b * m, *shape)
-        _, jv = _jvp_generate(velocity, z.repeat_interleave(m, dim=0), tangents, sigmas, solver)
-        cols.append(jv.reshape(b, m, n))
-    jac = torch.cat(cols, dim=1).transpose(1, 2).to(torch.float64)  # (B, n, n): column j = J e_j
-    return torch.linalg.slogdet(jac).logabsdet / n
-
+    check_exact_dim(z[0].numel())
+    g = lambda y: generate(velocity, y, sigmas, solver=solver)  # noqa: E731
+    return coefficients.log_Lambda_f(g, z, jvp=math_jvp, chunk=chunk, det_dtype=torch.float64)

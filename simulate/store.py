@@ -24,7 +24,8 @@ A newcomer reads this module alone. Every command that writes results (``pfode s
    (never overwriting an earlier one), and a damaged file is an error naming the file and line.
 
 This module is the bottom layer (``simulate`` and everything above import it; it imports
-nothing of pfode).
+nothing of pfode but :mod:`simulate.locking`, which holds rule 1 and whose ``LOCK_FILE``,
+``OutputBusy`` and ``output_lock`` are re-exported here).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .locking import LOCK_FILE, OutputBusy, output_lock
+
 __all__ = [
     "LOCK_FILE",
     "MARKER_FILE",
@@ -56,9 +59,6 @@ __all__ = [
     "owned_by_pfode",
     "remove_owned",
 ]
-
-#: lock file of an output folder (holder's pid and command inside)
-LOCK_FILE = ".lock"
 
 #: marker file of a folder pfode created (JSON: what, created, version)
 MARKER_FILE = ".pfode-owned"
@@ -247,80 +247,6 @@ def remove_owned(folder: str | Path) -> bool:
                          "pfode will not delete it: move it away or choose another --out")
     shutil.rmtree(folder)
     return True
-
-
-# ---- locking ------------------------------------------------------------------------------
-class OutputBusy(ValueError):
-    """Another pfode run holds the output folder's lock."""
-
-
-#: folders this process holds the lock of (resolved path -> nesting depth); re-entrant
-_HELD: dict[str, int] = {}
-
-
-def _holder(lock_path: Path) -> tuple[str, str]:
-    """(pid, command) recorded in a lock file, ``"?"`` where unreadable."""
-    try:
-        info = json.loads(lock_path.read_text())
-        return str(info.get("pid", "?")), str(info.get("command", "?"))
-    except (OSError, ValueError, AttributeError):
-        return "?", "?"
-
-
-@contextlib.contextmanager
-def output_lock(folder: str | Path, *, command: str) -> Iterator[Path]:
-    """Hold the exclusive lock of output folder ``folder`` for the duration of the block.
-
-    Creates ``folder`` (parents too), takes a non-blocking exclusive ``fcntl.flock`` on
-    ``folder/.lock`` and writes the holder's pid and ``command`` into it. Re-entrant within one
-    process (a nested lock on the same folder is a no-op). Released on exit, also on
-    exceptions and ``KeyboardInterrupt``; the kernel releases it if the process dies.
-
-    Raises:
-        OutputBusy: another process holds the lock; the message names the folder, the
-            holder's pid and command.
-        ValueError: ``folder`` is a file.
-    """
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is a file, not a folder; choose another --out")
-    folder.mkdir(parents=True, exist_ok=True)
-    key = str(folder.resolve())
-    if key in _HELD:
-        _HELD[key] += 1
-        try:
-            yield folder
-        finally:
-            _HELD[key] -= 1
-        return
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: no locking
-        yield folder
-        return
-    lock_path = folder / LOCK_FILE
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid, other = _holder(lock_path)
-            raise OutputBusy(f"{folder} is in use by another pfode run (pid {pid}, {other}); "
-                             "wait for it to finish or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "command": command,
-                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
-        os.fsync(fd)
-        _HELD[key] = 1
-        try:
-            yield folder
-        finally:
-            del _HELD[key]
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 # ---- resumable records --------------------------------------------------------------------

@@ -3,11 +3,12 @@ high precision (mpmath).
 
 Modules, one result each: :mod:`theory.coefficients` (Definitions 2.2, 4.1),
 :mod:`theory.power_iteration` and :mod:`theory.estimators` (the estimators of §2 and §9, shared by
-``simulate`` and ``largemodel``),
+``simulate`` and ``largemodel``), :mod:`theory.jacobian` (full Jacobians, reverse or forward mode, in
+chunks), :mod:`theory.perturbation_scales` (Proposition 2.1's scales and ``mu`` along a direction),
 :mod:`theory.prop21` (Proposition 2.1), :mod:`theory.thm31` (Theorem 3.1),
 :mod:`theory.thm41` (Lemmas D.1, D.2, Theorem 4.1), :mod:`theory.steiner` (Steiner formula),
 :mod:`theory.chi2` (chi-square tails), :mod:`theory.thm43` (Theorem 4.3),
-:mod:`theory.symbolic` (sympy derivations), :mod:`theory.highprec` (mpmath references),
+:mod:`theory.symbolic` and :mod:`theory.symbolic_instability` (sympy derivations), :mod:`theory.highprec` (mpmath references),
 :mod:`theory.curves` (bounds over n).
 """
 

@@ -18,10 +18,12 @@ mode). The simulator's generation map and a diffusion model's inversion/regenera
 maps. Each row is one point: ``n = prod(shape)`` is the input dimension, ``prod(shape_out)``
 the output dimension, norms are Euclidean over all non-batch dimensions, and every result is
 a tensor of shape ``(B,)`` (one value per row). Computations stay in the dtype and on the
-device of ``x``.
+device of ``x``, except where a ``norm_dtype`` / ``det_dtype`` option rounds the last step in
+another dtype.
 
-Derivatives come from ``torch.func``: one forward-mode JVP gives ``J u``, one reverse-mode
-VJP gives ``J^T w``; with ``mode="reverse"``, ``J u`` comes from the double-backward trick on a
+Derivatives come from ``torch.func``: one forward-mode JVP gives ``J u`` (``torch.func.jvp``, or
+any function of its signature passed as ``jvp``, e.g. one that sets an attention kernel), one
+reverse-mode VJP gives ``J^T w``; with ``mode="reverse"``, ``J u`` comes from the double-backward trick on a
 stored :class:`Linearization` instead. ``f`` must therefore be differentiable by ``torch.func`` (pure torch
 operations; no in-place updates of captured tensors that ``torch.func`` rejects). Results are
 detached from any autograd graph.
@@ -29,18 +31,19 @@ detached from any autograd graph.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from ._maps import JVP_MODES, BatchedMap, JvpFn, _check_chunk, _check_like, _check_x, _eval, _jvp_mode
 from ._validate import as_int_array, require_positive
+from .jacobian import jacobian, jacobian_forward
 from .power_iteration import (
     FuncLinearization,
     Linearization,
     SpectralNorm,
     _bcast,
     _FirstVjpProbe,
-    _check_out,
     _rownorm,
     power_iteration,
 )
@@ -51,6 +54,7 @@ __all__ = [
     "lambda_f",
     "mu_f",
     "jacobian",
+    "jacobian_forward",
     "SpectralNorm",
     "spectral_norm",
     "log_Lambda_f",
@@ -58,100 +62,63 @@ __all__ = [
     "log_Lambda_from_singular_values",
 ]
 
-BatchedMap = Callable[[torch.Tensor], torch.Tensor]
-
-
-# --------------------------------------------------------------------------------------
-# validation and small helpers (shared with theory.prop21)
-# --------------------------------------------------------------------------------------
-
-
-def _check_x(x: Any, name: str = "x") -> torch.Tensor:
-    """Check that ``x`` is a finite, real floating-point batch ``(B, *shape)`` with B, n >= 1."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (B, *shape), got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must have a real floating-point dtype, got {x.dtype}")
-    if x.ndim < 1 or x.shape[0] < 1:
-        raise ValueError(f"{name} must have a non-empty leading batch dimension, got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} must have at least one entry per row, got shape {tuple(x.shape)}")
-    x = x.detach()
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} must be finite")
-    return x
-
-
-def _check_like(name: str, value: Any, x: torch.Tensor, nonzero: bool = True) -> torch.Tensor:
-    """Return ``value`` as a tensor with the dtype/device/shape of ``x`` (finite, rows non-zero)."""
-    if isinstance(value, torch.Tensor):
-        t = value.detach()
-        if t.is_complex():
-            raise ValueError(f"{name} must be real, got dtype {t.dtype}")
-    else:
-        try:
-            t = torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{name} must be a tensor of the same shape as x") from exc
-    if tuple(t.shape) != tuple(x.shape):
-        raise ValueError(f"x and {name} must have the same shape, got {tuple(x.shape)} and {tuple(t.shape)}")
-    t = t.to(dtype=x.dtype, device=x.device)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite")
-    if nonzero and bool((_rownorm(t) == 0).any()):
-        raise ValueError(f"{name} must be non-zero in every row")
-    return t
-
-
-def _jvp(f: BatchedMap, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(f(x), J_f(x) u)`` by one forward-mode JVP."""
-    y, ju = torch.func.jvp(f, (x,), (u,))
-    _check_out(y, x)
-    return y.detach(), ju.detach()
-
-
-JVP_MODES = ("forward", "reverse")
-
-
-def _jvp_mode(f: BatchedMap, x: torch.Tensor, u: torch.Tensor, mode: str) -> torch.Tensor:
-    """``J_f(x) u`` by forward mode (``torch.func.jvp``) or by the double-backward trick."""
-    if mode == "forward":
-        return _jvp(f, x, u)[1]
-    if mode == "reverse":
-        return Linearization(f, x).jvp(u)
-    raise ValueError(f"mode must be one of {', '.join(JVP_MODES)}, got {mode!r}")
-
-
-def _eval(f: BatchedMap, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return _check_out(f(x), x).detach()
-
-
 # --------------------------------------------------------------------------------------
 # Definition 2.2 and the finite-perturbation coefficient
 # --------------------------------------------------------------------------------------
 
 
-def lambda_f(f: BatchedMap, x: torch.Tensor, u: torch.Tensor, mode: str = "forward") -> torch.Tensor:
+def lambda_f(
+    f: BatchedMap,
+    x: torch.Tensor,
+    u: torch.Tensor,
+    mode: str = "forward",
+    *,
+    jvp: JvpFn | None = None,
+    batch_size: int | None = None,
+    norm_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Intrinsic instability coefficient (Definition 2.2), per row, by one JVP.
 
-    ``lambda_f(x, u) = ||J_f(x) u|| / ||u||``.
+    ``lambda_f(x, u) = ||J_f(x) u|| / ||u||`` (docs/theory.md §2.1), ``J_f(x) u`` by forward
+    mode (``jvp``, default ``torch.func.jvp``) or by the double-backward trick
+    (``mode="reverse"``; docs/theory.md §9.1). The one implementation for ``simulate`` (the
+    whole batch in one call) and ``largemodel.instability.jvp_lambda`` (its math-attention JVP,
+    rows in chunks, norms in float64).
 
     Args:
         f: row-wise batched map, ``(B, *shape) -> (B, *shape_out)`` (see module docstring).
         x: points, shape ``(B, *shape)``, finite, real floating point.
         u: directions, same shape as ``x``, non-zero in every row.
+        mode: ``"forward"`` or ``"reverse"``.
+        jvp: forward mode only: a function with the signature of ``torch.func.jvp``
+            (``jvp(f, (x,), (u,)) -> (f(x), J u)``), e.g. one that sets an attention kernel.
+        batch_size: rows per derivative call (>= 1; default all ``B`` at once); the row
+            results are concatenated, so the values do not depend on it for a row-wise ``f``
+            whose arithmetic does not depend on the batch size.
+        norm_dtype: rounding of the norms: ``J u`` and ``u`` are cast to this dtype before
+            the two norms and the division (default: the dtype of ``x``); the result has it.
 
     Returns:
-        Tensor of shape ``(B,)`` in the dtype of ``x``.
+        Tensor of shape ``(B,)`` in the dtype of ``x`` (or ``norm_dtype``).
 
     Raises:
         ValueError: ``x`` not a finite floating tensor, ``u`` of another shape, non-finite or
-            zero in some row, or ``f`` not returning a batch of the same size.
+            zero in some row, ``f`` not returning a batch of the same size, a ``jvp`` with
+            ``mode="reverse"``, or ``batch_size`` not a positive integer.
     """
     x = _check_x(x)
     u = _check_like("u", u, x)
-    ju = _jvp_mode(f, x, u, mode)
+    if mode not in JVP_MODES:
+        raise ValueError(f"mode must be one of {', '.join(JVP_MODES)}, got {mode!r}")
+    if jvp is not None and mode != "forward":
+        raise ValueError("a jvp function applies to mode='forward' only")
+    step = _check_chunk("batch_size", batch_size)
+    if step is None or step >= x.shape[0]:
+        ju = _jvp_mode(f, x, u, mode, jvp)
+    else:
+        ju = torch.cat([_jvp_mode(f, x[i : i + step], u[i : i + step], mode, jvp) for i in range(0, x.shape[0], step)])
+    if norm_dtype is not None:
+        ju, u = ju.to(norm_dtype), u.to(norm_dtype)
     return _rownorm(ju) / _rownorm(u)
 
 
@@ -197,56 +164,6 @@ def mu_f(
 # --------------------------------------------------------------------------------------
 # Full Jacobian and spectral norm
 # --------------------------------------------------------------------------------------
-
-
-def jacobian(f: BatchedMap, x: torch.Tensor) -> torch.Tensor:
-    """Full Jacobian ``J_f(x)`` of every row, flattened to shape ``(B, n_out, n_in)``.
-
-    ``J_f(x)[b, i, k] = d f(x)_b,i / d x_b,k`` with ``i``, ``k`` the row-major flat indices
-    of ``shape_out`` and ``shape``. Because the map is row-wise, the Jacobian of
-    ``x -> f(x).sum(0)`` (computed with ``torch.func.jacrev``, ``n_out`` vectorised VJPs)
-    holds every row's Jacobian at once. If ``f`` cannot be vectorised by ``torch.vmap``
-    (data-dependent control flow, ``.item()``), it falls back to ``n_out`` sequential VJPs.
-    If ``f`` does not support reverse mode either (e.g. it updates tensors in place), it
-    uses ``n_in`` forward-mode JVPs. Memory and time grow like ``B * n_out * n_in``: meant for
-    small ``n``.
-
-    Args:
-        f: row-wise batched map (see module docstring).
-        x: points, shape ``(B, *shape)``, finite.
-
-    Returns:
-        Tensor of shape ``(B, n_out, n_in)`` in the dtype of ``x``.
-    """
-    x = _check_x(x)
-    B = x.shape[0]
-    n_in = x[0].numel()
-    y = _eval(f, x)
-    n_out = y[0].numel()
-    try:
-        jac = torch.func.jacrev(lambda z: f(z).sum(0))(x)  # (*shape_out, B, *shape)
-        return jac.detach().reshape(n_out, B, n_in).permute(1, 0, 2).contiguous()
-    except RuntimeError:  # not vmappable: one VJP per output coordinate instead
-        pass
-    jac = torch.empty((B, n_out, n_in), dtype=x.dtype, device=x.device)
-    try:
-        y, vjp_fn = torch.func.vjp(f, x)
-        cot = torch.zeros((B, n_out), dtype=y.dtype, device=y.device)
-        for i in range(n_out):
-            cot.zero_()
-            cot[:, i] = 1
-            (g,) = vjp_fn(cot.reshape(y.shape))
-            jac[:, i, :] = g.detach().reshape(B, n_in)
-        return jac
-    except RuntimeError:  # no reverse mode (e.g. in-place updates): one JVP per input coordinate
-        pass
-    basis = torch.zeros((B, n_in), dtype=x.dtype, device=x.device)
-    for k in range(n_in):
-        basis.zero_()
-        basis[:, k] = 1
-        _, ju = _jvp(f, x, basis.reshape(x.shape))
-        jac[:, :, k] = ju.reshape(B, n_out)
-    return jac
 
 
 def _spectral_norm_svd(f: BatchedMap, x: torch.Tensor) -> SpectralNorm:
@@ -357,27 +274,46 @@ def log_Lambda_from_singular_values(svals: Any) -> torch.Tensor:
     return torch.log(t).mean(dim=-1)
 
 
-def log_Lambda_f(f: BatchedMap, x: torch.Tensor) -> torch.Tensor:
+def log_Lambda_f(
+    f: BatchedMap,
+    x: torch.Tensor,
+    *,
+    jvp: JvpFn | None = None,
+    chunk: int | None = None,
+    det_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Log of the geometric average of the singular values (Definition 4.1), per row.
 
-    ``log Lambda_f(x) = (1/n) log |det J_f(x)| = (1/n) sum_i log sigma_i(J_f(x))``,
-    computed with ``torch.linalg.slogdet`` of the full :func:`jacobian` (small ``n``).
-    A singular Jacobian gives ``-inf`` (``Lambda_f = 0``).
+    ``log Lambda_f(x) = (1/n) log |det J_f(x)| = (1/n) sum_i log sigma_i(J_f(x))``
+    (docs/theory.md §2.3), computed with ``torch.linalg.slogdet`` of the full Jacobian
+    (docs/theory.md §9.3; small ``n``). A singular Jacobian gives ``-inf`` (``Lambda_f = 0``).
+    The Jacobian is :func:`jacobian` by default, or :func:`jacobian_forward` (forward-mode
+    columns, ``chunk`` basis vectors per call of ``jvp``) when ``jvp`` or ``chunk`` is given:
+    the one implementation for ``simulate`` and ``largemodel.instability.log_lambda_jacobian``.
 
     Args:
         f: row-wise batched map with as many outputs as inputs per row.
         x: points, shape ``(B, *shape)``, finite.
+        jvp: a function with the signature of ``torch.func.jvp`` (forward-mode columns).
+        chunk: basis vectors per JVP call for the forward-mode columns (>= 1; default 64).
+        det_dtype: rounding of the determinant: the Jacobian is cast to this dtype before
+            ``slogdet`` (default: the dtype of ``x``); the result has it.
 
     Returns:
         Tensor of shape ``(B,)``.
 
     Raises:
-        ValueError: the Jacobian is not square (``n_out != n_in``), or invalid ``x``.
+        ValueError: the Jacobian is not square (``n_out != n_in``), invalid ``x`` or ``chunk``.
     """
-    jac = jacobian(f, x)
+    if jvp is None and chunk is None:
+        jac = jacobian(f, x)
+    else:
+        jac = jacobian_forward(f, x, jvp=jvp, chunk=64 if chunk is None else chunk)
     n_out, n_in = jac.shape[1], jac.shape[2]
     if n_out != n_in:
         raise ValueError(f"f must have a square Jacobian for Lambda_f (n_out == n_in), got {n_out} x {n_in}")
+    if det_dtype is not None:
+        jac = jac.to(det_dtype)
     _, logabsdet = torch.linalg.slogdet(jac)
     return logabsdet / n_in
 

@@ -13,7 +13,8 @@ Proposition 2.1. For a C^1 map ``f``, a point ``x``:
 Maps follow the convention of :mod:`theory.coefficients`: row-wise batched torch callables,
 ``x`` of shape ``(B, *shape)``, one result per row.
 
-Scales. A scale ``s`` means the perturbation ``D = s * r_b * u_b / ||u_b||`` for row ``b``,
+Scales (:mod:`theory.perturbation_scales`, which also evaluates ``mu`` along a direction;
+``default_scales`` is re-exported here). A scale ``s`` means the perturbation ``D = s * r_b * u_b / ||u_b||`` for row ``b``,
 with ``r_b = max(||x_b||, 1)`` when ``relative=True`` (default; the step is a fraction ``s``
 of the size of the point, and absolute for points near the origin) and ``r_b = 1`` when
 ``relative=False``. So ``||D|| = s * r_b``. Default scales: half-decades from ``1e-1`` down
@@ -49,17 +50,11 @@ from typing import Any
 
 import torch
 
+from ._maps import BatchedMap, _check_like, _check_x, _eval, _jvp
 from ._validate import as_int_array, require_positive
-from .coefficients import (
-    BatchedMap,
-    _bcast,
-    _check_like,
-    _check_x,
-    _eval,
-    _jvp,
-    _rownorm,
-    spectral_norm,
-)
+from .coefficients import spectral_norm
+from .perturbation_scales import _check_scales, _mu_along, _step_radius, default_scales
+from .power_iteration import _bcast, _rownorm
 
 __all__ = [
     "Prop21Check",
@@ -68,19 +63,6 @@ __all__ = [
     "instability_at",
     "default_scales",
 ]
-
-
-def default_scales(dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Default decreasing scales: half-decades from ``1e-1`` down to ``~sqrt(eps)``.
-
-    The lower end is ``10**max(-7, ceil(2 log10 sqrt(eps)) / 2)`` (and at most ``10**-1.5``):
-    ``1e-7`` for float64, ``1e-3`` for float32.
-    """
-    eps = torch.finfo(dtype).eps
-    lo = max(-7.0, math.ceil(2.0 * math.log10(math.sqrt(eps))) / 2.0)
-    lo = min(lo, -1.5)
-    count = int(round((-1.0 - lo) * 2)) + 1
-    return torch.logspace(-1.0, lo, count, dtype=torch.float64)
 
 
 @dataclass(frozen=True)
@@ -164,45 +146,6 @@ class Instability:
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
-
-
-def _check_scales(scales: Any, dtype: torch.dtype) -> torch.Tensor:
-    if scales is None:
-        return default_scales(dtype)
-    if isinstance(scales, torch.Tensor):
-        scales = scales.detach().cpu().numpy()
-    arr = require_positive("scales", scales).reshape(-1)
-    if arr.size < 1:
-        raise ValueError("scales must hold at least one value")
-    arr = sorted(set(arr.tolist()), reverse=True)
-    return torch.tensor(arr, dtype=torch.float64)
-
-
-def _step_radius(x: torch.Tensor, relative: bool) -> torch.Tensor:
-    if relative:
-        return torch.clamp(_rownorm(x), min=1.0)
-    return torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-
-
-def _mu_along(
-    f: BatchedMap,
-    x: torch.Tensor,
-    fx: torch.Tensor,
-    unit: torch.Tensor,
-    steps: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``mu_f(x, h u)`` for each column ``h`` of ``steps`` (B, S); also ``||f(x + D)||``."""
-    mus, norms = [], []
-    for j in range(steps.shape[1]):
-        delta = _bcast(steps[:, j], unit) * unit
-        fxd = _eval(f, x + delta)
-        if tuple(fxd.shape) != tuple(fx.shape):
-            raise ValueError(f"f must return the same shape for every input, got {tuple(fxd.shape)} and {tuple(fx.shape)}")
-        # the actual perturbation after rounding x + D, so that an affine map is exact
-        d_actual = (x + delta) - x
-        mus.append(_rownorm(fxd - fx) / _rownorm(d_actual))
-        norms.append(_rownorm(fxd))
-    return torch.stack(mus, dim=1), torch.stack(norms, dim=1)
 
 
 def _slope(logs: torch.Tensor, loge: torch.Tensor) -> float:

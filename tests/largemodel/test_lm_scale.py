@@ -179,6 +179,29 @@ def test_jvp_rows_chunked_by_batch_size(folders):
         ins.jvp_lambda(m.velocity, z, sig, dirs, batch_size=0)
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # vmap over the CPU attention backward
+def test_jvp_lambda_and_log_lambda_jacobian_agree_with_reverse_mode(folders):
+    """``jvp_lambda`` / ``log_lambda_jacobian`` are ``theory.coefficients.lambda_f`` / ``log_Lambda_f``
+    with the math-attention JVP (docs/theory.md §12); reverse mode on the same regeneration (double
+    backward for ``J u``, VJP rows for the Jacobian) is an independent route to the same numbers."""
+    from theory.coefficients import lambda_f, log_Lambda_f
+
+    m = load_model(folders["sd3"], device="cpu", dtype="float64", state_dtype=torch.float64)
+    sig = m.sigmas(3)
+    z = _z(m, b=2)
+    dirs = ins.unit_directions((2 * 2, *z.shape[1:]), torch.Generator().manual_seed(2), z).view(2, 2, *z.shape[1:])
+    g = lambda y: ode.generate(m.velocity, y, sig)  # noqa: E731
+    lam = ins.jvp_lambda(m.velocity, z, sig, dirs, batch_size=3)
+    with math_attention():  # the fused CPU kernel has no double backward
+        rev = lambda_f(g, z.repeat_interleave(2, dim=0), dirs.reshape(4, *z.shape[1:]), mode="reverse").view(2, 2)
+    assert lam.dtype == torch.float64
+    torch.testing.assert_close(lam, rev, rtol=1e-12, atol=0)
+    ll = ins.log_lambda_jacobian(m.velocity, z[:1], sig, chunk=100)
+    torch.testing.assert_close(ll, log_Lambda_f(g, z[:1]), rtol=1e-10, atol=1e-14)
+    with pytest.raises(ValueError, match="u must be non-zero"):
+        ins.jvp_lambda(m.velocity, z, sig, torch.zeros_like(dirs))
+
+
 def test_jvp_reductions_reduced_changes_only_the_bf16_rounding(folders):
     """``--jvp-reductions reduced``: the JVP's attention reduces in bf16 (the math kernel otherwise
     upcasts to fp32); lambda moves by bf16 rounding only, the setting is restored, fp32 is untouched."""

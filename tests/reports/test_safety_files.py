@@ -31,10 +31,10 @@ from simulate.store import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-STORE_PY = ROOT / "simulate" / "store.py"
+STORE_PY = ROOT / "simulate" / "locking.py"  # output_lock's module (re-exported by simulate.store)
 
 #: a helper process that holds ``output_lock`` on argv[1] until its stdin closes; it loads
-#: store.py by path (not the ``simulate`` package) so that it starts in a fraction of a second
+#: locking.py by path (not the ``simulate`` package) so that it starts in a fraction of a second
 HOLDER = textwrap.dedent(f"""
     import importlib.util, sys
     spec = importlib.util.spec_from_file_location("pfode_store", {str(STORE_PY)!r})

@@ -1,0 +1,97 @@
+"""One run per output folder: the folder's exclusive lock (rule 1 of :mod:`simulate.store`).
+
+A run holds :func:`output_lock` on its output folder: a non-blocking exclusive ``flock`` on
+``<folder>/.lock`` (:data:`LOCK_FILE`), which records the holder's pid and command. A second
+run on the same folder fails at once with :class:`OutputBusy` (a ``ValueError``: the CLI prints
+one line and exits 2). The lock is released when the run ends, however it ends (the kernel
+drops a ``flock`` when its process dies, so a ``kill -9`` leaves no stale lock). Re-entrant
+within one process. :mod:`simulate.store` re-exports these names; this module imports nothing
+of pfode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["LOCK_FILE", "OutputBusy", "output_lock"]
+
+#: lock file of an output folder (holder's pid and command inside)
+LOCK_FILE = ".lock"
+
+
+class OutputBusy(ValueError):
+    """Another pfode run holds the output folder's lock."""
+
+
+#: folders this process holds the lock of (resolved path -> nesting depth); re-entrant
+_HELD: dict[str, int] = {}
+
+
+def _holder(lock_path: Path) -> tuple[str, str]:
+    """(pid, command) recorded in a lock file, ``"?"`` where unreadable."""
+    try:
+        info = json.loads(lock_path.read_text())
+        return str(info.get("pid", "?")), str(info.get("command", "?"))
+    except (OSError, ValueError, AttributeError):
+        return "?", "?"
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path, *, command: str) -> Iterator[Path]:
+    """Hold the exclusive lock of output folder ``folder`` for the duration of the block.
+
+    Creates ``folder`` (parents too), takes a non-blocking exclusive ``fcntl.flock`` on
+    ``folder/.lock`` and writes the holder's pid and ``command`` into it. Re-entrant within one
+    process (a nested lock on the same folder is a no-op). Released on exit, also on
+    exceptions and ``KeyboardInterrupt``; the kernel releases it if the process dies.
+
+    Raises:
+        OutputBusy: another process holds the lock; the message names the folder, the
+            holder's pid and command.
+        ValueError: ``folder`` is a file.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder; choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield folder
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX: no locking
+        yield folder
+        return
+    lock_path = folder / LOCK_FILE
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, other = _holder(lock_path)
+            raise OutputBusy(f"{folder} is in use by another pfode run (pid {pid}, {other}); "
+                             "wait for it to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "command": command,
+                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
+        os.fsync(fd)
+        _HELD[key] = 1
+        try:
+            yield folder
+        finally:
+            del _HELD[key]
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
