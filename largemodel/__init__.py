@@ -50,6 +50,8 @@ Modules:
 * :mod:`largemodel.transformer_configs` -- transformers built from configs (``build_transformer``,
   ``count_parameters``), the configs kept in the repository.
 * :mod:`largemodel.cli` -- the ``pfode largemodel`` sub-commands (study, gallery, train, ...).
+* :mod:`largemodel.experiments` -- the report's large-model experiments (Fig. 4(c) on trained models,
+  why images reconstruct badly, which images fail): options, measurement, judge, figures.
 * :mod:`largemodel.pytest_plugin` -- the opt-in ``pfode`` pytest plugin: fixtures for testing
   your code against the paper's results.
 
@@ -81,6 +83,7 @@ _SUBMODULES: tuple[str, ...] = (
     "explain",
     "explain_cli",
     "explain_plots",
+    "experiments",
     "flow_model",
     "folder",
     "fullsize",

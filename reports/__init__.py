@@ -19,12 +19,16 @@ Modules:
 * :mod:`reports.theory_suite` -- symbolic derivations, high-precision agreement, Theorem 4.3's
   bounds (docs/theory.md §8).
 * :mod:`reports.simulate_suite` -- every experiment of ``simulate.experiments``, measured.
-* :mod:`reports.largemodel_suite` -- the reconstruction-instability study on models trained here
-  (or the user's own folder): Fig. 4(c), Theorem 4.1 / 4.3 on trained models, Lemma D.1.
-* :mod:`reports.explain_suite` -- why images reconstruct badly (discrepancy x amplification,
-  docs/theory.md §5.3), on the models trained here.
-* :mod:`reports.failure_suite` -- which images fail: predicting bad reconstructions from one
-  inversion pass.
+* :mod:`reports.largemodel_suite` -- runs :mod:`largemodel.experiments.fig4c` (the
+  reconstruction-instability study on models trained here or the user's own folder: Fig. 4(c),
+  Theorem 4.1 / 4.3 on trained models, Lemma D.1) and renders its verdicts.
+* :mod:`reports.explain_suite` -- runs :mod:`largemodel.experiments.explain_study` (why images
+  reconstruct badly, docs/theory.md §5.3) and renders it.
+* :mod:`reports.failure_suite` -- runs :mod:`largemodel.experiments.failure` (which images fail,
+  predicted from one inversion pass) and renders it.
+
+The suites measure nothing themselves: every experiment, its options and its judge live in
+``simulate.experiments`` or ``largemodel.experiments``; the suites run them and render the rows.
 
 Importing the package imports nothing heavy: submodules and the names in ``__all__`` are loaded on
 first access.

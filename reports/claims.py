@@ -2,8 +2,8 @@
 
 Each :class:`Claim` names where the paper states it, where docs/theory.md states its mathematics,
 and ``decided_by``: the dotted path of the one function whose result decides its verdict (an
-experiment of ``simulate.experiments``, run by the simulator suite, or a function of a report
-suite). The theory suite gives bound-level verdicts on some claims first; a measured verdict
+experiment of ``simulate.experiments``, run by the simulator suite, or of ``largemodel.experiments``,
+run by the large-model suite). The theory suite gives bound-level verdicts on some claims first; a measured verdict
 replaces them (``reports.report``). The report's rows are :class:`ClaimRow`: a claim, its
 :class:`~simulate.verdict.Verdict` and the figures and data behind it.
 """
@@ -45,7 +45,7 @@ class Claim:
         """The report suite whose run decides the claim (``simulate`` or ``largemodel``)."""
         if self.decided_by.startswith("simulate."):
             return "simulate"
-        if self.decided_by.startswith("reports.largemodel_suite."):
+        if self.decided_by.startswith("largemodel.experiments."):
             return "largemodel"
         raise ValueError(f"claim {self.id}: no suite runs {self.decided_by}")
 
@@ -77,7 +77,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("fig4b", "Fig. 4(b): reconstruction error correlates with the instability coefficient (2-D)", "Section 3.2",
           "docs/theory.md §5.3", "simulate.experiments.fig4_judge.judge"),
     Claim("fig4c", "Fig. 4(c) / A1: the same correlation on SD3.5 / FLUX", "Section 3.2, App. B",
-          "docs/theory.md §10.4", "reports.largemodel_suite.judge_fig4c"),
+          "docs/theory.md §10.4", "largemodel.experiments.fig4c_judge.judge"),
 )
 
 #: the registry's ids, in table order

@@ -75,8 +75,12 @@ def test_every_claim_is_decided_in_exactly_one_place() -> None:
             where = c.decided_by.rpartition(".")[0]
             assert where == f"simulate.experiments.{module}" or where.startswith(f"simulate.experiments.{module}_"), \
                 f"{c.id}: decided by {c.decided_by}, but experiment {module} lists it"
-        else:  # decided by a report suite: no experiment claims it
+        else:  # decided by a large-model experiment: no simulator experiment claims it, its own module does
             assert owners[c.id] == [], (c.id, owners[c.id])
+            where = c.decided_by.rpartition(".")[0]
+            assert where.startswith("largemodel.experiments."), c.decided_by
+            module = importlib.import_module(where.split("_judge")[0])
+            assert c.id in module.CLAIM_IDS, (c.id, module.__name__)
 
 
 def test_claim_lookup_names_the_ids() -> None:
@@ -157,7 +161,7 @@ def test_markdown_names_where_each_claim_is_decided() -> None:
 
 
 def test_fig4c_judge_statuses() -> None:
-    from reports.largemodel_suite import judge_fig4c
+    from largemodel.experiments.fig4c_judge import judge_fig4c
 
     def corr(lo: float, hi: float) -> dict:
         return {"spearman_rho": (lo + hi) / 2, "spearman_ci": [lo, hi], "n": 40, "spearman_p": 0.01,

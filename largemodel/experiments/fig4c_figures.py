@@ -1,0 +1,41 @@
+"""Figure of the Fig. 4(c) experiment's Theorem 4.1 / 4.3 part (docs/theory.md §6.3, §8): ``trend_theorem43.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TREND_FIGURE", "draw_figures"]
+
+#: the trend figure's file name (in the experiment's folder)
+TREND_FIGURE = "trend_theorem43.png"
+
+
+def draw_figures(out_dir: Path, trend: list[dict[str, Any]]) -> list[str]:
+    """``trend_theorem43.png``: ``P_inst(1)``, ``p1``, ``p2`` (``c = 1.1 n``), the median ``||F(x)||^2 / n``
+    and the median ``log Lambda_G`` against the dimension ``n`` of the trained models. Returns the file
+    names (relative to ``out_dir``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [r["n"] for r in trend]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for key, label in (("P_inst", "P_inst(tau=1)"), ("p1", "p1 (c = 1.1 n)"), ("p2", "p2 (c = 1.1 n)")):
+        axes[0].plot(ns, [r[key] for r in trend], "o-", label=label)
+    axes[0].set(xscale="log", xlabel="dimension n", ylabel="fraction of held-out images", ylim=(-0.05, 1.05))
+    axes[0].legend(fontsize=8)
+    axes[1].plot(ns, [r["median_z2_over_n"] for r in trend], "o-", label="median ||F(x)||^2 / n")
+    axes[1].plot(ns, [r["median_log_Lambda"] for r in trend], "s-", label="median log Lambda_G")
+    axes[1].axhline(1.0, color="gray", lw=0.8, ls="--")
+    axes[1].axhline(0.0, color="gray", lw=0.8)
+    axes[1].set(xscale="log", xlabel="dimension n")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Theorem 4.1 / 4.3 quantities on models trained here, by resolution", fontsize=10)
+    fig.tight_layout()
+    path = Path(out_dir) / TREND_FIGURE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [TREND_FIGURE]
