@@ -30,7 +30,7 @@ Time: forward FLOPs (hand count, ``largemodel.fullsize.sd3_forward_flops`` or
 kind of row (``EFFICIENCY``: calibrated on an H200 with SD3.5 Medium at 1024 px). An estimate,
 not a measurement: GPU time was not available to check it on the other models.
 
-The architecture and its FLOPs (``Arch``, ``KNOWN_MODELS``) are ``largemodel.plan_arch``; the
+The architecture and its FLOPs (``PlanArch``, ``KNOWN_MODELS``) are ``largemodel.plan_arch``; the
 memory model is ``largemodel.plan_memory``; both are re-exported here.
 """
 
@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .plan_arch import KNOWN_MODELS, Arch, arch_from_config, flux_forward_flops, known_arch
+from .plan_arch import KNOWN_MODELS, PlanArch, arch_from_config, flux_forward_flops, known_arch
 from .plan_memory import MEMORY_MODEL, activation_bytes, fit_memory_model, load_memory_model
 
 __all__ = [
-    "MEMORY_MODEL", "KNOWN_MODELS", "PlanError", "Arch", "EstimatorCost", "Plan", "arch_from_config",
+    "MEMORY_MODEL", "KNOWN_MODELS", "PlanError", "PlanArch", "EstimatorCost", "Plan", "arch_from_config",
     "flux_forward_flops", "load_memory_model", "fit_memory_model", "make_plan", "format_plan", "check_fits",
     "activation_bytes", "known_arch",
 ]
@@ -87,7 +87,7 @@ class EstimatorCost:
 
 @dataclass
 class Plan:
-    arch: Arch
+    arch: PlanArch
     resolution: int
     steps: int
     solver: str
@@ -107,7 +107,7 @@ class Plan:
 
 
 def make_plan(
-    arch: Arch,
+    arch: PlanArch,
     *,
     resolution: int,
     steps: int,
@@ -224,7 +224,7 @@ def device_memory(device: str | None) -> float | None:
     return float(torch.cuda.get_device_properties(torch.device(device or "cuda")).total_memory)
 
 
-def _arch_and_resolution(model: str | Path, resolution: int | None) -> tuple[Arch, int]:
+def _arch_and_resolution(model: str | Path, resolution: int | None) -> tuple[PlanArch, int]:
     """The architecture of a model folder (or a ``KNOWN_MODELS`` name) and the study's resolution."""
     from .folder import inspect_folder
 

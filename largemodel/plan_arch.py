@@ -1,6 +1,6 @@
 r"""What a study's cost depends on: the transformer's shape, its token counts and its FLOPs.
 
-``Arch`` describes an architecture for ``largemodel.plan`` (docs/theory.md §10: one forward row
+``PlanArch`` describes an architecture for ``largemodel.plan`` (docs/theory.md §10: one forward row
 is one network evaluation ``u(x, sigma)`` at the study's resolution): width, heads, blocks,
 parameters and buffers (counted on the meta device by
 ``largemodel.transformer_configs.count_parameters``), text tokens of the null prompt and the VAE
@@ -16,7 +16,7 @@ from typing import Any
 from .fullsize import SD3_TEXT_TOKENS, sd3_forward_flops
 from .transformer_configs import CONFIG_DIR, count_parameters, is_flux_config, load_config
 
-__all__ = ["KNOWN_MODELS", "Arch", "arch_from_config", "flux_forward_flops", "known_arch"]
+__all__ = ["KNOWN_MODELS", "PlanArch", "arch_from_config", "flux_forward_flops", "known_arch"]
 
 #: named architectures: config file, text tokens of the null prompt, VAE factor
 KNOWN_MODELS: dict[str, tuple[str, int, int]] = {
@@ -27,7 +27,7 @@ KNOWN_MODELS: dict[str, tuple[str, int, int]] = {
 
 
 @dataclass(frozen=True)
-class Arch:
+class PlanArch:
     """What the cost depends on: the transformer's shape and the token counts."""
 
     name: str
@@ -54,17 +54,17 @@ class Arch:
 
 def arch_from_config(
     config: dict[str, Any], *, name: str, text_tokens: int | None = None, vae_factor: int = 8
-) -> Arch:
-    """An ``Arch`` from a transformer ``config.json`` (parameters and buffers counted on the meta device)."""
+) -> PlanArch:
+    """An ``PlanArch`` from a transformer ``config.json`` (parameters and buffers counted on the meta device)."""
     family = "flux" if is_flux_config(config) else "sd3"
     heads, head_dim = int(config["num_attention_heads"]), int(config["attention_head_dim"])
     blocks = int(config["num_layers"]) + int(config.get("num_single_layers", 0))
     tokens = text_tokens if text_tokens is not None else (512 if family == "flux" else SD3_TEXT_TOKENS)
-    return Arch(name=name, family=family, config=dict(config), parameters=sum(count_parameters(config)),
+    return PlanArch(name=name, family=family, config=dict(config), parameters=sum(count_parameters(config)),
                 width=heads * head_dim, heads=heads, blocks=blocks, text_tokens=int(tokens), vae_factor=vae_factor)
 
 
-def known_arch(name: str) -> Arch:
+def known_arch(name: str) -> PlanArch:
     """One of ``KNOWN_MODELS`` (configs kept in ``largemodel/configs``)."""
     if name not in KNOWN_MODELS:
         raise ValueError(f"--plan model must be one of {sorted(KNOWN_MODELS)} or a model folder, got {name!r}")

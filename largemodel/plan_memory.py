@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .plan_arch import Arch, arch_from_config
+from .plan_arch import PlanArch, arch_from_config
 from .transformer_configs import CONFIG_DIR, load_config
 
 __all__ = ["MEMORY_MODEL", "activation_bytes", "fit_memory_model", "load_memory_model"]
@@ -66,7 +66,7 @@ def load_memory_model(path: str | Path = MEMORY_MODEL) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def activation_bytes(model: dict[str, Any], estimator: str, arch: Arch, tokens: int) -> float:
+def activation_bytes(model: dict[str, Any], estimator: str, arch: PlanArch, tokens: int) -> float:
     """Per-row activation peak of ``estimator`` on ``arch`` at ``tokens`` joint tokens (bytes).
 
     The measured fit on the reference (SD3.5 Medium) scaled to ``arch``: ``b`` by the width
