@@ -195,19 +195,21 @@ def check_in_dir(path: str | Path, flag: str) -> Path:
 
 # ---- the bounds of every numeric flag ----------------------------------------------------------
 _INF = math.inf
+#: = theory.steiner.N_MAX (kept literal so that the CLI starts without importing scipy; a test checks it)
+STEINER_N_MAX = 10**10
 _Rule = Callable[[str], object]
 
 FLAG_RULES: dict[tuple[str, ...], dict[str, _Rule]] = {
-    # theory: Theorem 4.3's parameters (docs/theory.md §8). --n <= 1e10: the Steiner window
-    # sums' memory grows with n (n = 1e11 needs ~0.9 GB, 1e12 over 3 GB).
+    # theory: Theorem 4.3's parameters (docs/theory.md §8). --n <= theory.steiner.N_MAX (1e10): the
+    # Steiner window sums grow like sqrt(n) (the library refuses larger n itself).
     ("theory", "bound"): {
-        "--n": bounded_int(1, 10**10), "--m": bounded_int(1, 2**53),
+        "--n": bounded_int(1, STEINER_N_MAX), "--m": bounded_int(1, 2**53),
         "--sigma": bounded_float(0, _INF, lo_open=True), "--side": bounded_float(0, _INF),
         "--tau": bounded_float(0, _INF, lo_open=True), "--c": bounded_float(0, _INF, lo_open=True),
         "--rho-max": bounded_float(0, _INF, lo_open=True), "--density-ratio": bounded_float(1, _INF),
     },
     ("theory", "curves"): {
-        "--num": bounded_int(2, 100_000), "--n-max": bounded_float(2, 1e10), "--m": bounded_int(1, 2**53),
+        "--num": bounded_int(2, 100_000), "--n-max": bounded_float(2, float(STEINER_N_MAX)), "--m": bounded_int(1, 2**53),
         "--sigma": bounded_float(0, _INF, lo_open=True), "--side": bounded_float(0, _INF),
         "--tau": bounded_float(0, _INF, lo_open=True), "--eps": bounded_float(0, _INF, lo_open=True),
         "--rho-max": bounded_float(0, _INF, lo_open=True), "--density-ratio": bounded_float(1, _INF),

@@ -125,3 +125,24 @@ def test_monotone_in_radius_and_finite(n: int, side: float, r1: float, factor: f
 def test_bad_input_names_the_parameter(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=rf"^{name} "):
         log_steiner_volume(**kwargs)
+
+
+def test_window_sums_are_batched_without_changing_a_bit_and_large_n_is_refused():
+    """Many large-n elements are summed in bounded batches (same values bit for bit); n above
+    N_MAX (the CLI's bound too) is refused where the series must be summed, not where it is closed-form."""
+    from reports.cli_checks import STEINER_N_MAX
+    from theory import steiner
+
+    assert steiner.N_MAX == STEINER_N_MAX
+    n = np.array([10**4, 3 * 10**5, 10**6, 7 * 10**6, 10**7], dtype=np.int64)
+    side, r = np.full(5, 0.05), 0.05 * np.sqrt(1.1 * n)
+    whole = steiner.log_steiner_volume(n, side, r)
+    k = steiner._peak_index(n, side, r)
+    start, stop = np.maximum(k - 3000, 0), np.minimum(k + 3000, n) + 1
+    one = steiner._window_log_sum(n, side, r, start, stop)
+    for cap in (1, 2500, 9000, 20_000):
+        assert np.array_equal(steiner._window_log_sum(n, side, r, start, stop, max_terms=cap), one)
+    assert np.all(np.isfinite(whole))
+    with pytest.raises(ValueError, match="n must be <="):
+        steiner.log_steiner_volume(steiner.N_MAX + 1, 0.05, 1.0)
+    assert np.isfinite(steiner.log_steiner_volume(10**12, 0.05, 0.0))  # r = 0: n log l, no series
