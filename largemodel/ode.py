@@ -56,7 +56,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from simulate.solvers._checks import check_choice
+from simulate.solvers.checks import check_choice
 from simulate.solvers.steps import STAGES, euler_increment, heun_increment
 
 Velocity = Callable[[Tensor, Tensor], Tensor]

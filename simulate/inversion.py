@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .solvers._checks import (
+from .solvers.checks import (
     check_choice,
     check_field,
     check_grid,

@@ -31,7 +31,7 @@ from .inversion import (
     InversionResult,
     _invert_fixed_point,
 )
-from .solvers._checks import (
+from .solvers.checks import (
     check_choice,
     check_field,
     check_int,

@@ -27,7 +27,7 @@ floating-point map the solvers apply and :mod:`largemodel.ode` steps on its sigm
 same operations.
 
 Modules: :mod:`~simulate.solvers.base` (protocols, :class:`SolveResult`, the field's
-right-hand side), :mod:`~simulate.solvers._checks` (validation, once per public entry),
+right-hand side), :mod:`~simulate.solvers.checks` (validation, once per public entry),
 :mod:`~simulate.solvers.steps` (step increments, registries), :mod:`~simulate.solvers.fixed`
 (:func:`time_grid`, :func:`euler`, :func:`heun`, :func:`rk4`), :mod:`~simulate.solvers.dopri5`.
 

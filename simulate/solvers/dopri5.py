@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import (
+from .checks import (
     check_field,
     check_int,
     check_positive,

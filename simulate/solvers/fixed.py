@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_field, check_grid, check_int, check_state, check_times
+from .checks import check_field, check_grid, check_int, check_state, check_times
 from .base import Callback, SolveResult, field_rhs
 from .steps import STAGES, STEP_INCREMENTS
 
