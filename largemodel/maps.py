@@ -26,6 +26,8 @@ import torch
 from scipy import stats as sps
 from torch import Tensor
 
+from theory.figures import save_png
+
 from . import instability as ins
 from .ode import generate, invert
 from .study import ImageItem, StudyConfig
@@ -117,10 +119,6 @@ def maps_figure(model: Any, items: Sequence[ImageItem], cfg: StudyConfig, out_pn
             a.set_axis_off()
         rows.append({"key": it.key, "mu_bar": m["mu_bar"], "spatial_spearman": m["spatial_spearman"],
                      "spatial_spearman_live": m["spatial_spearman_live"]})
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    out = save_png(fig, out_png)
     rhos = [r["spatial_spearman"] for r in rows if math.isfinite(r["spatial_spearman"])]
     return {"figure": str(out), "images": rows, "median_spatial_spearman": float(np.median(rhos)) if rhos else float("nan")}

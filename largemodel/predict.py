@@ -24,6 +24,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats as sps
 
+from theory.figures import save_png
+
 from .stats import bootstrap_ci, correlate
 
 __all__ = [
@@ -195,9 +197,4 @@ def calibration_figure(result: Mapping[str, Any], out_png: str | Path, *, bins: 
                title="calibration")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_png(fig, out_png, dpi=120)

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from theory.figures import save_png
+
 from .folder import PFODE_META_FILE
 
 __all__ = ["digit_classifier", "image_grid", "nearest_rms", "quality_report", "sample", "save_sample_figure"]
@@ -117,12 +119,7 @@ def save_sample_figure(samples: Tensor, real: Tensor | None, out_png: str | Path
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(out_png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, out_png, dpi=120)
 
 
 def _confidences(clf: Any, images: Tensor) -> np.ndarray:

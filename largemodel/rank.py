@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from simulate.store import RecordStore, atomic_write_text, output_lock
+from theory.figures import save_png
 
 from .images import file_digest
 from .scores import ONE_PASS_SCORES, ScoreConfig, available_scores, score_group, study_generator
@@ -155,9 +156,7 @@ def _gallery(model: Any, images: Path, rows: Sequence[dict[str, Any]], out_png: 
                   vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"#{r['rank']} {Path(r['file']).name[:18]}\n{risk} = {r['risk']:.3g}", fontsize=7)
     fig.suptitle(f"riskiest images by {risk} (one inversion pass)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
+    save_png(fig, out_png, dpi=120)
     return out_png
 
 

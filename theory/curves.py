@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from theory._validate import as_int_array, require_positive
+from theory.figures import save_png
 from theory.thm43 import asymptotic_rbar_squared, asymptotic_verdict, c_schedule, instability_bounds, p1_bound_rate
 
 __all__ = ["CURVE_DEFAULTS", "dimension_grid", "theory_curves", "p1_rate_map", "plot_theory_curves", "write_theory_curves"]
@@ -156,10 +157,7 @@ def plot_theory_curves(curves: dict[str, Any], rate_map: dict[str, Any] | None, 
     ax.set_title("Decay of the bounds, in log space (far below double precision)")
     ax.legend()
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    paths.append(out_dir / "theory_bounds_vs_n.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_png(fig, out_dir / "theory_bounds_vs_n.png"))
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.semilogx(n, curves["steiner_rate_finite"], label="(1/n) log S_n(l, r*)")
@@ -171,10 +169,7 @@ def plot_theory_curves(curves: dict[str, Any], rate_map: dict[str, Any] | None, 
     ax.set_ylabel("log-volume per dimension")
     ax.set_title("Steiner rate of the cube's parallel body at r*", fontsize=10)
     ax.legend()
-    fig.tight_layout()
-    paths.append(out_dir / "theory_steiner_rate.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_png(fig, out_dir / "theory_steiner_rate.png"))
 
     if rate_map is not None:
         rate = np.array([[np.nan if v is None else v for v in row] for row in rate_map["rate"]])
@@ -189,10 +184,7 @@ def plot_theory_curves(curves: dict[str, Any], rate_map: dict[str, Any] | None, 
         ax.set_ylabel("sigma")
         ax.set_title(f"p1-bound rate (blue: p1 -> 0), tau={rate_map['tau']}, c_n=(1+{rate_map['eps']})n", fontsize=9)
         fig.colorbar(mesh, ax=ax, label="lim (1/n) log(m S_n(l, r*))")
-        fig.tight_layout()
-        paths.append(out_dir / "theory_p1_rate_map.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save_png(fig, out_dir / "theory_p1_rate_map.png"))
     return paths
 
 

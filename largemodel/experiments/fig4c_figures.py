@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from theory.figures import save_png
+
 __all__ = ["TREND_FIGURE", "draw_figures"]
 
 #: the trend figure's file name (in the experiment's folder)
@@ -33,9 +35,5 @@ def draw_figures(out_dir: Path, trend: list[dict[str, Any]]) -> list[str]:
     axes[1].set(xscale="log", xlabel="dimension n")
     axes[1].legend(fontsize=8)
     fig.suptitle("Theorem 4.1 / 4.3 quantities on models trained here, by resolution", fontsize=10)
-    fig.tight_layout()
-    path = Path(out_dir) / TREND_FIGURE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, Path(out_dir) / TREND_FIGURE, dpi=120)
     return [TREND_FIGURE]

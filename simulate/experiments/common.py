@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 from simulate.store import RecordStore, atomic_write_text, json_ready
 from simulate.verdict import Verdict  # the one Verdict (re-exported here)
+from theory.figures import save_png
 
 __all__ = [
     "Verdict",
@@ -108,10 +109,5 @@ def progress_iter(items: Iterable[Any], desc: str, enabled: bool = True, total: 
 
 def savefig(fig: Any, out_dir: Path, name: str) -> str:
     """Save a matplotlib figure as ``out_dir/name`` (PNG, 110 dpi), close it, return the file name."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out_dir / name, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    save_png(fig, Path(out_dir) / name)
     return name
