@@ -1,13 +1,13 @@
 """Benchmark (not a test): the reconstruction study's throughput on the full-size SD3.5 Medium
 transformer against a naive one-trajectory-at-a-time loop, and the model FLOP utilisation.
 
-The model is ``SD3Transformer2DModel`` built from ``largemodel/configs/sd35_medium_transformer.json``
-with random weights (``largemodel.fullsize``: no download; 2.24 B parameters), in bf16 by
+The model is ``SD3Transformer2DModel`` built from ``largemodel/models/configs/sd35_medium_transformer.json``
+with random weights (``largemodel.models.fullsize``: no download; 2.24 B parameters), in bf16 by
 default, conditioned on a random null prompt of the real shape (333 x 4096, pooled 2048). No VAE:
 an image of ``--resolution`` R px is its ``16 x R/8 x R/8`` latent (the study's cost is the ODE;
 the VAE runs once per image). Two methods do the same work on the same model in one run:
 
-* **study**: ``largemodel.study._study_group`` itself (the code ``pfode largemodel study`` runs),
+* **study**: ``largemodel.study.runner._study_group`` itself (the code ``pfode largemodel study`` runs),
   with ``images_per_batch = --images`` (B) and ``batch_size = --batch-size``: the B images are
   inverted together (rows of B), then the B reconstructions and B*K perturbed regenerations
   (``--perturbations`` K) are regenerated together, ``--batch-size`` rows per transformer call.
@@ -20,7 +20,7 @@ make ``B (K + 2) steps`` row-evaluations of the transformer (counted: ``rows``; 
 they differ). Reported per method: seconds, images/s (B images), transformer calls, and MFU =
 (FLOPs per row) x rows / seconds / peak, with FLOPs per row counted by
 ``torch.utils.flop_counter.FlopCounterMode`` on one forward at the study's batch size (and
-checked against batch 1 and against ``largemodel.fullsize.sd3_forward_flops``, a hand count equal
+checked against batch 1 and against ``largemodel.models.fullsize.sd3_forward_flops``, a hand count equal
 to it wherever every op is seen; where the counter misses more than 1%, e.g. the CPU's fused
 attention kernel has no FLOP formula, the hand count is used and ``flops_source`` says so) and
 the peak the GPU's measured dense bf16 GEMM ceiling: measured on the spot (best of a few
@@ -55,11 +55,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from largemodel import fullsize  # noqa: E402
-from largemodel import instability as ins  # noqa: E402
-from largemodel.model import FlowModel  # noqa: E402
-from largemodel.ode import generate, invert  # noqa: E402
-from largemodel.study import StudyConfig, _study_group  # noqa: E402
+from largemodel.models import fullsize
+from largemodel.study import instability as ins
+from largemodel.models.load import FlowModel  # noqa: E402
+from largemodel.study.ode import generate, invert  # noqa: E402
+from largemodel.study.runner import StudyConfig, _study_group  # noqa: E402
 
 #: dense (no sparsity) bf16 tensor-core peak, TFLOP/s, by a substring of the device name; the
 #: first match in this order wins (vendor data sheets; SXM parts unless the name says otherwise)
@@ -222,7 +222,7 @@ def naive_method(model: FlowModel, cfg: StudyConfig, images: torch.Tensor, sigma
 
 def build_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[FlowModel, dict[str, Any]]:
     if args.tiny:
-        from largemodel.tiny import POOLED_DIM, TEXT_DIM, TEXT_LEN, tiny_scheduler, tiny_transformer
+        from largemodel.models.tiny import POOLED_DIM, TEXT_DIM, TEXT_LEN, tiny_scheduler, tiny_transformer
 
         with fullsize._quiet_diffusers():
             tf = tiny_transformer("sd3.5", latent_channels=16, sample_size=8, seed=args.seed).to(device, dtype)

@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from theory.curves import dimension_grid, theory_curves
+from theory.highdim.curves import dimension_grid, theory_curves
 from theory.highprec import log_chi2_sf_mp, log_steiner_volume_mp
-from theory.thm43 import instability_bounds
+from theory.highdim.thm43 import instability_bounds
 
 N_PEER = 3000
 PARAMS = dict(m=10, sigma=0.05, side=0.05, tau=1.0)

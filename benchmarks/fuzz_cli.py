@@ -6,7 +6,7 @@ Not part of the test suite. Each case runs ``reports.cli.main(argv)`` in a forke
 (the parent imports the package once, so a case costs a fork, not a Python start-up), with its
 stdout/stderr in files, its working directory in a scratch folder and a timeout. Cases that
 should be refused are refused before heavy work; the few that should run use the smallest sizes
-(a tiny model folder from ``largemodel/tiny.py``, 1-step training).
+(a tiny model folder from ``largemodel/models/tiny.py``, 1-step training).
 
 Outcomes, counted and printed:
 
@@ -94,7 +94,7 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     import numpy as np
     from PIL import Image
 
-    from largemodel.tiny import build_tiny_folder
+    from largemodel.models.tiny import build_tiny_folder
 
     fx: dict[str, Path] = {}
     root.mkdir(parents=True, exist_ok=True)
@@ -416,8 +416,8 @@ def warm_imports() -> None:
     torch.set_num_threads(1)
     import diffusers  # noqa: F401
 
-    import largemodel.model  # noqa: F401
-    import largemodel.study  # noqa: F401
+    import largemodel.models.load  # noqa: F401
+    import largemodel.study.runner  # noqa: F401
     import reports.report  # noqa: F401
     from simulate.experiments import EXPERIMENTS, load
 

@@ -1,6 +1,6 @@
-"""Measure the memory model of ``largemodel/plan.py`` on the CPU (not a test).
+"""Measure the memory model of ``largemodel/plan/cost.py`` on the CPU (not a test).
 
-The full-size SD3.5 Medium transformer (``largemodel/configs/sd35_medium_transformer.json``,
+The full-size SD3.5 Medium transformer (``largemodel/models/configs/sd35_medium_transformer.json``,
 random weights built directly in bf16, 2.47 B values) runs ONE step of each estimator in a fresh
 subprocess per measurement, at several small resolutions:
 
@@ -58,7 +58,7 @@ def _build(latent: int):  # noqa: ANN202
     import torch
     from diffusers import SD3Transformer2DModel
 
-    from largemodel import fullsize
+    from largemodel.models import fullsize
 
     gen = torch.Generator().manual_seed(0)
     with fullsize._quiet_diffusers(), torch.device("meta"):
@@ -91,8 +91,8 @@ def _measure(model, estimator: str, latent: int, rows: int) -> dict[str, float]:
     """One step of ``estimator`` on ``rows`` rows: peak resident bytes above the baseline."""
     import torch
 
-    from largemodel import instability as ins
-    from largemodel.ode import generate
+    from largemodel.study import instability as ins
+    from largemodel.study.ode import generate
 
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(rows, 16, latent, latent, generator=gen)
@@ -168,7 +168,7 @@ def main() -> int:
                 if args.raw is not None:
                     with args.raw.open("a") as fh:
                         fh.write(json.dumps(m) + "\n")
-    from largemodel.plan import fit_memory_model
+    from largemodel.plan.cost import fit_memory_model
 
     model = fit_memory_model(measurements, fit_latents=args.fit, check_latents=args.check)
     args.out.write_text(json.dumps(model, indent=2) + "\n")

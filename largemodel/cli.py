@@ -72,16 +72,16 @@ def register(groups: argparse._SubParsersAction) -> None:
                     lambda_method="auto", jvp_reductions="fp32", plan=None)
 
     tr = sub.add_parser("train", help="train a small flow-matching model on offline data (digits, faces, patches)")
-    from .train_cli import add_train_arguments, run_train
+    from largemodel.training.cli import add_train_arguments, run_train
 
     add_train_arguments(tr)
     tr.set_defaults(handler=run_train)
 
-    from .rank import add_rank_parser
+    from largemodel.diagnose.rank import add_rank_parser
 
     add_rank_parser(sub)
 
-    from .explain_cli import add_explain_parser
+    from largemodel.diagnose.explain_cli import add_explain_parser
 
     add_explain_parser(sub)
 
@@ -97,15 +97,15 @@ def _distributed() -> tuple[int, int, Any]:
 
 
 def _study(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, Any]:
-    from .model import load_model
-    from .study import items_from_folder, run_study, summarize
+    from largemodel.models.load import load_model
+    from largemodel.study.runner import items_from_folder, run_study, summarize
 
     rank, world, state = _distributed()
     device = args.device if args.device is not None else (str(state.device) if state is not None and world > 1 else None)
     cfg = _study_config(args)
     if args.n_images < 1:
         raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
-    from .plan import check_before_run
+    from largemodel.plan.cost import check_before_run
 
     check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=device)
     model = load_model(args.model, device=device, dtype=args.dtype, offload=args.offload, guidance=args.guidance,
@@ -120,7 +120,7 @@ def _study(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, Any]:
 
 
 def _study_config(args: argparse.Namespace) -> Any:
-    from .study import StudyConfig
+    from largemodel.study.runner import StudyConfig
 
     return StudyConfig(
         steps=args.steps, solver=args.solver, perturbations=args.perturbations, eps_rms=args.eps_rms,
@@ -131,7 +131,7 @@ def _study_config(args: argparse.Namespace) -> Any:
 
 
 def _print_plan(args: argparse.Namespace) -> int:
-    from .plan import device_memory, format_plan, study_plan
+    from largemodel.plan.cost import device_memory, format_plan, study_plan
 
     if args.plan == "device":
         dev_bytes = device_memory(args.device)
@@ -165,9 +165,9 @@ def _run_study(args: argparse.Namespace) -> int:
 
 
 def _run_gallery(args: argparse.Namespace) -> int:
-    from .images import load_image
-    from .plots import failure_gallery
-    from .study import load_records, recon_path
+    from largemodel.models.images import load_image
+    from largemodel.study.plots import failure_gallery
+    from largemodel.study.runner import load_records, recon_path
 
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")

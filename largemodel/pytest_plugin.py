@@ -10,8 +10,8 @@ fixtures import what they need when first used. Fixtures (session-scoped, determ
 * ``pfode_box_8d`` -- an 8-D mixture of four Gaussian neighbours of separated boxes in
   ``[0, 1]^8`` (side 0.1, ``sigma = 0.05``; :class:`simulate.BoxMixture`, Assumption 4.3);
 * ``pfode_tiny_folder`` -- a tiny random SD3 diffusers folder (no VAE: 3 x 8 x 8 pixel images)
-  built from configs by :func:`largemodel.tiny.build_tiny_folder` in a session temporary
-  directory; load it with :func:`largemodel.model.load_model`.
+  built from configs by :func:`largemodel.models.tiny.build_tiny_folder` in a session temporary
+  directory; load it with :func:`largemodel.models.load.load_model`.
 
 Use them with :mod:`simulate.testing` (``assert_theorem31(pfode_gmm_2d, x, steps=50)``).
 """
@@ -48,7 +48,7 @@ class PfodeFixtures:
     @pytest.fixture(scope="session")
     def pfode_gmm_2d(self) -> Any:
         """The 2-D mixture of three Gaussians (means (-2, 0), (2, 0), (0, 2.5), std 0.3)."""
-        from simulate.experiments.lemma_d1 import paper_gmm_2d
+        from simulate.experiments.lemma_d1.experiment import paper_gmm_2d
 
         return paper_gmm_2d()
 
@@ -69,6 +69,6 @@ class PfodeFixtures:
     @pytest.fixture(scope="session")
     def pfode_tiny_folder(self, tmp_path_factory: pytest.TempPathFactory) -> Path:
         """A tiny random SD3 diffusers folder (transformer + scheduler, no VAE), built once per session."""
-        from largemodel.tiny import build_tiny_folder
+        from largemodel.models.tiny import build_tiny_folder
 
         return build_tiny_folder(tmp_path_factory.mktemp("pfode_tiny") / "sd3", "sd3", with_vae=False)

@@ -14,17 +14,17 @@ Modules:
   ``results.json``.
 * :mod:`reports.claims` -- the claim registry ``CLAIMS``: each ``Claim`` (id, text, paper section,
   docs/theory.md section) names the one function that decides it (``decided_by``, e.g.
-  ``simulate.experiments.thm43_judge.judge``); ``ClaimRow`` is a row of the verdict table. The
+  ``simulate.experiments.thm43.judge.judge``); ``ClaimRow`` is a row of the verdict table. The
   ``Verdict`` and its ``Status`` are defined once, in :mod:`simulate.verdict`.
 * :mod:`reports.theory_suite` -- symbolic derivations, high-precision agreement, Theorem 4.3's
   bounds (docs/theory.md §8).
 * :mod:`reports.simulate_suite` -- every experiment of ``simulate.experiments``, measured.
-* :mod:`reports.largemodel_suite` -- runs :mod:`largemodel.experiments.fig4c` (the
+* :mod:`reports.largemodel_suite` -- runs :mod:`largemodel.experiments.fig4c.experiment` (the
   reconstruction-instability study on models trained here or the user's own folder: Fig. 4(c),
   Theorem 4.1 / 4.3 on trained models, Lemma D.1) and renders its verdicts.
-* :mod:`reports.explain_suite` -- runs :mod:`largemodel.experiments.explain_study` (why images
+* :mod:`reports.explain_suite` -- runs :mod:`largemodel.experiments.explain.experiment` (why images
   reconstruct badly, docs/theory.md §5.3) and renders it.
-* :mod:`reports.failure_suite` -- runs :mod:`largemodel.experiments.failure` (which images fail,
+* :mod:`reports.failure_suite` -- runs :mod:`largemodel.experiments.failure.experiment` (which images fail,
   predicted from one inversion pass) and renders it.
 
 The suites measure nothing themselves: every experiment, its options and its judge live in

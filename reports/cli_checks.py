@@ -195,12 +195,12 @@ def check_in_dir(path: str | Path, flag: str) -> Path:
 
 # ---- the bounds of every numeric flag ----------------------------------------------------------
 _INF = math.inf
-#: = theory.steiner.N_MAX (kept literal so that the CLI starts without importing scipy; a test checks it)
+#: = theory.highdim.steiner.N_MAX (kept literal so that the CLI starts without importing scipy; a test checks it)
 STEINER_N_MAX = 10**10
 _Rule = Callable[[str], object]
 
 FLAG_RULES: dict[tuple[str, ...], dict[str, _Rule]] = {
-    # theory: Theorem 4.3's parameters (docs/theory.md §8). --n <= theory.steiner.N_MAX (1e10): the
+    # theory: Theorem 4.3's parameters (docs/theory.md §8). --n <= theory.highdim.steiner.N_MAX (1e10): the
     # Steiner window sums grow like sqrt(n) (the library refuses larger n itself).
     ("theory", "bound"): {
         "--n": bounded_int(1, STEINER_N_MAX), "--m": bounded_int(1, 2**53),
@@ -293,7 +293,7 @@ def check_args(args: argparse.Namespace) -> None:
         if (args.model is None) != (args.images is None):
             raise ValueError("give both --model and --images to study your own model")
     if getattr(args, "plan", None) is not None and getattr(args, "model", None) is not None:
-        from largemodel.plan import KNOWN_MODELS  # `study --plan` may name an architecture instead of a folder
+        from largemodel.plan.cost import KNOWN_MODELS  # `study --plan` may name an architecture instead of a folder
 
         if str(args.model) in KNOWN_MODELS and not Path(args.model).exists():
             args.model = str(args.model)
@@ -301,7 +301,7 @@ def check_args(args: argparse.Namespace) -> None:
         if isinstance(getattr(args, flag, None), Path):
             check_in_dir(getattr(args, flag), f"--{flag}")
     if isinstance(getattr(args, "model", None), Path):
-        from largemodel.folder import inspect_folder  # a model folder is checked whole before any work
+        from largemodel.models.folder import inspect_folder  # a model folder is checked whole before any work
 
         try:
             inspect_folder(args.model)

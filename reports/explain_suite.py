@@ -1,9 +1,9 @@
 """Report section: why images reconstruct badly, on the flow models trained here (issue 20).
 
-Runs :mod:`largemodel.experiments.explain_study` (the measurement: discrepancy x amplification
+Runs :mod:`largemodel.experiments.explain.experiment` (the measurement: discrepancy x amplification
 against the exact discrete inverse, the causal test, the inverters at equal NFE, the trend over
 resolutions; docs/theory.md §5.3) and renders its two supplement verdicts
-(:mod:`largemodel.experiments.explain_judge`: Theorem 3.1's decomposition, Fig. 4(c)'s causal test)
+(:mod:`largemodel.experiments.explain.judge`: Theorem 3.1's decomposition, Fig. 4(c)'s causal test)
 as table rows and the "Why images reconstruct badly" section.
 """
 
@@ -20,7 +20,7 @@ __all__ = ["run_explain_suite", "explain_markdown"]
 def run_explain_suite(out_dir: Path, quick: bool = True,
                       progress: Callable[[str], None] | None = None) -> tuple[list[ClaimRow], dict[str, Any]]:
     """Run the section into ``out_dir / "largemodel" / "explain*"``; return supplement rows and numbers."""
-    from largemodel.experiments import explain_study
+    from largemodel.experiments.explain import experiment as explain_study
 
     res = explain_study.run(out_dir / "largemodel", full=not quick, progress=progress)
     data = {**res.numbers, "seconds": res.seconds}

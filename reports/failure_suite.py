@@ -1,6 +1,6 @@
 """The report's "Which images fail" section: predicting bad reconstructions from one inversion pass.
 
-Runs :mod:`largemodel.experiments.failure` (one-pass scores and regeneration scores against the
+Runs :mod:`largemodel.experiments.failure.experiment` (one-pass scores and regeneration scores against the
 reconstruction error of every held-out image, AUROC / AP with bootstrap intervals, costs, measured
 seconds, instability maps) and renders its result as the section (a table and two figures), written
 with its summary to ``largemodel/failure/section.md`` and ``summary.json``.
@@ -61,7 +61,7 @@ def run_failure_section(out_dir: Path, quick: bool = True, progress: Callable[[s
         ``{"markdown", "figures", "result", "costs", "seconds", "maps", "model"}`` (JSON-ready; figures
         relative to ``out_dir``).
     """
-    from largemodel.experiments import failure
+    from largemodel.experiments.failure import experiment as failure
     from simulate.store import atomic_write_text, json_ready
 
     out = out_dir / "largemodel" / "failure"

@@ -3,14 +3,14 @@
 The measuring and judging live in ``largemodel.experiments`` (no network and no GPU needed: small
 flow-matching transformers trained here on offline data, held-out real images as ``p_r``):
 
-1. :mod:`largemodel.experiments.fig4c` -- Fig. 4(c) / A1 (decided by
-   :func:`largemodel.experiments.fig4c_judge.judge`, its ``decided_by`` in ``reports.claims.CLAIMS``;
+1. :mod:`largemodel.experiments.fig4c.experiment` -- Fig. 4(c) / A1 (decided by
+   :func:`largemodel.experiments.fig4c.judge.judge`, its ``decided_by`` in ``reports.claims.CLAIMS``;
    with ``model=DIR`` and ``images=DIR`` the user's own diffusers folder decides it), with the
    supplements Theorem 4.1 / 4.3 on trained models by resolution and Lemma D.1 against the full
    Jacobian;
-2. :mod:`largemodel.experiments.explain_study` -- why images reconstruct badly
+2. :mod:`largemodel.experiments.explain.experiment` -- why images reconstruct badly
    (``reports.explain_suite``);
-3. :mod:`largemodel.experiments.failure` -- which images fail (``reports.failure_suite``).
+3. :mod:`largemodel.experiments.failure.experiment` -- which images fail (``reports.failure_suite``).
 
 This module turns their results into :class:`~reports.claims.ClaimRow` s and the suite's data.
 """
@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 # judge_fig4c is re-exported: the Fig. 4(c) verdict of one study
-from largemodel.experiments.fig4c_judge import judge_fig4c
+from largemodel.experiments.fig4c.judge import judge_fig4c
 from reports.claims import SUPPLEMENT, ClaimRow
 
 __all__ = ["run_largemodel_suite", "judge_fig4c", "SUPPLEMENT", "FOLDER"]
@@ -52,7 +52,7 @@ def _run(
     images: Path | None = None,
 ) -> tuple[list[ClaimRow], dict[str, Any]]:
     """Run the suite into ``out_dir / "largemodel"``; return the rows and the suite's data."""
-    from largemodel.experiments import fig4c
+    from largemodel.experiments.fig4c import experiment as fig4c
     from reports.explain_suite import run_explain_suite
     from reports.failure_suite import run_failure_section
 

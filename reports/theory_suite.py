@@ -22,9 +22,9 @@ def high_precision_agreement(quick: bool = True) -> dict[str, Any]:
 
     Error measure: ``|value - reference| / max(1, |reference|)`` (relative on logs).
     """
-    from theory.chi2 import log_chi2_sf
+    from theory.highdim.chi2 import log_chi2_sf
     from theory.highprec import log_chi2_sf_mp, log_steiner_volume_mp
-    from theory.steiner import log_steiner_volume
+    from theory.highdim.steiner import log_steiner_volume
 
     ns = [1, 2, 3, 10, 100, 1000] + ([] if quick else [10_000, 100_000])
     steiner_err, chi2_err = 0.0, 0.0
@@ -68,7 +68,7 @@ def _prop21_on_analytic_map() -> ClaimRow:
 
 def run_theory_suite(out_dir: Path, quick: bool = True, progress=None) -> tuple[list[ClaimRow], dict[str, Any]]:
     """Run the theory checks, write the curves' figures into ``out_dir``; return verdicts and data."""
-    from theory.curves import write_theory_curves
+    from theory.highdim.curves import write_theory_curves
     from theory.symbolic import derivations
 
     step = progress or (lambda msg: None)

@@ -1,8 +1,8 @@
 """Exact flow-matching fields, batched ODE solvers, the maps G, F and reconstruction, and
 instability estimators: the simulator the suite checks the paper against (docs/theory.md §1-§4, §6.1)."""
 
-from .fields import BoxMixture, FieldValues, Gaussian, GaussianMixture, MixtureField, VelocityField
-from .instability import (
+from simulate.fields import BoxMixture, FieldValues, Gaussian, GaussianMixture, MixtureField, VelocityField
+from simulate.instability import (
     averaged_instability,
     generation_map,
     lambda_G,
@@ -10,9 +10,9 @@ from .instability import (
     log_Lambda_G_at_inverse,
     spectral_norm_G,
 )
-from .inversion import invert_fixed_point
-from .maps import Reconstruction, generate, invert, reconstruct
-from .solvers import SolveResult, dopri5, euler, heun, rk4, time_grid
+from simulate.inversion import invert_fixed_point
+from simulate.maps import Reconstruction, generate, invert, reconstruct
+from simulate.solvers import SolveResult, dopri5, euler, heun, rk4, time_grid
 
 __all__ = [
     "BoxMixture",

@@ -3,7 +3,7 @@ r"""Instability estimators on the simulator's maps (docs/theory.md §2, §6.1).
 All estimators act on the generation map ``G`` of a velocity field (``generate`` with the
 solver options given as keyword arguments). This module only builds ``G`` and draws directions;
 each estimator has its one implementation in :mod:`theory` (:mod:`theory.coefficients`,
-:mod:`theory.power_iteration`, :mod:`theory.estimators`), shared with :mod:`largemodel.instability`:
+:mod:`theory.power_iteration`, :mod:`theory.estimators`), shared with :mod:`largemodel.study.instability`:
 
 * ``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` by a JVP through the solve (forward-mode AD, the
   derivative of the discrete scheme) or by central finite differences;
@@ -33,7 +33,7 @@ from theory.coefficients import SpectralNorm, lambda_f, log_Lambda_f, spectral_n
 from theory.estimators import averaged_instability as shared_averaged_instability
 from theory.estimators import central_difference_lambda
 from theory.thm41 import log_Lambda_density_ratio, log_standard_normal_density
-from .maps import generate, invert
+from simulate.maps import generate, invert
 
 __all__ = [
     "generation_map",

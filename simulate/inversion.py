@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .solvers.checks import (
+from simulate.solvers.checks import (
     check_choice,
     check_field,
     check_grid,
@@ -38,8 +38,8 @@ from .solvers.checks import (
     check_positive,
     check_state,
 )
-from .solvers.base import SolveResult, field_rhs
-from .solvers.steps import STAGES, STEP_INCREMENTS
+from simulate.solvers.base import SolveResult, field_rhs
+from simulate.solvers.steps import STAGES, STEP_INCREMENTS
 
 __all__ = ["FIXED_POINT_SCHEMES", "ON_FAIL", "InversionResult", "invert_fixed_point"]
 

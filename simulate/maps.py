@@ -25,13 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .inversion import (
+from simulate.inversion import (
     FIXED_POINT_SCHEMES,
     ON_FAIL,
     InversionResult,
     _invert_fixed_point,
 )
-from .solvers.checks import (
+from simulate.solvers.checks import (
     check_choice,
     check_field,
     check_int,
@@ -39,9 +39,9 @@ from .solvers.checks import (
     check_state,
     grid_values,
 )
-from .solvers.base import SolveResult
-from .solvers.dopri5 import _dopri5, dopri5_options
-from .solvers.fixed import SOLVERS, _integrate_grid, _uniform_grid
+from simulate.solvers.base import SolveResult
+from simulate.solvers.dopri5 import _dopri5, dopri5_options
+from simulate.solvers.fixed import SOLVERS, _integrate_grid, _uniform_grid
 
 __all__ = [
     "INVERSION_METHODS",

@@ -1,11 +1,11 @@
 r"""Correlations with paired-bootstrap intervals: the one implementation (docs/theory.md §9.6).
 
-Fig. 4(b) (:mod:`simulate.experiments.fig4`) and Fig. 4(c) / A1 (:mod:`largemodel`) report the same
+Fig. 4(b) (:mod:`simulate.experiments.fig4.experiment`) and Fig. 4(c) / A1 (:mod:`largemodel`) report the same
 statistic: Pearson's ``r`` and Spearman's ``rho`` of ``(x_i, y_i)`` pairs with their p-values
 (``scipy.stats.pearsonr`` / ``spearmanr``) and paired-bootstrap confidence intervals
 (``scipy.stats.bootstrap``: pairs resampled together, BCa by default, ``n_boot`` resamples from
 ``numpy.random.default_rng(seed)``). :func:`correlation` computes one coefficient with its interval;
-:func:`correlate` (the generic dict of :mod:`largemodel.stats`) and :func:`correlation_summary` (the
+:func:`correlate` (the generic dict of :mod:`largemodel.study.stats`) and :func:`correlation_summary` (the
 Fig. 4(b) dict) are two output formats of it.
 
 The two formats differ in these documented choices (each an explicit argument of

@@ -43,7 +43,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .locking import LOCK_FILE, OutputBusy, output_lock
+from simulate.locking import LOCK_FILE, OutputBusy, output_lock
 
 __all__ = [
     "LOCK_FILE",

@@ -138,8 +138,8 @@ def test_the_walker_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
 
 def test_the_graph_covers_the_project() -> None:
     graph = import_graph()
-    assert {"theory", "simulate.store", "largemodel.train", "reports.cli"} <= set(graph)
-    assert "largemodel.model" in graph["largemodel.quality"]  # a lazy import, counted
+    assert {"theory", "simulate.store", "largemodel.training.train", "reports.cli"} <= set(graph)
+    assert "largemodel.models.load" in graph["largemodel.training.quality"]  # a lazy import, counted
 
 
 def test_no_import_circle() -> None:
@@ -150,3 +150,66 @@ def test_no_import_circle() -> None:
 def test_layers_import_only_downwards() -> None:
     bad = upward_imports(import_graph())
     assert not bad, f"upward imports (layers {' <- '.join(LAYERS)}): " + ", ".join(bad)
+
+
+# ---- rooms inside the packages ----------------------------------------------------------------
+#: each subpackage (room) and the rooms of the same package it may import; a module outside every
+#: listed room (``largemodel.cli``, ``simulate.cli``, ``theory.cli``, ...) may import any room.
+ROOMS: dict[str, set[str]] = {
+    "largemodel.models": set(),
+    "largemodel.training": {"largemodel.models"},
+    "largemodel.study": {"largemodel.models"},
+    "largemodel.plan": {"largemodel.models", "largemodel.study"},
+    "largemodel.diagnose": {"largemodel.models", "largemodel.study", "largemodel.plan"},
+    "largemodel.experiments": {"largemodel.models", "largemodel.study", "largemodel.diagnose",
+                               "largemodel.training", "largemodel.plan"},
+    "theory.symbolic": set(),
+    "theory.highdim": set(),
+}
+#: experiment packages: each may import the simulator core and ``simulate.experiments`` (common,
+#: runner, oracles), never another experiment
+EXPERIMENT_PACKAGES = ("fig3", "fig4", "lemma_d1", "prop21", "thm31", "thm41", "thm42", "thm43")
+#: the one declared exception: Fig. 4 reuses Fig. 3's field (``fig3.measure.build_field``)
+ROOMS["simulate.experiments.fig4"] = {"simulate.experiments.fig3"}
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[:2] == ["simulate", "experiments"] and len(parts) >= 3 and parts[2] in EXPERIMENT_PACKAGES:
+        return ".".join(parts[:3])
+    prefix = ".".join(parts[:2])
+    return prefix if prefix in ROOMS else None
+
+
+def room_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for src, targets in sorted(graph.items()):
+        room = _room(src)
+        if room is None:
+            continue
+        for dst in sorted(targets):
+            other = _room(dst)
+            if other is None or other == room or other.split(".")[0] != room.split(".")[0]:
+                continue
+            if other not in ROOMS.get(room, set()):
+                bad.append(f"{src} -> {dst}")
+    return bad
+
+
+def test_rooms_import_only_the_rooms_they_declare() -> None:
+    assert room_violations(import_graph()) == []
+
+
+def test_the_room_check_can_fail() -> None:
+    graph = {"largemodel.models.load": {"largemodel.study.ode"},
+             "simulate.experiments.thm43.judge": {"simulate.experiments.thm41.judge"},
+             "largemodel.study.ode": {"largemodel.models.load"}}
+    assert room_violations(graph) == ["largemodel.models.load -> largemodel.study.ode",
+                                      "simulate.experiments.thm43.judge -> simulate.experiments.thm41.judge"]
+
+
+def test_no_package_directory_is_a_flat_room() -> None:
+    """Rooms by job: no package folder holds more than 16 modules (``__init__`` included)."""
+    crowded = {str(d.relative_to(ROOT)): n for layer in LAYERS for d in [ROOT / layer, *(ROOT / layer).rglob("*")]
+               if d.is_dir() and (n := len(list(d.glob("*.py")))) > 16}
+    assert crowded == {}

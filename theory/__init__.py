@@ -6,14 +6,14 @@ Modules, one result each: :mod:`theory.coefficients` (Definitions 2.2, 4.1),
 ``simulate`` and ``largemodel``), :mod:`theory.jacobian` (full Jacobians, reverse or forward mode, in
 chunks), :mod:`theory.perturbation_scales` (Proposition 2.1's scales and ``mu`` along a direction),
 :mod:`theory.prop21` (Proposition 2.1), :mod:`theory.thm31` (Theorem 3.1),
-:mod:`theory.thm41` (Lemmas D.1, D.2, Theorem 4.1), :mod:`theory.steiner` (Steiner formula),
-:mod:`theory.chi2` (chi-square tails), :mod:`theory.thm43` (Theorem 4.3),
-:mod:`theory.symbolic` and :mod:`theory.symbolic_instability` (sympy derivations), :mod:`theory.highprec` (mpmath references),
-:mod:`theory.curves` (bounds over n).
+:mod:`theory.thm41` (Lemmas D.1, D.2, Theorem 4.1), :mod:`theory.highdim.steiner` (Steiner formula),
+:mod:`theory.highdim.chi2` (chi-square tails), :mod:`theory.highdim.thm43` (Theorem 4.3),
+:mod:`theory.symbolic.derivations` and :mod:`theory.symbolic.instability` (sympy derivations), :mod:`theory.highprec` (mpmath references),
+:mod:`theory.highdim.curves` (bounds over n).
 """
 
-from theory.chi2 import log_chi2_sf, log_chi2_sf_chernoff
-from theory.steiner import log_steiner_volume, steiner_rate
+from theory.highdim.chi2 import log_chi2_sf, log_chi2_sf_chernoff
+from theory.highdim.steiner import log_steiner_volume, steiner_rate
 from theory.thm31 import check_theorem31, theorem31_bounds
 from theory.thm41 import (
     clopper_pearson,
@@ -23,7 +23,7 @@ from theory.thm41 import (
     theorem41_from_samples,
     theorem41_lower_bound,
 )
-from theory.thm43 import (
+from theory.highdim.thm43 import (
     BOUND_KEYS,
     asymptotic_verdict,
     c_schedule,

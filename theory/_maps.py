@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from .power_iteration import Linearization, _check_out, _rownorm
+from theory.power_iteration import Linearization, _check_out, _rownorm
 
 __all__ = ["BatchedMap", "JvpFn", "JVP_MODES"]
 

@@ -7,8 +7,8 @@ import json
 import math
 from pathlib import Path
 
-from theory.curves import CURVE_DEFAULTS, write_theory_curves
-from theory.thm43 import instability_bounds
+from theory.highdim.curves import CURVE_DEFAULTS, write_theory_curves
+from theory.highdim.thm43 import instability_bounds
 
 __all__ = ["register"]
 

@@ -35,10 +35,10 @@ from typing import Any
 
 import torch
 
-from ._maps import JVP_MODES, BatchedMap, JvpFn, _check_chunk, _check_like, _check_x, _eval, _jvp_mode
-from ._validate import as_int_array, require_positive
-from .jacobian import jacobian, jacobian_forward
-from .power_iteration import (
+from theory._maps import JVP_MODES, BatchedMap, JvpFn, _check_chunk, _check_like, _check_x, _eval, _jvp_mode
+from theory._validate import as_int_array, require_positive
+from theory.jacobian import jacobian, jacobian_forward
+from theory.power_iteration import (
     FuncLinearization,
     Linearization,
     SpectralNorm,
@@ -82,7 +82,7 @@ def lambda_f(
     ``lambda_f(x, u) = ||J_f(x) u|| / ||u||`` (docs/theory.md §2.1), ``J_f(x) u`` by forward
     mode (``jvp``, default ``torch.func.jvp``) or by the double-backward trick
     (``mode="reverse"``; docs/theory.md §9.1). The one implementation for ``simulate`` (the
-    whole batch in one call) and ``largemodel.instability.jvp_lambda`` (its math-attention JVP,
+    whole batch in one call) and ``largemodel.study.instability.jvp_lambda`` (its math-attention JVP,
     rows in chunks, norms in float64).
 
     Args:
@@ -289,7 +289,7 @@ def log_Lambda_f(
     (docs/theory.md §9.3; small ``n``). A singular Jacobian gives ``-inf`` (``Lambda_f = 0``).
     The Jacobian is :func:`jacobian` by default, or :func:`jacobian_forward` (forward-mode
     columns, ``chunk`` basis vectors per call of ``jvp``) when ``jvp`` or ``chunk`` is given:
-    the one implementation for ``simulate`` and ``largemodel.instability.log_lambda_jacobian``.
+    the one implementation for ``simulate`` and ``largemodel.study.instability.log_lambda_jacobian``.
 
     Args:
         f: row-wise batched map with as many outputs as inputs per row.

@@ -1,7 +1,7 @@
 r"""Sampling estimators of the instability coefficients of any batched map (docs/theory.md §2.5, §9.1).
 
 One implementation of each estimator, shared by the simulator (``simulate.instability``) and the
-large-model code (``largemodel.instability``, ``largemodel.study``). The map ``G`` is any row-wise
+large-model code (``largemodel.study.instability``, ``largemodel.study.runner``). The map ``G`` is any row-wise
 batched callable ``(B', *shape) -> (B', *shape_out)`` (docs/theory.md §1.4): the simulator's
 generation map, a large model's regeneration with its own chunking, ... Norms are Euclidean over
 all non-batch dimensions.
@@ -15,7 +15,7 @@ all non-batch dimensions.
 
 Each estimator is split into *rows* (the inputs to regenerate) and *from outputs* (the formula
 on the regenerated rows), so that a caller can regenerate the rows of several estimators in one
-batch (``largemodel.study``); the full estimator chains the two.
+batch (``largemodel.study.runner``); the full estimator chains the two.
 
 Direction layouts. The callers draw their directions themselves and in their own order (the
 simulator as ``(K, B, ...)`` in the state dtype, the large model as ``(B K, ...)`` in float64
@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .power_iteration import _rownorm
+from theory.power_iteration import _rownorm
 
 __all__ = [
     "LAYOUTS",

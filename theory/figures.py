@@ -1,6 +1,6 @@
 """PNG output shared by every package: lay out, write (creating the folder), close.
 
-The bottom layer, so that ``theory.curves``, the simulator's experiments and the large-model
+The bottom layer, so that ``theory.highdim.curves``, the simulator's experiments and the large-model
 figures all save the same way; it imports matplotlib only when called.
 """
 

@@ -1,7 +1,7 @@
 r"""High-precision (mpmath) references for the log-space numerics of ``theory``.
 
 These are slow, direct evaluations used by the tests and the benchmark to check
-``theory.steiner`` and ``theory.chi2``; they are not meant for production curves.
+``theory.highdim.steiner`` and ``theory.highdim.chi2``; they are not meant for production curves.
 """
 
 from __future__ import annotations

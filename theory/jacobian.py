@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ._maps import BatchedMap, JvpFn, _check_chunk, _check_x, _eval, _jvp
+from theory._maps import BatchedMap, JvpFn, _check_chunk, _check_x, _eval, _jvp
 
 __all__ = ["jacobian", "jacobian_forward"]
 

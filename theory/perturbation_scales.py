@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from ._maps import BatchedMap, _eval
-from ._validate import require_positive
-from .power_iteration import _bcast, _rownorm
+from theory._maps import BatchedMap, _eval
+from theory._validate import require_positive
+from theory.power_iteration import _bcast, _rownorm
 
 __all__ = ["default_scales"]
 

@@ -2,8 +2,8 @@
 
 One implementation of the iteration, shared by :func:`theory.coefficients.spectral_norm` (the
 simulator's maps, ``simulate.instability.spectral_norm_G``) and by the large-model code
-(``largemodel.instability.spectral_norm_G`` and the top singular direction of
-``largemodel.explain``). The map enters only through a :class:`LinearOperator`: an object with
+(``largemodel.study.instability.spectral_norm_G`` and the top singular direction of
+``largemodel.diagnose.explain``). The map enters only through a :class:`LinearOperator`: an object with
 ``jvp(v) = J v`` and ``vjp(w) = J^T w`` at a fixed batch of points (rows independent), in the
 way ``flow_matching``'s ``ODESolver(velocity_model)`` accepts any model. Two operators are
 provided here: :class:`Linearization` (one stored autograd graph; ``J v`` by double backward)

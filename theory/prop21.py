@@ -50,11 +50,11 @@ from typing import Any
 
 import torch
 
-from ._maps import BatchedMap, _check_like, _check_x, _eval, _jvp
-from ._validate import as_int_array, require_positive
-from .coefficients import spectral_norm
-from .perturbation_scales import _check_scales, _mu_along, _step_radius, default_scales
-from .power_iteration import _bcast, _rownorm
+from theory._maps import BatchedMap, _check_like, _check_x, _eval, _jvp
+from theory._validate import as_int_array, require_positive
+from theory.coefficients import spectral_norm
+from theory.perturbation_scales import _check_scales, _mu_along, _step_radius, default_scales
+from theory.power_iteration import _bcast, _rownorm
 
 __all__ = [
     "Prop21Check",

@@ -12,16 +12,16 @@ Modules:
 
 * :mod:`largemodel.experiments.trained` -- the models trained here (``ModelSpec``) and their
   held-out images as study items.
-* :mod:`largemodel.experiments.fig4c` -- Fig. 4(c) / A1 on trained models (and the user's),
+* :mod:`largemodel.experiments.fig4c.experiment` -- Fig. 4(c) / A1 on trained models (and the user's),
   Theorem 4.1 / 4.3 quantities by resolution, Lemma D.1 against the full Jacobian
   (``Fig4cOptions``, ``run``).
-* :mod:`largemodel.experiments.fig4c_judge` -- the verdict on Fig. 4(c) (``judge``, the registry's
+* :mod:`largemodel.experiments.fig4c.judge` -- the verdict on Fig. 4(c) (``judge``, the registry's
   decider) and the supplement verdicts on Theorem 4.3 and Lemma D.1.
-* :mod:`largemodel.experiments.fig4c_figures` -- the Theorem 4.1 / 4.3 trend figure.
-* :mod:`largemodel.experiments.explain_study` -- why images reconstruct badly (``ExplainOptions``,
-  ``run``); :mod:`largemodel.experiments.explain_judge` -- its supplement verdicts.
-* :mod:`largemodel.experiments.failure` -- which images fail: one-pass scores against the
-  reconstruction error (``FailureOptions``, ``run``); :mod:`largemodel.experiments.failure_measure`
+* :mod:`largemodel.experiments.fig4c.figures` -- the Theorem 4.1 / 4.3 trend figure.
+* :mod:`largemodel.experiments.explain.experiment` -- why images reconstruct badly (``ExplainOptions``,
+  ``run``); :mod:`largemodel.experiments.explain.judge` -- its supplement verdicts.
+* :mod:`largemodel.experiments.failure.experiment` -- which images fail: one-pass scores against the
+  reconstruction error (``FailureOptions``, ``run``); :mod:`largemodel.experiments.failure.measure`
   -- its records, timings and instability maps.
 
 Importing the package imports nothing heavy.

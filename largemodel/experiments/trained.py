@@ -2,7 +2,7 @@
 
 A model is a :data:`ModelSpec` ``(data, size, train images or None for all, training steps)``:
 a small flow-matching transformer trained offline on ``data`` at ``size`` pixels
-(``largemodel.train.cached_model``; trained once, then cached). Its held-out images play
+(``largemodel.training.train.cached_model``; trained once, then cached). Its held-out images play
 ``p_r`` (docs/theory.md §10.4).
 """
 
@@ -30,7 +30,7 @@ def check_spec(spec: Any, name: str) -> ModelSpec:
 
 def trained_model(spec: ModelSpec) -> Path:
     """The folder of the model ``spec`` (trained now if the cache lacks it)."""
-    from largemodel.train import cached_model
+    from largemodel.training.train import cached_model
 
     data, size, train_images, steps = spec
     return cached_model(data, size, train_images, steps=steps, progress=False)
@@ -38,8 +38,8 @@ def trained_model(spec: ModelSpec) -> Path:
 
 def heldout_items(folder: Path, n: int) -> list:
     """The first ``n`` held-out images of the model in ``folder`` as study items ``heldoutNNNN``."""
-    from largemodel.study_items import ImageItem
-    from largemodel.train import model_dataset
+    from largemodel.study.items import ImageItem
+    from largemodel.training.train import model_dataset
 
     held = model_dataset(folder).heldout[:n]
     return [ImageItem(f"heldout{i:04d}", (lambda i=i: held[i])) for i in range(held.shape[0])]

@@ -10,20 +10,20 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .common import ExperimentResult, Verdict
+from simulate.experiments.common import ExperimentResult, Verdict
 
 __all__ = ["EXPERIMENTS", "load", "ExperimentResult", "Verdict"]
 
 #: experiment name -> module (relative to this package)
 EXPERIMENTS: dict[str, str] = {
-    "lemma-d1": "lemma_d1",
-    "prop21": "prop21",
-    "thm31": "thm31",
-    "thm41": "thm41",
-    "thm43": "thm43",
-    "fig3": "fig3",
-    "fig4": "fig4",
-    "thm42": "thm42",
+    "lemma-d1": "lemma_d1.experiment",
+    "prop21": "prop21.experiment",
+    "thm31": "thm31.experiment",
+    "thm41": "thm41.experiment",
+    "thm43": "thm43.experiment",
+    "fig3": "fig3.experiment",
+    "fig4": "fig4.experiment",
+    "thm42": "thm42.experiment",
 }
 
 

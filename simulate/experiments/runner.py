@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from .common import RecordStore, progress_iter
+from simulate.experiments.common import RecordStore, progress_iter
 
 __all__ = ["SweepStats", "Unit", "sweep", "torch_threads"]
 

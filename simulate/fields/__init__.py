@@ -1,10 +1,10 @@
 """Exact flow-matching velocity fields of known data laws (docs/theory.md §1.1, §3)."""
 
-from .base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, VelocityField
-from ._mixture import MixtureField
-from .box_mixture import BoxMixture
-from .gaussian_mixture import Gaussian, GaussianMixture
-from . import truncnorm
+from simulate.fields.base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, VelocityField
+from simulate.fields._mixture import MixtureField
+from simulate.fields.box_mixture import BoxMixture
+from simulate.fields.gaussian_mixture import Gaussian, GaussianMixture
+from simulate.fields import truncnorm
 
 __all__ = [
     "DEFAULT_MAX_MEMORY_BYTES",

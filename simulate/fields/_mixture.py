@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, VelocityField, _Request
-from ._validation import check_weights
+from simulate.fields.base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, VelocityField, _Request
+from simulate.fields._validation import check_weights
 
 CHUNK_TARGET_BYTES = 32 * 2**20
 """Largest working set of one chunk, whatever the budget (see ``MixtureField._plan``)."""

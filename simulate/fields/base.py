@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._validation import check_memory, resolve_dtype
+from simulate.fields._validation import check_memory, resolve_dtype
 
 __all__ = ["FieldValues", "VelocityField", "DEFAULT_MAX_MEMORY_BYTES"]
 

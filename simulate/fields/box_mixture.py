@@ -42,10 +42,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._mixture import ComponentTerms, MixtureField, PosteriorStats
-from ._validation import as_param, resolve_device, resolve_dtype
-from .base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, _Request
-from .truncnorm import interval_stats
+from simulate.fields._mixture import ComponentTerms, MixtureField, PosteriorStats
+from simulate.fields._validation import as_param, resolve_device, resolve_dtype
+from simulate.fields.base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, _Request
+from simulate.fields.truncnorm import interval_stats
 
 __all__ = ["BoxMixture"]
 

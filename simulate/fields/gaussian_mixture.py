@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._mixture import Affine, ComponentTerms, MixtureField, PosteriorStats
-from ._validation import as_param, resolve_device, resolve_dtype
-from .base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, _Request
+from simulate.fields._mixture import Affine, ComponentTerms, MixtureField, PosteriorStats
+from simulate.fields._validation import as_param, resolve_device, resolve_dtype
+from simulate.fields.base import DEFAULT_MAX_MEMORY_BYTES, FieldValues, _Request
 
 __all__ = ["GaussianMixture", "Gaussian"]
 

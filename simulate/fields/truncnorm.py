@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .normal_tail import TAIL_CF_THRESHOLD, _check_moments, upper_tail_moments
+from simulate.fields.normal_tail import TAIL_CF_THRESHOLD, _check_moments, upper_tail_moments
 
 __all__ = [
     "IntervalStats",

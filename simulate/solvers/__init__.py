@@ -23,7 +23,7 @@ same scheme (and, for :func:`dopri5`, under the same error control). Then
 The step increments ``Phi`` of the fixed-grid schemes (``x_{k+1} = x_k + Phi(x_k)``) are
 exposed through :data:`STEP_INCREMENTS` (:mod:`simulate.solvers.steps`, the one implementation
 of the Euler / Heun / RK4 step arithmetic) so that :mod:`simulate.inversion` inverts exactly the
-floating-point map the solvers apply and :mod:`largemodel.ode` steps on its sigma grid with the
+floating-point map the solvers apply and :mod:`largemodel.study.ode` steps on its sigma grid with the
 same operations.
 
 Modules: :mod:`~simulate.solvers.base` (protocols, :class:`SolveResult`, the field's
@@ -36,10 +36,10 @@ rows (only over time steps). Times are kept in float64 internally and handed to 
 Python floats (fixed grid) or as ``(B,)`` tensors of ``x``'s dtype (adaptive solver).
 """
 
-from .base import SolveResult, SupportsDivergence, SupportsVelocity, TimeLike
-from .dopri5 import dopri5
-from .fixed import SOLVERS, euler, heun, rk4, time_grid
-from .steps import STAGES, STEP_INCREMENTS
+from simulate.solvers.base import SolveResult, SupportsDivergence, SupportsVelocity, TimeLike
+from simulate.solvers.dopri5 import dopri5
+from simulate.solvers.fixed import SOLVERS, euler, heun, rk4, time_grid
+from simulate.solvers.steps import STAGES, STEP_INCREMENTS
 
 __all__ = [
     "SOLVERS",

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import (
+from simulate.solvers.checks import (
     check_field,
     check_int,
     check_positive,
@@ -31,7 +31,7 @@ from .checks import (
     check_state,
     check_times,
 )
-from ._dp_tableau import (
+from simulate.solvers._dp_tableau import (
     _DP_A,
     _DP_B,
     _DP_C,
@@ -43,7 +43,7 @@ from ._dp_tableau import (
     _lincomb,
     _rms_rows,
 )
-from .base import SolveResult, field_rhs, unchecked_rhs
+from simulate.solvers.base import SolveResult, field_rhs, unchecked_rhs
 
 __all__ = ["dopri5", "dopri5_options"]
 

@@ -2,7 +2,7 @@
 
 All share ``solver(field, x, ts, *, logdet=False, callback=None) -> SolveResult`` and are collected
 in :data:`SOLVERS`. The step arithmetic is the one of :mod:`simulate.solvers.steps` (shared with
-:mod:`largemodel.ode` and :mod:`simulate.inversion`); times are handed to the field as Python
+:mod:`largemodel.study.ode` and :mod:`simulate.inversion`); times are handed to the field as Python
 floats and the step is ``h_k = t_{k+1} - t_k`` in Python (float64) arithmetic.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import check_field, check_grid, check_int, check_state, check_times
-from .base import Callback, SolveResult, field_rhs
-from .steps import STAGES, STEP_INCREMENTS
+from simulate.solvers.checks import check_field, check_grid, check_int, check_state, check_times
+from simulate.solvers.base import Callback, SolveResult, field_rhs
+from simulate.solvers.steps import STAGES, STEP_INCREMENTS
 
 __all__ = ["SOLVERS", "euler", "heun", "rk4", "time_grid"]
 

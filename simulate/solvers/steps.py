@@ -6,7 +6,7 @@ over the right-hand side and over how times and the step are represented, so tha
 
 * :mod:`simulate.solvers.fixed` (time ``t: 0 -> 1``, float64 state, Python-float times, step
   ``h = t_next - t`` as a Python float, optional log-determinant component), and
-* :mod:`largemodel.ode` (sigma grid ``1 -> 0``, float32 state, 0-dim float64 sigma tensors, step
+* :mod:`largemodel.study.ode` (sigma grid ``1 -> 0``, float32 state, 0-dim float64 sigma tensors, step
   ``h = (s1 - s0).to(x.dtype)`` as diffusers computes it)
 
 run the same floating-point operations in the same order. ``rhs(x, t)`` returns
@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .base import Rhs
+from simulate.solvers.base import Rhs
 
 __all__ = ["STAGES", "STEP_INCREMENTS", "Increment", "euler_increment", "heun_increment", "rk4_increment"]
 

@@ -15,8 +15,8 @@ on its own: it needs ``hypothesis``); pytest fixtures come from the opt-in ``pfo
 (``pytest --pfode-fixtures``, :mod:`largemodel.pytest_plugin`).
 """
 
-from ._bounds import assert_theorem41, assert_theorem43_bounds_valid
-from .assertions import assert_lemma_d1, assert_proposition21, assert_theorem31
+from simulate.testing._bounds import assert_theorem41, assert_theorem43_bounds_valid
+from simulate.testing.assertions import assert_lemma_d1, assert_proposition21, assert_theorem31
 
 __all__ = [
     "assert_lemma_d1",

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from theory.thm41 import Theorem41Estimate, lemma_d2_guarantees_instability, theorem41_from_samples
-from theory.thm43 import instability_bounds
+from theory.highdim.thm43 import instability_bounds
 
 __all__ = ["assert_theorem41", "assert_theorem43_bounds_valid"]
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from simulate.experiments.thm31 import _path, _second_derivative, velocity_jacobian
+from simulate.experiments.thm31.experiment import _path, _second_derivative, velocity_jacobian
 from simulate.instability import LAMBDA_METHODS, log_Lambda_G
 from simulate.maps import generate, invert, reconstruct
 from simulate.solvers import SOLVERS, euler, time_grid
@@ -83,7 +83,7 @@ def _fmt_row(v: Tensor, limit: int = 6) -> str:
 
 
 def _estimate_L_M(field: Any, x: Tensor, steps: int, path_steps: int) -> tuple[Tensor, Tensor]:
-    """Sampled ``L`` and ``M`` of Theorem 3.1 per row (the estimators of ``simulate.experiments.thm31``).
+    """Sampled ``L`` and ``M`` of Theorem 3.1 per row (the estimators of ``simulate.experiments.thm31.experiment``).
 
     ``L = max ||J_v||_2`` over the exact inversion path (RK4, ``K`` steps, ``K`` a multiple of ``N``)
     and the segments between it and the Euler iterates; ``M = max ||x''(t)||`` with

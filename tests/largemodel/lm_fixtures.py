@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from largemodel.model import load_model
-from largemodel.study import ImageItem
-from largemodel.tiny import build_tiny_folder
+from largemodel.models.load import load_model
+from largemodel.study.runner import ImageItem
+from largemodel.models.tiny import build_tiny_folder
 
 __all__ = ["tiny", "model", "random_items"]
 

@@ -15,8 +15,10 @@ import math
 import numpy as np
 import pytest
 
-from largemodel.experiments import explain_study, failure, fig4c
-from largemodel.experiments.fig4c_judge import (
+from largemodel.experiments.explain import experiment as explain_study
+from largemodel.experiments.failure import experiment as failure
+from largemodel.experiments.fig4c import experiment as fig4c
+from largemodel.experiments.fig4c.judge import (
     jacobian_verdict,
     judge,
     judge_fig4c,
@@ -129,7 +131,7 @@ def small_run(tmp_path_factory):
     import torch
     from PIL import Image
 
-    from largemodel.tiny import build_tiny_folder
+    from largemodel.models.tiny import build_tiny_folder
 
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("fig4c")
@@ -153,7 +155,7 @@ def small_run(tmp_path_factory):
 
 
 def test_small_run_theorem41_numbers_agree_with_the_theory_estimator(small_run) -> None:
-    from largemodel.study import load_records
+    from largemodel.study.runner import load_records
     from theory.thm41 import theorem41_from_samples
 
     out, res = small_run

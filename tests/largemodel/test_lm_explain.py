@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from largemodel.exact_inversion import invert_exact, velocity_from_field
-from largemodel.explain import (ExplainConfig, explain_batch, invert_at_budget, midpoint_reuse_inversion,
+from largemodel.diagnose.exact_inversion import invert_exact, velocity_from_field
+from largemodel.diagnose.explain import (ExplainConfig, explain_batch, invert_at_budget, midpoint_reuse_inversion,
                                 top_singular_direction)
-from largemodel.ode import generate, invert
+from largemodel.study.ode import generate, invert
 from simulate import BoxMixture, Gaussian, GaussianMixture
 
 SHAPE = (1, 2, 2)
@@ -172,8 +172,8 @@ def test_midpoint_reuse_is_second_order_with_one_evaluation_per_step():
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_exact_inversion_reproduces_latents_on_tiny_folders(tmp_path, family, single_thread):
-    from largemodel.model import load_model
-    from largemodel.tiny import build_tiny_folder
+    from largemodel.models.load import load_model
+    from largemodel.models.tiny import build_tiny_folder
 
     folder = build_tiny_folder(tmp_path / family, family)
     model = load_model(folder, device="cpu", dtype="float64", state_dtype=torch.float64)
@@ -201,7 +201,7 @@ def _png_folder(folder: Path, count: int) -> Path:
 
 
 def test_cli_runs_resumes_and_rejects_bad_flags(tmp_path, single_thread, capsys):
-    from largemodel.tiny import build_tiny_folder
+    from largemodel.models.tiny import build_tiny_folder
     from reports.cli import main
 
     folder = build_tiny_folder(tmp_path / "sd3", "sd3")
@@ -229,7 +229,7 @@ def test_cli_runs_resumes_and_rejects_bad_flags(tmp_path, single_thread, capsys)
 
 
 def test_summary_shares_sum_to_one():
-    from largemodel.explain_cli import summarize
+    from largemodel.diagnose.explain_cli import summarize
 
     rng = np.random.default_rng(0)
     recs = []
@@ -247,10 +247,10 @@ def test_summary_shares_sum_to_one():
 @pytest.mark.slow
 def test_measurement_on_the_trained_digits_model(tmp_path, single_thread):
     """The issue's measurement at a small scale: causal slope near 1, the identity, exact inversion wins."""
-    from largemodel.explain_cli import run_explain
-    from largemodel.model import load_model
-    from largemodel.study_items import ImageItem
-    from largemodel.train import cached_model, model_dataset
+    from largemodel.diagnose.explain_cli import run_explain
+    from largemodel.models.load import load_model
+    from largemodel.study.items import ImageItem
+    from largemodel.training.train import cached_model, model_dataset
 
     folder = cached_model("digits", 8, 100, steps=1000, progress=False)
     model = load_model(folder, device="cpu", dtype="float32")

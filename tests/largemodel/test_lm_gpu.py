@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from largemodel import fullsize
-from largemodel.model import load_model
-from largemodel.study import StudyConfig, _study_group
-from largemodel.tiny import build_tiny_folder
+from largemodel.models import fullsize
+from largemodel.models.load import load_model
+from largemodel.study.runner import StudyConfig, _study_group
+from largemodel.models.tiny import build_tiny_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

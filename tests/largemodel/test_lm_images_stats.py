@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from largemodel.images import center_crop_box, list_images, load_image, select_images, to_uint8
-from largemodel.plots import failure_gallery, multi_scatter, scatter_instability
-from largemodel.stats import correlate, format_correlation, linear_fit_loglog
+from largemodel.models.images import center_crop_box, list_images, load_image, select_images, to_uint8
+from largemodel.study.plots import failure_gallery, multi_scatter, scatter_instability
+from largemodel.study.stats import correlate, format_correlation, linear_fit_loglog
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -287,10 +287,10 @@ def test_failure_gallery_writes_png(tmp_path: Path) -> None:
 
 
 def test_fig4b_and_fig4c_share_one_correlation_code() -> None:
-    """largemodel.stats and the fig4 experiment use simulate.stats; their formats agree where they should."""
-    import largemodel.stats as lm_stats
+    """largemodel.study.stats and the fig4 experiment use simulate.stats; their formats agree where they should."""
+    import largemodel.study.stats as lm_stats
     import simulate.stats as S
-    from simulate.experiments import fig4
+    from simulate.experiments.fig4 import experiment as fig4
 
     assert lm_stats.correlate is S.correlate and lm_stats.bootstrap_ci is S.bootstrap_ci
     assert fig4.correlation_summary is S.correlation_summary and fig4.classify_correlation is S.classify_correlation

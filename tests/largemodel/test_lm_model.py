@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from largemodel import instability as ins
-from largemodel import ode
-from largemodel.folder import ModelFolderError, inspect_folder
-from largemodel.model import load_model, math_attention
-from largemodel.tiny import FAMILIES, build_tiny_folder
+from largemodel.study import instability as ins
+from largemodel.study import ode
+from largemodel.models.folder import ModelFolderError, inspect_folder
+from largemodel.models.load import load_model, math_attention
+from largemodel.models.tiny import FAMILIES, build_tiny_folder
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.usefixtures("single_thread")]
 
@@ -91,7 +91,7 @@ def test_load_casts_every_tensor_quietly(folders, family, dtype, caplog):
 
 def test_cast_keeps_fp32_modules():
     """``_keep_in_fp32_modules`` (diffusers' convention) stays float32; everything else is cast."""
-    from largemodel.model import _cast
+    from largemodel.models.load import _cast
 
     class Net(torch.nn.Module):
         _keep_in_fp32_modules = ["norm"]
@@ -277,7 +277,7 @@ def test_log_lambda_three_ways(folders):
 @pytest.mark.parametrize("solver", ["euler", "heun", "heun-diffusers"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_sigma_grid_steps_pinned_to_the_pre_merge_arithmetic(solver, dtype):
-    """``largemodel.ode`` steps with ``simulate.solvers.steps``' increments, yet runs exactly the
+    """``largemodel.study.ode`` steps with ``simulate.solvers.steps``' increments, yet runs exactly the
     operations of its own pre-merge code: ``h = (s1 - s0).to(x.dtype)`` from the float64 grid,
     ``x + h u`` and ``x + 0.5 h (u0 + u1)``, Euler on the step touching sigma = 0 for
     heun-diffusers; every value compared with ``torch.equal``."""

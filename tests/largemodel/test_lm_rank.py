@@ -14,17 +14,17 @@ from PIL import Image
 from scipy import stats as sps
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from largemodel.maps import instability_map
-from largemodel.ode import invert
-from largemodel.predict import (
+from largemodel.diagnose.maps import instability_map
+from largemodel.study.ode import invert
+from largemodel.diagnose.predict import (
     auroc_vectorized,
     average_precision_vectorized,
     classification_metrics,
     evaluate_scores,
     worst_fraction_labels,
 )
-from largemodel.scores import INVERSION_SCORES, ONE_PASS_SCORES, ScoreConfig, one_pass_scores, score_costs, score_group, study_generator
-from largemodel.study import StudyConfig, load_records, run_study
+from largemodel.diagnose.scores import INVERSION_SCORES, ONE_PASS_SCORES, ScoreConfig, one_pass_scores, score_costs, score_group, study_generator
+from largemodel.study.runner import StudyConfig, load_records, run_study
 from reports.cli import main
 from lm_fixtures import model, random_items, tiny  # noqa: F401  (shared fixtures)
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from largemodel.folder import ModelFolderError, inspect_folder
-from largemodel.images import load_image, select_images
-from largemodel.study import (
+from largemodel.models.folder import ModelFolderError, inspect_folder
+from largemodel.models.images import load_image, select_images
+from largemodel.study.runner import (
     ImageItem,
     StudyConfig,
     items_from_folder,

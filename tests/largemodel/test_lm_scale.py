@@ -17,11 +17,11 @@ import warnings
 import pytest
 import torch
 
-from largemodel import instability as ins
-from largemodel import model as lm_model
-from largemodel import ode
-from largemodel.model import load_model, math_attention
-from largemodel.tiny import build_tiny_folder
+from largemodel.study import instability as ins
+from largemodel.models import load as lm_model
+from largemodel.study import ode
+from largemodel.models.load import load_model, math_attention
+from largemodel.models.tiny import build_tiny_folder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -205,7 +205,7 @@ def test_jvp_lambda_and_log_lambda_jacobian_agree_with_reverse_mode(folders):
 def test_jvp_reductions_reduced_changes_only_the_bf16_rounding(folders):
     """``--jvp-reductions reduced``: the JVP's attention reduces in bf16 (the math kernel otherwise
     upcasts to fp32); lambda moves by bf16 rounding only, the setting is restored, fp32 is untouched."""
-    from largemodel.flow_model import jvp_reductions
+    from largemodel.models.flow_model import jvp_reductions
 
     sig_steps = 5
     out = {}
@@ -246,7 +246,7 @@ def test_fd_lambda_agrees_with_jvp(folders, family, dtype):
 def test_study_fd_lambda_rides_with_the_mu_rows(folders):
     """``lambda_method="fd"``: the 2D difference rows go through the same calls as the K + 1
     regenerations, and the recorded lambda matches the JVP's on the same directions."""
-    from largemodel.study import StudyConfig, _study_group
+    from largemodel.study.runner import StudyConfig, _study_group
 
     m = load_model(folders["sd3"], device="cpu", dtype="float64", state_dtype=torch.float64)
     sig = m.sigmas(4)
@@ -348,7 +348,8 @@ def test_plan_flops_match_the_hand_counts_and_flop_counter():
     from torch.utils.flop_counter import FlopCounterMode
 
     from diffusers import FluxTransformer2DModel
-    from largemodel import fullsize, plan
+    from largemodel.models import fullsize
+    from largemodel.plan import cost as plan
 
     medium = plan.known_arch("sd3.5-medium")
     assert medium.parameters == 2_243_171_520 + 384 * 384 * 1536
@@ -373,8 +374,10 @@ def test_plan_flops_match_the_hand_counts_and_flop_counter():
 def test_one_parameter_count_for_plan_and_fullsize(family):
     """``transformer_configs.count_parameters`` (meta device) equals the count of the network built
     for real on the CPU, and is what ``plan.arch_from_config`` and ``fullsize.parameter_count`` use."""
-    from largemodel import fullsize, plan, transformer_configs
-    from largemodel.tiny import tiny_transformer
+    from largemodel.models import fullsize
+    from largemodel.plan import cost as plan
+    from largemodel.models import transformer_configs
+    from largemodel.models.tiny import tiny_transformer
 
     real = tiny_transformer(family, latent_channels=4, sample_size=8, seed=0)
     cfg = dict(real.config)
@@ -385,8 +388,8 @@ def test_one_parameter_count_for_plan_and_fullsize(family):
 
 
 def test_plan_rows_time_and_the_fit_check():
-    from largemodel import plan
-    from largemodel.ode import nfe_per_map
+    from largemodel.plan import cost as plan
+    from largemodel.study.ode import nfe_per_map
 
     arch = plan.known_arch("sd3.5-medium")
     mm = _flat_memory_model(1.0)
@@ -426,7 +429,7 @@ def test_plan_cli_prints_and_exits(capsys, tmp_path):
 def test_shipped_memory_model_passes_its_check():
     """The memory model measured on the CPU (full-size SD3.5 Medium, random weights): its
     prediction at the held-out resolution is within 15% of the measured peak, per estimator."""
-    from largemodel import plan
+    from largemodel.plan import cost as plan
 
     mm = plan.load_memory_model()
     assert {"forward_row", "k_batch", "jvp_row", "vjp_row"} <= set(mm["estimators"])
@@ -469,8 +472,8 @@ def test_study_cli_stderr_holds_nothing_from_third_parties(folders, tmp_path):
 def test_study_over_the_device_memory_stops_before_loading(folders, tmp_path, monkeypatch, capsys):
     """On a device too small for the plan the study stops with one line naming the estimator and
     a flag, before any weight is loaded (here a fake 0.2 GB device limit on the CPU run)."""
-    from largemodel import model as lm
-    from largemodel import plan
+    from largemodel.models import load as lm
+    from largemodel.plan import cost as plan
     from reports.cli import main
 
     tiny = plan.arch_from_config(lm.inspect_folder(folders["sd3"]).transformer_config, name="tiny")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from largemodel.study import StudyConfig, load_records, recon_path, run_study, summarize
+from largemodel.study.runner import StudyConfig, load_records, recon_path, run_study, summarize
 from reports.cli import main
 from lm_fixtures import model, random_items, tiny  # noqa: F401  (shared fixtures)
 
@@ -159,8 +159,8 @@ def test_cli_study_and_gallery_end_to_end(tiny, tmp_path, capsys):
 def test_train_then_study_end_to_end(tmp_path, capsys):
     """Issue 6's path on this machine: train a tiny model for a few seconds through the CLI, then
     run the very same study on two held-out images (exported as PNGs, read back as users do)."""
-    from largemodel.images import to_uint8
-    from largemodel.train import model_dataset
+    from largemodel.models.images import to_uint8
+    from largemodel.training.train import model_dataset
 
     model_dir = tmp_path / "digits"
     assert main(["largemodel", "train", "--data", "digits", "--size", "8", "--train-images", "64", "--steps", "20",

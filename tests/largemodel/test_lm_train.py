@@ -12,12 +12,12 @@ pytest.importorskip("diffusers")
 pytest.importorskip("sklearn")
 pytest.importorskip("skimage")
 
-from largemodel import train as train_mod  # noqa: E402
-from largemodel.data import available_images, dataset_from_split, load_dataset, resize_images  # noqa: E402
-from largemodel.folder import PFODE_META_FILE  # noqa: E402
-from largemodel.model import load_model  # noqa: E402
-from largemodel.quality import digit_classifier, nearest_rms, quality_report, sample  # noqa: E402
-from largemodel.train import (  # noqa: E402
+from largemodel.training import train as train_mod
+from largemodel.training.data import available_images, dataset_from_split, load_dataset, resize_images  # noqa: E402
+from largemodel.models.folder import PFODE_META_FILE  # noqa: E402
+from largemodel.models.load import load_model  # noqa: E402
+from largemodel.training.quality import digit_classifier, nearest_rms, quality_report, sample  # noqa: E402
+from largemodel.training.train import (  # noqa: E402
     CHECKPOINT_FILE,
     Arch,
     build_transformer,
@@ -31,7 +31,7 @@ from largemodel.train import (  # noqa: E402
     train_config,
     train_model,
 )
-from largemodel.train_cli import add_train_arguments, run_train  # noqa: E402
+from largemodel.training.cli import add_train_arguments, run_train  # noqa: E402
 
 #: a model and a run small enough to train in about a second
 TINY = dict(steps=6, batch_size=16, num_layers=1, num_heads=2, head_dim=8, heldout_images=32, progress=False)
@@ -139,8 +139,9 @@ def test_one_build_transformer_same_weights_as_the_direct_constructor():
     training code's former construction), in training mode, and the global RNG left as it was."""
     from diffusers import SD3Transformer2DModel
 
-    from largemodel import fullsize, transformer_configs
-    from largemodel.train_options import transformer_config
+    from largemodel.models import fullsize
+    from largemodel.models import transformer_configs
+    from largemodel.training.options import transformer_config
 
     arch = Arch(2, 1, 2, 8)
     torch.manual_seed(123)

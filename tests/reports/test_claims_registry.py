@@ -43,7 +43,7 @@ def _experiment_claims() -> dict[str, list[str]]:
     """experiment module name -> its CLAIM_IDS"""
     from simulate.experiments import EXPERIMENTS, load
 
-    return {load(name).__name__.rpartition(".")[2]: list(load(name).CLAIM_IDS) for name in EXPERIMENTS}
+    return {load(name).__name__.rsplit(".", 2)[1]: list(load(name).CLAIM_IDS) for name in EXPERIMENTS}
 
 
 def test_registry_ids_are_unique_and_sections_cited() -> None:
@@ -73,13 +73,13 @@ def test_every_claim_is_decided_in_exactly_one_place() -> None:
             assert len(owners[c.id]) == 1, (c.id, owners[c.id])
             (module,) = owners[c.id]
             where = c.decided_by.rpartition(".")[0]
-            assert where == f"simulate.experiments.{module}" or where.startswith(f"simulate.experiments.{module}_"), \
+            assert where.startswith(f"simulate.experiments.{module}."), \
                 f"{c.id}: decided by {c.decided_by}, but experiment {module} lists it"
         else:  # decided by a large-model experiment: no simulator experiment claims it, its own module does
             assert owners[c.id] == [], (c.id, owners[c.id])
             where = c.decided_by.rpartition(".")[0]
             assert where.startswith("largemodel.experiments."), c.decided_by
-            module = importlib.import_module(where.split("_judge")[0])
+            module = importlib.import_module(where.rpartition(".")[0] + ".experiment")
             assert c.id in module.CLAIM_IDS, (c.id, module.__name__)
 
 
@@ -161,7 +161,7 @@ def test_markdown_names_where_each_claim_is_decided() -> None:
 
 
 def test_fig4c_judge_statuses() -> None:
-    from largemodel.experiments.fig4c_judge import judge_fig4c
+    from largemodel.experiments.fig4c.judge import judge_fig4c
 
     def corr(lo: float, hi: float) -> dict:
         return {"spearman_rho": (lo + hi) / 2, "spearman_ci": [lo, hi], "n": 40, "spearman_p": 0.01,

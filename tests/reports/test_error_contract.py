@@ -37,7 +37,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch):
     def boom(*_a, **_k):
         raise AssertionError("work started before the arguments were checked")
 
-    import largemodel.train as train
+    import largemodel.training.train as train
     import reports.report as report
     import simulate.experiments as experiments
 
@@ -222,7 +222,7 @@ def test_rules_are_argparse_types() -> None:
 ])
 def test_library_messages_are_restated_with_the_flag(tmp_path: Path, message: str, expected: str, capsys,
                                                      monkeypatch) -> None:
-    import largemodel.train as train
+    import largemodel.training.train as train
 
     def fail(*_a, **_k):
         raise ValueError(message)

@@ -2,7 +2,7 @@
 
 Covers ``simulate.store`` (markers, ``remove_owned``, ``output_lock``, atomic writes, the
 record store's errors) and its use by ``pfode report --fresh``, ``pfode simulate`` and
-``largemodel.train`` (``weights_only`` checkpoints, atomic model folders, damaged cache entries).
+``largemodel.training.train`` (``weights_only`` checkpoints, atomic model folders, damaged cache entries).
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ class _Planted:
 def test_planted_checkpoint_is_never_unpickled(tmp_path, capsys):
     pytest.importorskip("diffusers")
     torch = pytest.importorskip("torch")
-    from largemodel.train import CHECKPOINT_FILE, train_model
+    from largemodel.training.train import CHECKPOINT_FILE, train_model
     from reports.cli import main
 
     sentinel = tmp_path / "PWNED"
@@ -307,9 +307,9 @@ def test_planted_checkpoint_is_never_unpickled(tmp_path, capsys):
 def test_model_folder_is_written_atomically_and_damage_is_named(tmp_path, monkeypatch):
     pytest.importorskip("diffusers")
     pytest.importorskip("torch")
-    from largemodel import folder as folder_mod
-    from largemodel import train as train_mod
-    from largemodel.folder import PFODE_META_FILE
+    from largemodel.models import folder as folder_mod
+    from largemodel.training import train as train_mod
+    from largemodel.models.folder import PFODE_META_FILE
 
     real_save = folder_mod.save_model_folder
 
@@ -341,7 +341,7 @@ def test_model_folder_is_written_atomically_and_damage_is_named(tmp_path, monkey
 
 def test_train_on_a_locked_folder_is_refused(tmp_path, holder):
     pytest.importorskip("diffusers")
-    from largemodel.train import train_model
+    from largemodel.training.train import train_model
 
     out = tmp_path / "model"
     proc = holder(out, "pfode largemodel train")

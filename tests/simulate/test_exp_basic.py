@@ -20,7 +20,12 @@ import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from simulate.experiments import lemma_d1, prop21, prop21_judge, thm31, thm31_judge, thm41  # noqa: E402
+from simulate.experiments.lemma_d1 import experiment as lemma_d1
+from simulate.experiments.prop21 import experiment as prop21
+from simulate.experiments.prop21 import judge as prop21_judge
+from simulate.experiments.thm31 import experiment as thm31
+from simulate.experiments.thm31 import judge as thm31_judge
+from simulate.experiments.thm41 import experiment as thm41
 from simulate.experiments.common import ExperimentResult, RecordStore  # noqa: E402
 from simulate.experiments.oracles import fd_jacobian  # noqa: E402
 from simulate.experiments.runner import SweepStats, sweep, torch_threads  # noqa: E402

@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulate.experiments import fig3, fig4, load, thm42
+from simulate.experiments import load
+from simulate.experiments.fig3 import experiment as fig3
+from simulate.experiments.fig4 import experiment as fig4
+from simulate.experiments.thm42 import experiment as thm42
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from simulate.experiments import load, thm43
-from simulate.experiments.thm43_geometry import Cell, diagonal_boxes, place_boxes
-from simulate.experiments.thm43_judge import claim_status, describe_cells
-from simulate.experiments.thm43_lln import lln_limits
-from simulate.experiments.thm43_trend import Driver, classify_trend, slope_per_doubling
+from simulate.experiments import load
+from simulate.experiments.thm43 import experiment as thm43
+from simulate.experiments.thm43.geometry import Cell, diagonal_boxes, place_boxes
+from simulate.experiments.thm43.judge import claim_status, describe_cells
+from simulate.experiments.thm43.lln import lln_limits
+from simulate.experiments.thm43.trend import Driver, classify_trend, slope_per_doubling
 
 TINY = {
     "ns": (2, 8),

@@ -15,7 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from simulate.experiments.lemma_d1 import paper_gmm_2d
+from simulate.experiments.lemma_d1.experiment import paper_gmm_2d
 from simulate.instability import log_Lambda_G_at_inverse
 from simulate.solvers import euler
 from simulate.testing import (

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from simulate.experiments import thm43
-from simulate.experiments.thm43_geometry import Cell, diagonal_boxes
-from simulate.experiments.thm43_trend import Driver, classify_trend
+from simulate.experiments.thm43 import experiment as thm43
+from simulate.experiments.thm43.geometry import Cell, diagonal_boxes
+from simulate.experiments.thm43.trend import Driver, classify_trend
 from simulate.fields import BoxMixture
 from simulate.instability import log_Lambda_G, log_Lambda_G_at_inverse
 

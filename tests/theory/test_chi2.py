@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import special
 
-from theory.chi2 import log_chi2_sf, log_chi2_sf_chernoff
+from theory.highdim.chi2 import log_chi2_sf, log_chi2_sf_chernoff
 from theory.highprec import log_chi2_sf_mp
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from largemodel import instability as ins
-from largemodel import ode
-from largemodel.model import load_model, math_attention
-from largemodel.tiny import build_tiny_folder
+from largemodel.study import instability as ins
+from largemodel.study import ode
+from largemodel.models.load import load_model, math_attention
+from largemodel.models.tiny import build_tiny_folder
 from simulate.instability import averaged_instability as sim_averaged_instability
 from theory.estimators import (
     averaged_instability,
@@ -135,7 +135,7 @@ def test_simulate_adapter_is_the_shared_estimator_with_eps_the_norm() -> None:
 
 @pytest.mark.usefixtures("single_thread")
 def test_largemodel_power_iteration_converges_to_the_jacobian_svd(tmp_path) -> None:
-    """``largemodel.instability.spectral_norm_G`` (the shared power iteration on the regeneration's
+    """``largemodel.study.instability.spectral_norm_G`` (the shared power iteration on the regeneration's
     linearization) reaches ``sigma_1`` of the full Jacobian, and the explain route agrees."""
     folder = build_tiny_folder(tmp_path / "sd35", "sd3.5", with_vae=False)
     m = load_model(folder, device="cpu", dtype="float64", state_dtype=torch.float64)

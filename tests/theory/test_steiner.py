@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from theory.highprec import log_steiner_volume_mp
-from theory.steiner import log_ball_volume, log_steiner_volume, steiner_rate, steiner_rate_argmax
+from theory.highdim.steiner import log_ball_volume, log_steiner_volume, steiner_rate, steiner_rate_argmax
 
 
 def _close(value: float, ref: float, rtol: float = 1e-10) -> bool:
@@ -84,7 +84,7 @@ def test_large_n_rate_is_the_limit() -> None:
 def test_rate_argmax_is_stationary() -> None:
     side, rbar = 0.3, 0.2
     k = float(steiner_rate_argmax(side, rbar))
-    from theory.steiner import _rate_objective
+    from theory.highdim.steiner import _rate_objective
 
     ball = math.log(2 * math.pi * math.e * rbar**2)
     h = 1e-6
@@ -131,7 +131,7 @@ def test_window_sums_are_batched_without_changing_a_bit_and_large_n_is_refused()
     """Many large-n elements are summed in bounded batches (same values bit for bit); n above
     N_MAX (the CLI's bound too) is refused where the series must be summed, not where it is closed-form."""
     from reports.cli_checks import STEINER_N_MAX
-    from theory import steiner
+    from theory.highdim import steiner
 
     assert steiner.N_MAX == STEINER_N_MAX
     n = np.array([10**4, 3 * 10**5, 10**6, 7 * 10**6, 10**7], dtype=np.int64)

@@ -1,4 +1,4 @@
-"""Tests of theory.symbolic: each derivation checked against an independently derived side."""
+"""Tests of theory.symbolic.derivations: each derivation checked against an independently derived side."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import sympy as sp
 from scipy import stats
 
-from theory import symbolic as S
-from theory.symbolic import L, M, c, h, k, l, n, r, sigma, tau, theta
+from theory.symbolic import derivations as S
+from theory.symbolic.derivations import L, M, c, h, k, l, n, r, sigma, tau, theta
 
 
 def _zero(expr: sp.Expr) -> bool:

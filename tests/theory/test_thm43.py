@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from simulate.testing.strategies import theorem43_params
 from theory import BOUND_KEYS, instability_bounds, log_chi2_sf, log_steiner_volume
-from theory.thm43 import asymptotic_verdict, c_schedule, p1_bound_rate, p2_bound_rate, r_star, r_star_squared
+from theory.highdim.thm43 import asymptotic_verdict, c_schedule, p1_bound_rate, p2_bound_rate, r_star, r_star_squared
 
 log_uniform = lambda lo, hi: st.floats(math.log(lo), math.log(hi)).map(math.exp)  # noqa: E731
 

@@ -1,0 +1,9 @@
+"""Which images reconstruct badly, and why: scores, ranking, maps, exact inversion, explanations.
+
+Owns: ``scores`` (failure scores from one inversion pass, and their costs), ``predict`` (AUROC / AP of a
+score), ``rank`` (``pfode largemodel rank``), ``maps`` (per-pixel instability maps), ``exact_inversion``
+(``G_N^{-1}`` by per-step fixed points), ``explain`` / ``explain_cli`` / ``explain_plots``
+(``pfode largemodel explain``: discrepancy x amplification, linearization, inverters at equal cost).
+
+May import: ``theory``, ``simulate``, ``largemodel.models``, ``largemodel.study``, ``largemodel.plan``.
+"""

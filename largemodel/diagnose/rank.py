@@ -1,0 +1,210 @@
+r"""``pfode largemodel rank``: rank a folder of images by predicted reconstruction risk (issue 15).
+
+One inversion pass per image (``largemodel.diagnose.scores.one_pass_scores``: Lemma D.1's ``log Lambda_G``
+and ``log p_g`` by the Hutchinson divergence integral, ``||z~||^2 / n`` and the inversion's
+velocity statistics; no regeneration), then
+
+- ``ranking.csv``: every image, riskiest first (by ``--risk``), with each score;
+- ``gallery_riskiest.png``: the ``--gallery`` riskiest images;
+- with ``--verify K``: the top and bottom ``K`` are reconstructed (``G(F~(x))``) and
+  ``verify.csv`` / ``verify.png`` show predicted risk against the actual error.
+
+Images are keyed by the SHA-256 of their file content, so a rerun (same parameters) skips the
+images already scored, renamed or not, and an interrupted run resumes; the output folder is
+locked for the run (``simulate.store.output_lock``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from simulate.store import RecordStore, atomic_write_text, output_lock
+from theory.figures import save_png
+
+from largemodel.models.images import file_digest
+from largemodel.diagnose.scores import ONE_PASS_SCORES, ScoreConfig, available_scores, score_group, study_generator
+
+__all__ = ["add_rank_parser", "run_rank", "rank_folder", "DEFAULT_RISK"]
+
+#: the default risk score (the best one-pass score measured on the models trained here)
+DEFAULT_RISK = "velocity_change"
+
+
+def add_rank_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``pfode largemodel rank`` on the ``largemodel`` subcommand group."""
+    p = sub.add_parser("rank", help="rank images by predicted reconstruction risk from one inversion pass")
+    p.add_argument("--model", type=Path, required=True, help="local diffusers model folder")
+    p.add_argument("--images", type=Path, required=True, help="folder of images (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (ranking.csv, gallery, records)")
+    p.add_argument("--verify", type=int, default=0, help="reconstruct the top and bottom K to check (default 0)")
+    p.add_argument("--risk", choices=ONE_PASS_SCORES, default=DEFAULT_RISK, help="score to rank by (default %(default)s)")
+    p.add_argument("--steps", type=int, default=100, help="ODE steps of the inversion (default %(default)s)")
+    p.add_argument("--solver", default="euler", help="ODE solver: euler, heun, heun-diffusers (default %(default)s)")
+    p.add_argument("--probes", type=int, default=1, help="Hutchinson probes per evaluation (default %(default)s)")
+    p.add_argument("--inversion-only", action="store_true",
+                   help="plain inversion, no divergence integral: only the inversion scores (no extra cost)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the probes (default %(default)s)")
+    p.add_argument("--gallery", type=int, default=8, help="riskiest images in the gallery (default %(default)s)")
+    p.add_argument("--images-per-batch", type=int, default=8, help="images inverted together (default %(default)s)")
+    p.add_argument("--resolution", type=int, default=None, help="image side in pixels (default: the model's)")
+    p.add_argument("--dtype", default="auto", help="network dtype: auto, fp32, bf16, fp16, fp64")
+    p.add_argument("--device", default=None, help="cuda, cpu... (default: CUDA if available)")
+    p.set_defaults(handler=run_rank)
+
+
+def _check_args(args: argparse.Namespace) -> ScoreConfig:
+    if args.verify < 0:
+        raise ValueError(f"--verify must be >= 0, got {args.verify}")
+    if args.gallery < 1:
+        raise ValueError(f"--gallery must be >= 1, got {args.gallery}")
+    if args.images_per_batch < 1:
+        raise ValueError(f"--images-per-batch must be >= 1, got {args.images_per_batch}")
+    if not args.images.is_dir():
+        raise ValueError(f"--images: {args.images} is not a folder")
+    if not args.model.is_dir():
+        raise ValueError(f"--model: {args.model} is not a folder")
+    cfg = ScoreConfig(steps=args.steps, solver=args.solver, probes=args.probes, seed=args.seed,
+                      divergence=not args.inversion_only)
+    if args.risk not in available_scores(cfg):
+        raise ValueError(f"--risk {args.risk} needs the divergence integral: drop --inversion-only")
+    return cfg
+
+
+def content_hash(path: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a file's bytes (``images.file_digest``; the resume
+    key of an image)."""
+    digest = file_digest(path)
+    if digest is None:
+        raise OSError(f"cannot read {path}")
+    return digest[:16]
+
+
+def rank_folder(model: Any, images: Path, out: Path, cfg: ScoreConfig, *, risk: str = DEFAULT_RISK,
+                images_per_batch: int = 8, model_id: str = "") -> list[dict[str, Any]]:
+    """Score every image of ``images`` (resumable by content hash) and write ``ranking.csv``.
+
+    Returns:
+        the rows of ``ranking.csv``, riskiest first: ``rank``, ``file``, ``sha256``, ``risk``
+        and each score of ``available_scores(cfg)``.
+    """
+    from largemodel.models.images import list_images, load_image
+
+    names = available_scores(cfg)
+    if risk not in names:
+        raise ValueError(f"--risk must be one of {names}, got {risk!r}")
+    skip = out.resolve()
+    paths = [p for p in list_images(images) if skip not in p.resolve().parents]  # not our own outputs
+    if not paths:
+        raise ValueError(f"--images: no images found in {images}")
+    keyed = [(content_hash(p), p) for p in paths]
+    params = {"model": model_id, "config": cfg.__dict__, "resolution": model.resolution, "dtype": str(model.dtype)}
+    store = RecordStore(out, params, name="scores.jsonl")
+    todo: dict[str, Path] = {}
+    for key, path in keyed:
+        if not store.done(key):
+            todo.setdefault(key, path)
+    items = list(todo.items())
+    for start in range(0, len(items), images_per_batch):
+        group = items[start : start + images_per_batch]
+        imgs = torch.stack([load_image(p, model.resolution, channels=model.image_channels) for _, p in group])
+        recs, _ = score_group(model, imgs, cfg, study_generator(cfg.seed, group[0][0]))
+        for (key, _), rec in zip(group, recs):
+            store.add(key, {k: rec[k] for k in (*names, "log_p_g", "n") if k in rec})
+    rows = [{"file": str(p.relative_to(images)), "sha256": key, **store.get(key)} for key, p in keyed]
+    rows.sort(key=lambda r: (-r[risk], r["file"]))
+    for i, r in enumerate(rows, start=1):
+        r["rank"] = i
+        r["risk"] = r[risk]
+    extra = ["log_p_g"] if cfg.divergence else []
+    _write_csv(out / "ranking.csv", rows, ["rank", "file", "sha256", "risk", *names, *extra])
+    return rows
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Path:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _gallery(model: Any, images: Path, rows: Sequence[dict[str, Any]], out_png: Path, risk: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from largemodel.models.images import load_image
+
+    cols = min(4, len(rows))
+    nrows = math.ceil(len(rows) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols, 2.9 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, r in zip(axes.flat, rows):
+        img = load_image(images / r["file"], model.resolution, channels=model.image_channels)
+        arr = ((img.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+        ax.imshow(arr[:, :, 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None,
+                  vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"#{r['rank']} {Path(r['file']).name[:18]}\n{risk} = {r['risk']:.3g}", fontsize=7)
+    fig.suptitle(f"riskiest images by {risk} (one inversion pass)", fontsize=9)
+    save_png(fig, out_png, dpi=120)
+    return out_png
+
+
+def _verify(model: Any, images: Path, rows: list[dict[str, Any]], out: Path, cfg: ScoreConfig, k: int) -> dict[str, Any]:
+    """Reconstruct the top and bottom ``k`` images; write ``verify.csv`` and ``verify.png``."""
+    from largemodel.models.images import load_image
+    from largemodel.study.ode import generate, invert
+    from largemodel.study.plots import failure_gallery
+
+    k = min(k, len(rows) // 2) if len(rows) > 1 else 1
+    chosen = rows[:k] + [r for r in rows[-k:] if r not in rows[:k]]
+    imgs = torch.stack([load_image(images / r["file"], model.resolution, channels=model.image_channels) for r in chosen])
+    sig = model.sigmas(cfg.steps)
+    with torch.no_grad():
+        x = model.encode(imgs)
+        xr = generate(model.velocity, invert(model.velocity, x, sig, solver=cfg.solver), sig, solver=cfg.solver)
+        pix = model.decode(xr).cpu()
+    mse_lat = ((xr - x).flatten(1).to(torch.float64) ** 2).mean(1)
+    mse_pix = (((pix - imgs.to(pix.dtype)) / 2).to(torch.float64) ** 2).flatten(1).mean(1)
+    out_rows = []
+    for i, r in enumerate(chosen):
+        psnr = float("inf") if float(mse_pix[i]) <= 0 else -10 * math.log10(float(mse_pix[i]))
+        out_rows.append({"group": "top" if i < k else "bottom", "rank": r["rank"], "file": r["file"], "risk": r["risk"],
+                         "mse_latent": float(mse_lat[i]), "mse_pixel": float(mse_pix[i]), "psnr": psnr})
+    _write_csv(out / "verify.csv", out_rows, ["group", "rank", "file", "risk", "mse_latent", "mse_pixel", "psnr"])
+    items = [{"name": f"{o['group']} #{o['rank']} {Path(o['file']).name[:24]}", "original": imgs[i],
+              "reconstruction": pix[i], "numbers": {"risk": o["risk"], "PSNR": o["psnr"]}} for i, o in enumerate(out_rows)]
+    failure_gallery(items, out / "verify.png", title="predicted risk (top / bottom) against the actual reconstruction")
+    top = [o["mse_latent"] for o in out_rows if o["group"] == "top"]
+    bottom = [o["mse_latent"] for o in out_rows if o["group"] == "bottom"]
+    return {"top_mean_mse": sum(top) / len(top), "bottom_mean_mse": sum(bottom) / len(bottom) if bottom else float("nan")}
+
+
+def run_rank(args: argparse.Namespace) -> int:
+    """The ``rank`` subcommand: ranking, gallery, optional verification; prints where they are."""
+    from largemodel.models.load import load_model
+
+    cfg = _check_args(args)
+    with output_lock(args.out, command="pfode largemodel rank"):
+        model = load_model(args.model, device=args.device, dtype=args.dtype, resolution=args.resolution)
+        rows = rank_folder(model, args.images, args.out, cfg, risk=args.risk,
+                           images_per_batch=args.images_per_batch, model_id=str(args.model.resolve()))
+        gallery = _gallery(model, args.images, rows[: args.gallery], args.out / "gallery_riskiest.png", args.risk)
+        print(f"{len(rows)} images ranked by {args.risk}; wrote {args.out / 'ranking.csv'}")
+        print(f"wrote {gallery}")
+        if args.verify:
+            v = _verify(model, args.images, rows, args.out, cfg, args.verify)
+            print(f"verify: mean latent MSE of the top {args.verify} = {v['top_mean_mse']:.3g}, "
+                  f"bottom {args.verify} = {v['bottom_mean_mse']:.3g}; wrote {args.out / 'verify.csv'}, "
+                  f"{args.out / 'verify.png'}")
+    return 0

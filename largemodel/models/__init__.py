@@ -1,0 +1,10 @@
+"""Models and their inputs: local diffusers folders loaded as a ``FlowModel``, images read from a folder.
+
+Owns: ``load`` (``load_model``: a local SD3 / SD3.5 / FLUX folder, offline, safetensors only),
+``flow_model`` (``FlowModel``: the velocity field ``u(x, sigma)`` of the PF-ODE, docs/theory.md §10.1),
+``folder`` (reading and writing model folders), ``transformer_configs`` (the one ``build_transformer``
+and the configs kept in ``configs/``), ``tiny`` / ``fullsize`` (random models from configs for tests and
+benchmarks), ``images`` (listing, seeded subsets, loading).
+
+May import: ``theory``, ``simulate``. Nothing else in ``largemodel``: every other subpackage builds on this one.
+"""

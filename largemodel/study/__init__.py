@@ -1,0 +1,15 @@
+"""The reconstruction-instability study on a diffusion transformer (paper Fig. 4c, A1, App. F).
+
+Owns: ``ode`` (Euler / Heun regeneration ``G`` and inversion ``F~`` on the model's sigma grid),
+``instability`` (``mu_bar``, ``lambda_G``, ``||J_G||_2``, one-pass ``log Lambda_G``: adapters to
+``theory.estimators``, docs/theory.md §10.4), ``config`` (``StudyConfig``, frozen and validated),
+``items`` (content-keyed images and records), ``runner`` (``run_study``, resumable, several processes),
+``stats`` (correlations with bootstrap intervals), ``plots`` (its figures). ``pfode largemodel study``
+and ``gallery`` run here.
+
+May import: ``theory``, ``simulate``, ``largemodel.models``.
+"""
+
+from largemodel.study.config import StudyConfig
+
+__all__ = ["StudyConfig"]

@@ -1,0 +1,80 @@
+"""The study's parameters: one frozen, validated config (``pfode largemodel study`` flags map to its fields)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from largemodel.models.flow_model import JVP_REDUCTIONS
+
+__all__ = ["StudyConfig"]
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Parameters of a study; those that change results form the resume signature.
+
+    Attributes:
+        steps: ODE steps for inversion and for regeneration (paper: 500; App. F: 100).
+        solver: ``"euler"`` (paper default), ``"heun"`` (App. B.1; Heun on every step) or
+            ``"heun-diffusers"`` (diffusers' ``FlowMatchHeunDiscreteScheduler``: Euler on the last
+            step, ``2N - 1`` evaluations).
+        perturbations: ``K`` for the paper's ``mu_bar`` (0 disables it).
+        eps_rms: RMS size of a perturbation per latent coordinate (``||D|| = eps_rms sqrt(n)``).
+        jvp_directions: random directions for ``lambda_G`` (0 disables).
+        lambda_method: how ``lambda_G`` is computed: ``"jvp"`` (forward-mode AD, math attention),
+            ``"fd"`` (central differences with step ``eps_rms sqrt(n)``, rows batched with the
+            ``mu_bar`` rows) or ``"auto"`` (fd on CUDA, jvp elsewhere; the record says which).
+        jvp_reductions: ``"fp32"`` or ``"reduced"``: how the math attention kernel of every JVP
+            (lambda by jvp, power iteration, Hutchinson) reduces a bf16 / fp16 model's attention
+            (:func:`largemodel.models.flow_model.jvp_reductions`; no effect in fp32).
+        power_iters: power iterations for ``||J_G||_2`` (0 disables).
+        log_lambda: ``"none"``, ``"hutchinson"`` or ``"exact"`` (exact: small ``n`` only).
+        probes: Hutchinson probes per evaluation.
+        batch_size: rows per transformer call (perturbed regenerations are grouped).
+        images_per_batch: images inverted and regenerated together.
+        seed: seeds the image subset, the perturbations and the probes.
+    """
+
+    steps: int = 500
+    solver: str = "euler"
+    perturbations: int = 8
+    eps_rms: float = 1e-2
+    jvp_directions: int = 1
+    power_iters: int = 0
+    log_lambda: str = "none"
+    lambda_method: str = "auto"
+    jvp_reductions: str = "fp32"
+    probes: int = 1
+    batch_size: int = 16
+    images_per_batch: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if int(self.steps) != self.steps or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if self.solver not in ("euler", "heun", "heun-diffusers"):
+            raise ValueError(f"solver must be 'euler', 'heun' or 'heun-diffusers', got {self.solver!r}")
+        if self.jvp_reductions not in JVP_REDUCTIONS:
+            raise ValueError(f"--jvp-reductions must be one of {', '.join(JVP_REDUCTIONS)}, got {self.jvp_reductions!r}")
+        if self.lambda_method not in ("auto", "jvp", "fd"):
+            raise ValueError(f"--lambda-method must be 'auto', 'jvp' or 'fd', got {self.lambda_method!r}")
+        for name in ("perturbations", "jvp_directions", "power_iters"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.eps_rms > 0 and math.isfinite(self.eps_rms)):
+            raise ValueError(f"--eps-rms must be a positive finite number, got {self.eps_rms!r}")
+        if self.log_lambda not in ("none", "hutchinson", "exact"):
+            raise ValueError(f"log_lambda must be 'none', 'hutchinson' or 'exact', got {self.log_lambda!r}")
+        if self.probes < 1 or self.batch_size < 1 or self.images_per_batch < 1:
+            raise ValueError("probes, batch_size and images_per_batch must be >= 1")
+
+    def signature_params(self) -> dict[str, Any]:
+        """The parameters that change a record (batching does not)."""
+        d = asdict(self)
+        d.pop("batch_size")
+        d.pop("images_per_batch")
+        if d["jvp_reductions"] == "fp32":  # the default: records made before the option existed stay valid
+            d.pop("jvp_reductions")
+        return d

@@ -1,0 +1,9 @@
+"""Small flow-matching transformers trained here, offline: data, objective, options, training loop, cache.
+
+Owns: ``train`` (the training loop, cached models), ``options`` (a run's frozen configuration and cache
+key), ``objective`` (the conditional flow-matching loss, docs/theory.md §10.5), ``cache`` (model cache,
+checkpoints loaded with ``weights_only=True``, finished folders), ``data`` (digits, faces, photo patches),
+``quality`` (sample quality, measured), ``cli`` (``pfode largemodel train``).
+
+May import: ``theory``, ``simulate``, ``largemodel.models``.
+"""

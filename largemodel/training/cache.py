@@ -1,0 +1,137 @@
+r"""Files of the models trained here: the model cache, training checkpoints, finished folders.
+
+- ``default_cache_dir`` / ``cache_entry``: where ``largemodel.training.train.cached_model`` keeps trained
+  folders, ``$PFODE_CACHE/models/<data>-<size>px-<key>`` (``key``: ``train_options.config_key``),
+  with ``file_lock`` serialising concurrent trainings of one key.
+- ``save_checkpoint`` / ``load_checkpoint``: the resumable training state, written atomically
+  (a temporary file, then ``os.replace``) and read back with ``torch.load(weights_only=True)``,
+  so a planted pickle runs no code.
+- ``existing_model``: whether a folder already holds the finished model of a configuration;
+  ``model_dataset``: the train / held-out split a finished model was trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from largemodel.training.data import Dataset, dataset_from_split
+from largemodel.models.folder import PFODE_META_FILE
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "cache_entry",
+    "default_cache_dir",
+    "existing_model",
+    "file_lock",
+    "load_checkpoint",
+    "model_dataset",
+    "save_checkpoint",
+]
+
+#: checkpoint written (atomically) in the output folder while training; removed at the end
+CHECKPOINT_FILE = "train_checkpoint.pt"
+
+
+def default_cache_dir() -> Path:
+    """``$PFODE_CACHE/models`` if ``PFODE_CACHE`` is set, else ``~/.cache/pfode-instability/models``."""
+    root = os.environ.get("PFODE_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "pfode-instability"
+    return base / "models"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (POSIX ``flock``; no-op where unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cache_entry(data: str, size: int, key: str, cache_dir: str | Path | None = None) -> Path:
+    """The cache folder ``<cache_dir>/<data>-<size>px-<key>`` of a configuration (``cache_dir``
+    default ``default_cache_dir()``, created if absent; the model folder itself is not)."""
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    return base / f"{data}-{size}px-{key}"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (``torch.save`` to a temporary file, then ``os.replace``)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, key: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if any, loaded with ``torch.load(weights_only=True)``.
+
+    Only tensors and plain Python values are unpickled (our checkpoints hold nothing else), so
+    a planted pickle runs no code: it is refused with one line naming the file.
+
+    Raises:
+        ValueError: the file is not a checkpoint pfode can load safely, or it belongs to
+            another configuration.
+    """
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...: never unpickle further
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a training checkpoint pfode can load safely ({reason[:160]}); "
+                         "remove it or choose another output folder") from None
+    if not isinstance(state, dict) or state.get("config_key") != key:
+        raise ValueError(
+            f"out={path.parent} holds a checkpoint of a different training configuration ({path.name}); "
+            "remove it or choose another output folder"
+        )
+    return state
+
+
+def existing_model(out: Path, key: str) -> bool:
+    """Whether ``out`` already holds the finished model of this configuration.
+
+    Raises:
+        ValueError: ``out`` holds a different model, or a damaged one (the message names the
+            file: a missing or unreadable ``pfode_model.json``).
+    """
+    if not (out / "model_index.json").is_file():
+        return False
+    meta_path = out / PFODE_META_FILE
+    if not meta_path.is_file():
+        raise ValueError(f"out={out} holds a model folder without {meta_path.name} (not trained by pfode, or "
+                         "damaged); remove it or choose another output folder")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{meta_path}: damaged ({type(exc).__name__}); remove {out} to retrain it") from None
+    if isinstance(meta, dict) and meta.get("config_key") == key:
+        return True
+    raise ValueError(f"out={out} already holds a different model; remove it or choose another output folder")
+
+
+def model_dataset(model_dir: str | Path) -> Dataset:
+    """The train / held-out ``Dataset`` a model trained here was trained on (from its metadata).
+
+    Raises:
+        ValueError: the folder has no ``pfode_model.json`` with a ``split``.
+    """
+    meta_path = Path(model_dir) / PFODE_META_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if "split" not in meta:
+        raise ValueError(f"{model_dir}: not a model trained by pfode (no split in {PFODE_META_FILE})")
+    return dataset_from_split(meta["split"])
