@@ -113,7 +113,7 @@ def test_averaged_instability_linear_map() -> None:
     with pytest.raises(ValueError, match="do not match"):
         perturbed_rows(z, d[:2], 1e-2)
     with pytest.raises(ValueError, match="do not match"):
-        perturbed_rows(z, d.transpose(0, 1), 1e-2)  # (K, B, n): no second layout
+        perturbed_rows(z, d.transpose(0, 1), 1e-2)  # (K, B, n): one row order only
 
 
 def test_unit_directions_are_float64_draws_on_the_unit_sphere() -> None:
