@@ -29,6 +29,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from theory._validate import require_int
 from theory.coefficients import SpectralNorm, lambda_f, log_Lambda_f, spectral_norm
 from theory.estimators import averaged_instability as shared_averaged_instability
 from theory.estimators import central_difference_lambda, unit_directions
@@ -130,12 +131,11 @@ def averaged_instability(
         eps: perturbation size ``||D||``.
         gz: ``G(z)`` if already computed (saves one solve).
     """
-    if num_perturbations < 1:
-        raise ValueError(f"num_perturbations must be >= 1, got {num_perturbations}")
+    k = require_int("num_perturbations", num_perturbations)
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be a positive finite number, got {eps!r}")
     B, n = z.shape
-    d = unit_directions((B * num_perturbations, n), generator, z).view(B, num_perturbations, n)
+    d = unit_directions((B * k, n), generator, z).view(B, k, n)
     G = generation_map(field, **solve_kwargs)
     return shared_averaged_instability(G, z, d, eps, gz=gz).mean(1)
 

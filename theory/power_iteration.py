@@ -24,6 +24,8 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor
 
+from theory._validate import require_int
+
 __all__ = ["LinearOperator", "Linearization", "FuncLinearization", "SpectralNorm", "power_iteration"]
 
 BatchedMap = Callable[[Tensor], Tensor]
@@ -193,15 +195,14 @@ def power_iteration(
         :class:`SpectralNorm` (value, vector, iterations, converged, history); the value and
         history in float64, the vector in the dtype of ``v``.
     """
-    if int(iters) != iters or iters < 1:
-        raise ValueError(f"iters must be a positive integer, got {iters!r}")
+    iters = require_int("iters", iters)
     B = v.shape[0]
     value: Tensor | None = None
     prev: Tensor | None = None
     iterations = torch.zeros(B, dtype=torch.int64, device=v.device)
     converged = torch.zeros(B, dtype=torch.bool, device=v.device)
     history: list[Tensor] = []
-    for k in range(1, int(iters) + 1):
+    for k in range(1, iters + 1):
         active = ~converged
         w = op.jvp(v)
         est = _rownorm64(w)

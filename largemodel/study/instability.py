@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from theory import coefficients, estimators
+from theory._validate import require_int
 from theory.estimators import unit_directions
 from theory.power_iteration import SpectralNorm, power_iteration
 from theory.thm41 import log_standard_normal_density
@@ -114,11 +115,10 @@ def averaged_instability(
         z: inverted noises ``(B, C, H, W)``.
         gz: ``G(z)`` if already computed (the reconstruction), saving one regeneration.
     """
-    if int(num_perturbations) != num_perturbations or num_perturbations < 1:
-        raise ValueError(f"num_perturbations must be a positive integer, got {num_perturbations!r}")
+    k = require_int("num_perturbations", num_perturbations)
     if not (eps_rms > 0 and math.isfinite(eps_rms)):
         raise ValueError(f"--eps-rms must be a positive finite number, got {eps_rms!r}")
-    b, k = z.shape[0], int(num_perturbations)
+    b = z.shape[0]
     d = unit_directions((b * k, *z.shape[1:]), generator, z).view(b, k, *z.shape[1:])
     run = lambda y: _batched(lambda r: generate(velocity, r, sigmas, solver=solver), y, batch_size)  # noqa: E731
     if gz is None:
@@ -264,12 +264,11 @@ def spectral_norm_G(
         :class:`theory.power_iteration.SpectralNorm`: ``value`` ``(B,)``, the unit top right
         singular ``vector``, and ``history`` ``(iters, B)``.
     """
-    if int(iters) != iters or iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
+    iters = require_int("iters", iters)
     v = unit_directions(tuple(z.shape), generator, z)
     op = RegenerationLinearization(velocity, z, sigmas, solver)
     report = None if progress is None else (lambda k, est: progress(k, float(est.max())))
-    return power_iteration(op, v, iters=int(iters), on_iteration=report)
+    return power_iteration(op, v, iters=iters, on_iteration=report)
 
 
 def _velocity_and_divergence(
