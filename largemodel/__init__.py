@@ -56,14 +56,12 @@ Modules:
   your code against the paper's results.
 
 Importing the package imports nothing heavy (no torch, no diffusers): submodules and the names in
-``__all__`` are loaded on first access.
+``__all__`` are loaded on first access (:mod:`largemodel._lazy`, the loader ``reports`` shares).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import Any
+from largemodel._lazy import lazy_package
 
 #: public names, each loaded lazily from its module
 _EXPORTS: dict[str, str] = {
@@ -87,18 +85,4 @@ _SUBMODULES: tuple[str, ...] = (
     "training",
 )
 
-__all__ = [*_EXPORTS, *_SUBMODULES]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES or (not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}")):
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS, _SUBMODULES)

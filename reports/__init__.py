@@ -31,14 +31,12 @@ The suites measure nothing themselves: every experiment, its options and its jud
 ``simulate.experiments`` or ``largemodel.experiments``; the suites run them and render the rows.
 
 Importing the package imports nothing heavy: submodules and the names in ``__all__`` are loaded on
-first access.
+first access (the loader is :func:`largemodel._lazy.lazy_package`, shared with ``largemodel``).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import Any
+from largemodel._lazy import lazy_package
 
 #: public names, each loaded lazily from its module
 _EXPORTS: dict[str, str] = {
@@ -61,18 +59,4 @@ _SUBMODULES: tuple[str, ...] = (
     "theory_suite",
 )
 
-__all__ = [*_EXPORTS, *_SUBMODULES]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES or (not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}")):
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS, _SUBMODULES)

@@ -235,7 +235,7 @@ FLAG_RULES: dict[tuple[str, ...], dict[str, _Rule]] = {
         "--guidance": bounded_float(0, 100), "--top": bounded_int(1, 1000), "--gallery": bounded_int(0, 1000),
         "--verify": bounded_int(0, 100_000), "--tol": bounded_float(0, 1, lo_open=True, hi_open=True),
         "--max-iter": bounded_int(1, 10_000), "--fixed-size": bounded_float(0, 10, lo_open=True),
-        "--causal-directions": bounded_int(0, 1024),
+        "--causal-directions": bounded_int(1, 1024),
     },
 }
 """Rule of each numeric flag: by command path first, then for any command (key ``()``)."""

@@ -29,9 +29,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from theory._validate import require_int
 from theory.coefficients import SpectralNorm, lambda_f, log_Lambda_f, spectral_norm
 from theory.estimators import averaged_instability as shared_averaged_instability
-from theory.estimators import central_difference_lambda
+from theory.estimators import central_difference_lambda, unit_directions
 from theory.thm41 import log_Lambda_density_ratio, log_standard_normal_density
 from simulate.maps import generate, invert
 
@@ -56,11 +57,6 @@ def generation_map(field: Any, **solve_kwargs: Any) -> Callable[[Tensor], Tensor
         return generate(field, z, **solve_kwargs).x
 
     return G
-
-
-def _unit_directions(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
-    d = torch.randn(shape, generator=generator, dtype=like.dtype, device="cpu").to(like.device)
-    return d / torch.linalg.vector_norm(d, dim=-1, keepdim=True)
 
 
 def lambda_G(
@@ -95,7 +91,7 @@ def lambda_G(
         if not (fd_step > 0 and math.isfinite(fd_step)):
             raise ValueError(f"fd_step must be a positive finite number, got {fd_step!r}")
         G = generation_map(field, **solve_kwargs)
-        return central_difference_lambda(G, z, u.unsqueeze(1), fd_step, layout="blocked")[:, 0]
+        return central_difference_lambda(G, z, u.unsqueeze(1), fd_step)[:, 0]
     raise ValueError(f"method must be 'jvp' or 'fd', got {method!r}")
 
 
@@ -127,22 +123,21 @@ def averaged_instability(
 
     ``mu_bar(z) = (1/K) sum_{k=1}^K ||G(z + eps d_k) - G(z)|| / eps``, ``d_k`` uniform on the unit
     sphere, ``K = num_perturbations``, so ``||D_k|| = eps``. The ``B K`` perturbed points are
-    generated as one batch (:func:`theory.estimators.averaged_instability`, directions drawn here
-    as ``(K, B, n)`` in ``z``'s dtype: layout ``"kb"``).
+    generated as one batch (:func:`theory.estimators.averaged_instability`, directions
+    ``(B, K, n)`` from :func:`theory.estimators.unit_directions`).
 
     Args:
         z: points (usually inverted noises ``z~ = F~(x)``), shape ``(B, n)``.
         eps: perturbation size ``||D||``.
         gz: ``G(z)`` if already computed (saves one solve).
     """
-    if num_perturbations < 1:
-        raise ValueError(f"num_perturbations must be >= 1, got {num_perturbations}")
+    k = require_int("num_perturbations", num_perturbations)
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be a positive finite number, got {eps!r}")
     B, n = z.shape
-    d = _unit_directions((num_perturbations, B, n), generator, z)
+    d = unit_directions((B * k, n), generator, z).view(B, k, n)
     G = generation_map(field, **solve_kwargs)
-    return shared_averaged_instability(G, z, d, eps, layout="kb", gz=gz).mean(1)
+    return shared_averaged_instability(G, z, d, eps, gz=gz).mean(1)
 
 
 def log_Lambda_G(field: Any, z: Tensor, *, method: str = "density_ratio", **solve_kwargs: Any) -> Tensor:

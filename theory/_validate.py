@@ -7,7 +7,9 @@ as its one line of error).
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import numbers
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -18,6 +20,8 @@ __all__ = [
     "require_nonnegative",
     "require_at_least",
     "require_probability",
+    "require_int",
+    "require_ints",
 ]
 
 
@@ -74,6 +78,32 @@ def require_probability(name: str, value: Any) -> np.ndarray:
     if np.any((arr < 0) | (arr > 1)):
         raise ValueError(f"{name} must lie in [0, 1], got {_show(value)}")
     return arr
+
+
+def require_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is a whole number ``>= minimum`` (a count: steps, images, ...).
+
+    The one "positive integer" rule of the option classes (``minimum=0`` for counts that may be
+    zero). Python and numpy integers pass, and finite floats without a fractional part (``3.0``,
+    as JSON may give them back); a bool, a string, ``2.5`` or ``nan`` do not.
+
+    Raises:
+        ValueError: ``"<name> must be an integer >= <minimum>, got <value>"``.
+    """
+    ok = not isinstance(value, bool) and (
+        isinstance(value, numbers.Integral)
+        or (isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())
+    )
+    if not ok or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def require_ints(options: Any, names: Iterable[str], minimum: int = 1) -> None:
+    """:func:`require_int` on each attribute ``names`` of ``options`` (an ``*Options`` dataclass),
+    the first bad one named in the error."""
+    for name in names:
+        require_int(name, getattr(options, name), minimum)
 
 
 def _show(value: Any) -> str:

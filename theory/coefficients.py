@@ -17,9 +17,10 @@ on row ``b`` of ``x`` (no mixing across the batch, e.g. no batch normalisation i
 mode). The simulator's generation map and a diffusion model's inversion/regeneration are such
 maps. Each row is one point: ``n = prod(shape)`` is the input dimension, ``prod(shape_out)``
 the output dimension, norms are Euclidean over all non-batch dimensions, and every result is
-a tensor of shape ``(B,)`` (one value per row). Computations stay in the dtype and on the
-device of ``x``, except where a ``norm_dtype`` / ``det_dtype`` option rounds the last step in
-another dtype.
+a tensor of shape ``(B,)`` (one value per row). The map is evaluated in the dtype and on the
+device of ``x``; one convention rounds the last step of every coefficient (docs/theory.md §12):
+norms are accumulated in float64 and the determinant is taken in float64, so ``lambda_f``,
+``mu_f``, the spectral norm and ``log Lambda_f`` are float64 whatever the dtype of ``x``.
 
 Derivatives come from ``torch.func``: one forward-mode JVP gives ``J u`` (``torch.func.jvp``, or
 any function of its signature passed as ``jvp``, e.g. one that sets an attention kernel), one
@@ -42,9 +43,9 @@ from theory.power_iteration import (
     FuncLinearization,
     Linearization,
     SpectralNorm,
-    _bcast,
     _FirstVjpProbe,
-    _rownorm,
+    _rownorm64,
+    _unit_rows,
     power_iteration,
 )
 
@@ -75,7 +76,6 @@ def lambda_f(
     *,
     jvp: JvpFn | None = None,
     batch_size: int | None = None,
-    norm_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Intrinsic instability coefficient (Definition 2.2), per row, by one JVP.
 
@@ -83,7 +83,7 @@ def lambda_f(
     mode (``jvp``, default ``torch.func.jvp``) or by the double-backward trick
     (``mode="reverse"``; docs/theory.md §9.1). The one implementation for ``simulate`` (the
     whole batch in one call) and ``largemodel.study.instability.jvp_lambda`` (its math-attention JVP,
-    rows in chunks, norms in float64).
+    rows in chunks). The norms are accumulated in float64.
 
     Args:
         f: row-wise batched map, ``(B, *shape) -> (B, *shape_out)`` (see module docstring).
@@ -95,11 +95,9 @@ def lambda_f(
         batch_size: rows per derivative call (>= 1; default all ``B`` at once); the row
             results are concatenated, so the values do not depend on it for a row-wise ``f``
             whose arithmetic does not depend on the batch size.
-        norm_dtype: rounding of the norms: ``J u`` and ``u`` are cast to this dtype before
-            the two norms and the division (default: the dtype of ``x``); the result has it.
 
     Returns:
-        Tensor of shape ``(B,)`` in the dtype of ``x`` (or ``norm_dtype``).
+        Tensor of shape ``(B,)``, float64.
 
     Raises:
         ValueError: ``x`` not a finite floating tensor, ``u`` of another shape, non-finite or
@@ -117,9 +115,7 @@ def lambda_f(
         ju = _jvp_mode(f, x, u, mode, jvp)
     else:
         ju = torch.cat([_jvp_mode(f, x[i : i + step], u[i : i + step], mode, jvp) for i in range(0, x.shape[0], step)])
-    if norm_dtype is not None:
-        ju, u = ju.to(norm_dtype), u.to(norm_dtype)
-    return _rownorm(ju) / _rownorm(u)
+    return _rownorm64(ju) / _rownorm64(u)
 
 
 def mu_f(
@@ -142,7 +138,8 @@ def mu_f(
         fx: optional precomputed ``f(x)`` (saves one evaluation of ``f``).
 
     Returns:
-        Tensor of shape ``(B,)``; ``inf``/``nan`` when ``f(x + D)`` is not finite.
+        Tensor of shape ``(B,)``, float64 (outputs compared in float64); ``inf``/``nan`` when
+        ``f(x + D)`` is not finite.
 
     Raises:
         ValueError: invalid ``x``, ``delta`` (shape, finiteness, a zero row) or ``fx``
@@ -158,7 +155,7 @@ def mu_f(
             shape = tuple(fx.shape) if isinstance(fx, torch.Tensor) else type(fx).__name__
             raise ValueError(f"fx must be f(x), of shape {tuple(fxd.shape)}, got {shape}")
         fx = fx.detach().to(dtype=fxd.dtype, device=fxd.device)
-    return _rownorm(fxd - fx) / _rownorm(delta)
+    return _rownorm64(fxd.to(torch.float64) - fx.to(torch.float64)) / _rownorm64(delta)
 
 
 # --------------------------------------------------------------------------------------
@@ -168,11 +165,11 @@ def mu_f(
 
 def _spectral_norm_svd(f: BatchedMap, x: torch.Tensor) -> SpectralNorm:
     jac = jacobian(f, x)
-    _, s, vh = torch.linalg.svd(jac, full_matrices=False)
+    _, s, vh = torch.linalg.svd(jac.to(torch.float64), full_matrices=False)
     B = x.shape[0]
     return SpectralNorm(
         value=s[:, 0],
-        vector=vh[:, 0, :].reshape(x.shape),
+        vector=vh[:, 0, :].reshape(x.shape).to(x.dtype),
         iterations=torch.zeros(B, dtype=torch.int64, device=x.device),
         converged=torch.ones(B, dtype=torch.bool, device=x.device),
     )
@@ -240,7 +237,7 @@ def spectral_norm(
     tol_eff = max(tol, 10.0 * torch.finfo(x.dtype).eps)
     op = _FirstVjpProbe(Linearization(f, x) if mode == "reverse" else FuncLinearization(f, x))
     try:
-        return power_iteration(op, v0 / _bcast(_rownorm(v0), v0), iters=iters, tol=tol_eff)
+        return power_iteration(op, _unit_rows(v0, v0), iters=iters, tol=tol_eff)
     except RuntimeError:
         if op.first_vjp_failed:  # f has no reverse mode (e.g. in-place updates): use the full Jacobian
             return _spectral_norm_svd(f, x)
@@ -280,13 +277,12 @@ def log_Lambda_f(
     *,
     jvp: JvpFn | None = None,
     chunk: int | None = None,
-    det_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Log of the geometric average of the singular values (Definition 4.1), per row.
 
     ``log Lambda_f(x) = (1/n) log |det J_f(x)| = (1/n) sum_i log sigma_i(J_f(x))``
-    (docs/theory.md §2.3), computed with ``torch.linalg.slogdet`` of the full Jacobian
-    (docs/theory.md §9.3; small ``n``). A singular Jacobian gives ``-inf`` (``Lambda_f = 0``).
+    (docs/theory.md §2.3), computed with ``torch.linalg.slogdet`` of the full Jacobian cast to
+    float64 (docs/theory.md §9.3; small ``n``). A singular Jacobian gives ``-inf`` (``Lambda_f = 0``).
     The Jacobian is :func:`jacobian` by default, or :func:`jacobian_forward` (forward-mode
     columns, ``chunk`` basis vectors per call of ``jvp``) when ``jvp`` or ``chunk`` is given:
     the one implementation for ``simulate`` and ``largemodel.study.instability.log_lambda_jacobian``.
@@ -296,11 +292,9 @@ def log_Lambda_f(
         x: points, shape ``(B, *shape)``, finite.
         jvp: a function with the signature of ``torch.func.jvp`` (forward-mode columns).
         chunk: basis vectors per JVP call for the forward-mode columns (>= 1; default 64).
-        det_dtype: rounding of the determinant: the Jacobian is cast to this dtype before
-            ``slogdet`` (default: the dtype of ``x``); the result has it.
 
     Returns:
-        Tensor of shape ``(B,)``.
+        Tensor of shape ``(B,)``, float64.
 
     Raises:
         ValueError: the Jacobian is not square (``n_out != n_in``), invalid ``x`` or ``chunk``.
@@ -312,9 +306,7 @@ def log_Lambda_f(
     n_out, n_in = jac.shape[1], jac.shape[2]
     if n_out != n_in:
         raise ValueError(f"f must have a square Jacobian for Lambda_f (n_out == n_in), got {n_out} x {n_in}")
-    if det_dtype is not None:
-        jac = jac.to(det_dtype)
-    _, logabsdet = torch.linalg.slogdet(jac)
+    _, logabsdet = torch.linalg.slogdet(jac.to(torch.float64))
     return logabsdet / n_in
 
 

@@ -17,12 +17,12 @@ Each estimator is split into *rows* (the inputs to regenerate) and *from outputs
 on the regenerated rows), so that a caller can regenerate the rows of several estimators in one
 batch (``largemodel.study.runner``); the full estimator chains the two.
 
-Direction layouts. The callers draw their directions themselves and in their own order (the
-simulator as ``(K, B, ...)`` in the state dtype, the large model as ``(B K, ...)`` in float64
-then cast), which fixes the random numbers behind every published result; the estimators take
-the drawn directions and a ``layout`` naming their order instead of drawing them, so that the
-same seeds give the same numbers: ``"bk"`` (directions ``(B, K, *shape)``, rows sample-major)
-or ``"kb"`` (directions ``(K, B, *shape)``, rows direction-major).
+One convention for every caller (docs/theory.md §12). Directions are drawn by
+:func:`unit_directions` (float64 Gaussians on the CPU, normalised in float64) and laid out
+sample-major: ``(B, K, *shape)``, the perturbed rows ``(b, k)`` in that order; the
+central-difference rows interleave ``(b, k, +), (b, k, -)``. The regenerated outputs are compared
+in float64 (cast before the difference, norms accumulated in float64), so every estimate is
+float64 whatever the dtype of ``G``.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from theory.power_iteration import _rownorm
+from theory.power_iteration import _bcast, _rownorm64
 
 __all__ = [
-    "LAYOUTS",
-    "FD_LAYOUTS",
+    "unit_directions",
     "perturbed_rows",
     "mu_from_outputs",
     "averaged_instability",
@@ -46,8 +45,6 @@ __all__ = [
     "central_difference_lambda",
 ]
 
-LAYOUTS = ("bk", "kb")
-FD_LAYOUTS = ("interleaved", "blocked")
 BatchedMap = Callable[[Tensor], Tensor]
 
 
@@ -57,65 +54,62 @@ def _positive(name: str, value: float) -> float:
     return float(value)
 
 
-def _check_layout(z: Tensor, directions: Tensor, layout: str) -> tuple[int, int]:
-    """``(B, K)`` of ``directions`` laid out as ``layout`` around the points ``z`` ``(B, *shape)``."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    b = z.shape[0]
-    if directions.ndim != z.ndim + 1 or directions.shape[2:] != z.shape[1:]:
-        raise ValueError(f"directions of shape {tuple(directions.shape)} do not match z of shape {tuple(z.shape)}")
-    bi, ki = (0, 1) if layout == "bk" else (1, 0)
-    if directions.shape[bi] != b:
-        raise ValueError(f"directions of shape {tuple(directions.shape)} (layout {layout}) do not match {b} points")
-    return b, directions.shape[ki]
+def unit_directions(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """``shape[0]`` directions uniform on the unit sphere of ``R^{prod(shape[1:])}`` (docs/theory.md §2.5).
+
+    Standard Gaussians drawn in float64 on the CPU from ``generator`` (so a seed gives the same
+    directions on every device), divided by their float64 norms, then cast to the dtype and
+    device of ``like``. Draw ``(B K, *shape)`` and view it as ``(B, K, *shape)`` for
+    :func:`averaged_instability`.
+    """
+    d = torch.randn(shape, generator=generator, dtype=torch.float64)
+    d = d / _bcast(_rownorm64(d), d)
+    return d.to(like.device, like.dtype)
 
 
-def perturbed_rows(z: Tensor, directions: Tensor, eps: float, layout: str = "bk") -> Tensor:
+def _check_directions(z: Tensor, directions: Tensor) -> tuple[int, int]:
+    """``(B, K)`` of ``directions`` ``(B, K, *shape)`` around the points ``z`` ``(B, *shape)``."""
+    if directions.ndim != z.ndim + 1 or directions.shape[0] != z.shape[0] or directions.shape[2:] != z.shape[1:]:
+        raise ValueError(f"directions of shape {tuple(directions.shape)} do not match z of shape {tuple(z.shape)}: "
+                         "expected (B, K, *shape)")
+    return z.shape[0], directions.shape[1]
+
+
+def perturbed_rows(z: Tensor, directions: Tensor, eps: float) -> Tensor:
     """The ``B K`` perturbed points ``z_b + eps d_bk`` of :func:`averaged_instability` (docs/theory.md §2.5).
 
     Args:
         z: points ``(B, *shape)``.
-        directions: unit directions, ``(B, K, *shape)`` (layout ``"bk"``) or ``(K, B, *shape)``
-            (``"kb"``).
+        directions: unit directions, ``(B, K, *shape)``.
         eps: the perturbation norm ``||D|| = eps`` (> 0).
 
     Returns:
-        ``(B K, *shape)``, in the order of ``layout``.
+        ``(B K, *shape)``, sample-major (row ``b K + k`` is ``z_b + eps d_bk``).
     """
     eps = _positive("eps", eps)
-    b, k = _check_layout(z, directions, layout)
-    axis = 1 if layout == "bk" else 0
-    return (z.unsqueeze(axis) + eps * directions).reshape(b * k, *z.shape[1:])
+    b, k = _check_directions(z, directions)
+    return (z.unsqueeze(1) + eps * directions).reshape(b * k, *z.shape[1:])
 
 
-def mu_from_outputs(
-    g_perturbed: Tensor, gz: Tensor, eps: float, layout: str = "bk", *, norm_dtype: torch.dtype | None = None
-) -> Tensor:
+def mu_from_outputs(g_perturbed: Tensor, gz: Tensor, eps: float) -> Tensor:
     r"""``mu_k(z_b) = ||G(z_b + eps d_bk) - G(z_b)|| / eps`` (docs/theory.md §2.2, §2.5), shape ``(B, K)``.
 
     Args:
-        g_perturbed: ``G`` of :func:`perturbed_rows`, ``(B K, *shape_out)`` in ``layout`` order.
+        g_perturbed: ``G`` of :func:`perturbed_rows`, ``(B K, *shape_out)`` sample-major.
         gz: ``G(z)``, ``(B, *shape_out)``.
         eps: the perturbation norm ``||D||``.
-        norm_dtype: dtype in which the differences' norms are accumulated (None: their own).
 
     Returns:
-        ``(B, K)``; ``mu_bar`` is its mean over ``K`` (dimension 1).
+        ``(B, K)`` float64 (outputs compared in float64); ``mu_bar`` is its mean over ``K`` (dimension 1).
     """
     eps = _positive("eps", eps)
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     b = gz.shape[0]
     if g_perturbed.shape[0] % max(b, 1) or g_perturbed.shape[1:] != gz.shape[1:]:
         raise ValueError(f"perturbed outputs of shape {tuple(g_perturbed.shape)} do not match G(z) of shape {tuple(gz.shape)}")
     k = g_perturbed.shape[0] // b
-    if layout == "bk":
-        diff = g_perturbed.reshape(b, k, *gz.shape[1:]) - gz.unsqueeze(1)
-    else:
-        diff = g_perturbed.reshape(k, b, *gz.shape[1:]) - gz.unsqueeze(0)
-    rows = diff.reshape(b * k, -1)
-    mu = _rownorm(rows if norm_dtype is None else rows.to(norm_dtype)) / eps
-    return mu.view(b, k) if layout == "bk" else mu.view(k, b).T
+    f64 = torch.float64
+    diff = g_perturbed.to(f64).reshape(b, k, *gz.shape[1:]) - gz.to(f64).unsqueeze(1)
+    return (_rownorm64(diff.reshape(b * k, -1)) / eps).view(b, k)
 
 
 def averaged_instability(
@@ -124,9 +118,7 @@ def averaged_instability(
     directions: Tensor,
     eps: float,
     *,
-    layout: str = "bk",
     gz: Tensor | None = None,
-    norm_dtype: torch.dtype | None = None,
 ) -> Tensor:
     r"""The paper's averaged instability coefficient (docs/theory.md §2.5; App. E), per point and direction.
 
@@ -139,29 +131,28 @@ def averaged_instability(
     Args:
         G: row-wise batched map.
         z: points ``(B, *shape)``.
-        directions: unit directions in ``layout`` (see the module docstring).
+        directions: unit directions ``(B, K, *shape)`` (:func:`unit_directions`).
         eps: the perturbation norm ``||D||`` (> 0).
         gz: ``G(z)`` if already computed.
-        norm_dtype: dtype of the norms (None: that of ``G``'s output).
 
     Returns:
-        ``(B, K)``.
+        ``(B, K)`` float64.
     """
-    rows = perturbed_rows(z, directions, eps, layout)
+    rows = perturbed_rows(z, directions, eps)
     b = z.shape[0]
     if gz is None:
         out = G(torch.cat([z, rows]))
         gz, g_pert = out[:b], out[b:]
     else:
         g_pert = G(rows)
-    return mu_from_outputs(g_pert, gz, eps, layout, norm_dtype=norm_dtype)
+    return mu_from_outputs(g_pert, gz, eps)
 
 
-def central_difference_rows(z: Tensor, directions: Tensor, h: float, layout: str = "interleaved") -> Tensor:
+def central_difference_rows(z: Tensor, directions: Tensor, h: float) -> Tensor:
     r"""The ``2 B K`` inputs ``z_b +- h u^_bk`` of central differences (docs/theory.md §9.1).
 
-    ``u^ = u / ||u||`` per (sample, direction). ``layout="interleaved"``: rows
-    ``(b, k, +), (b, k, -)`` in turn; ``"blocked"``: the ``B K`` plus rows, then the ``B K`` minus rows.
+    ``u^ = u / ||u||`` per (sample, direction) (the norm in float64); rows ``(b, k, +), (b, k, -)``
+    in turn.
 
     Args:
         z: points ``(B, *shape)``.
@@ -169,8 +160,6 @@ def central_difference_rows(z: Tensor, directions: Tensor, h: float, layout: str
         h: the step (> 0).
     """
     h = _positive("h", h)
-    if layout not in FD_LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(FD_LAYOUTS)}, got {layout!r}")
     b = z.shape[0]
     if directions.ndim == z.ndim:
         directions = directions.unsqueeze(0).expand(b, *directions.shape)
@@ -178,39 +167,27 @@ def central_difference_rows(z: Tensor, directions: Tensor, h: float, layout: str
         raise ValueError(f"directions of shape {tuple(directions.shape)} do not match z of shape {tuple(z.shape)}")
     k = directions.shape[1]
     d = directions.to(z.dtype)
-    u = d / _rownorm(d.reshape(b * k, -1)).view(b, k, *([1] * (z.ndim - 1)))
+    u = d / _rownorm64(d.reshape(b * k, -1)).to(d.dtype).view(b, k, *([1] * (z.ndim - 1)))
     zr = z.unsqueeze(1)
-    if layout == "interleaved":
-        return torch.stack([zr + h * u, zr - h * u], dim=2).reshape(b * k * 2, *z.shape[1:])
-    return torch.cat([(zr + h * u).reshape(b * k, *z.shape[1:]), (zr - h * u).reshape(b * k, *z.shape[1:])])
+    return torch.stack([zr + h * u, zr - h * u], dim=2).reshape(b * k * 2, *z.shape[1:])
 
 
-def central_difference_from_outputs(
-    outputs: Tensor, h: float, b: int, k: int, layout: str = "interleaved", *, dtype: torch.dtype | None = None
-) -> Tensor:
+def central_difference_from_outputs(outputs: Tensor, h: float, b: int, k: int) -> Tensor:
     r"""``lambda_G(z_b, u_bk) ~ ||G(z_b + h u^) - G(z_b - h u^)|| / (2 h)`` (Def. 2.2; docs/theory.md §9.1).
 
     Args:
-        outputs: ``G`` of :func:`central_difference_rows` (same ``layout``), ``(2 B K, *shape_out)``.
+        outputs: ``G`` of :func:`central_difference_rows`, ``(2 B K, *shape_out)``.
         h: the step used for the rows.
         b, k: points and directions per point.
-        dtype: dtype the outputs are compared in (cast before the difference; None: their own).
 
     Returns:
-        ``(B, K)``.
+        ``(B, K)`` float64 (outputs compared in float64).
     """
     h = _positive("h", h)
-    if layout not in FD_LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(FD_LAYOUTS)}, got {layout!r}")
     if outputs.shape[0] != 2 * b * k:
         raise ValueError(f"expected {2 * b * k} regenerated rows, got {outputs.shape[0]}")
-    out = outputs if dtype is None else outputs.to(dtype)
-    if layout == "interleaved":
-        pairs = out.reshape(b * k, 2, -1)
-        plus, minus = pairs[:, 0], pairs[:, 1]
-    else:
-        plus, minus = out.reshape(2, b * k, -1)
-    return (_rownorm(plus - minus) / (2.0 * h)).view(b, k)
+    pairs = outputs.to(torch.float64).reshape(b * k, 2, -1)
+    return (_rownorm64(pairs[:, 0] - pairs[:, 1]) / (2.0 * h)).view(b, k)
 
 
 def central_difference_lambda(
@@ -218,9 +195,6 @@ def central_difference_lambda(
     z: Tensor,
     directions: Tensor,
     h: float,
-    *,
-    layout: str = "interleaved",
-    dtype: torch.dtype | None = None,
 ) -> Tensor:
     r"""``lambda_G(z, u) = ||J_G(z) u|| / ||u||`` (Definition 2.2, docs/theory.md §2.1, §9.1) by central differences.
 
@@ -228,9 +202,9 @@ def central_difference_lambda(
     of ``G`` on the ``2 B K`` rows of :func:`central_difference_rows`.
 
     Returns:
-        ``(B, K)``.
+        ``(B, K)`` float64.
     """
-    rows = central_difference_rows(z, directions, h, layout)
+    rows = central_difference_rows(z, directions, h)
     b = z.shape[0]
     k = rows.shape[0] // (2 * b)
-    return central_difference_from_outputs(G(rows), h, b, k, layout, dtype=dtype)
+    return central_difference_from_outputs(G(rows), h, b, k)

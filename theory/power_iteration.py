@@ -10,7 +10,10 @@ provided here: :class:`Linearization` (one stored autograd graph; ``J v`` by dou
 and :class:`FuncLinearization` (``torch.func`` forward-mode JVP, reverse-mode VJP); the large
 model supplies its own (math-attention JVP, checkpointed VJP).
 
-Row norms are Euclidean over all non-batch dimensions (docs/theory.md §1.4).
+Row norms are Euclidean over all non-batch dimensions (docs/theory.md §1.4). One numerical
+convention for every estimate (docs/theory.md §12): the norms that become results or normalise
+vectors (``||J v_k||``, ``||w||``, ``||g||``) are accumulated in float64 (:func:`_rownorm64`),
+whatever the dtype of the map; the vectors themselves stay in the map's dtype.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor
 
+from theory._validate import require_int
+
 __all__ = ["LinearOperator", "Linearization", "FuncLinearization", "SpectralNorm", "power_iteration"]
 
 BatchedMap = Callable[[Tensor], Tensor]
@@ -29,6 +34,11 @@ BatchedMap = Callable[[Tensor], Tensor]
 def _rownorm(t: Tensor) -> Tensor:
     """Euclidean norm of each row over all non-batch dimensions, shape ``(B,)``."""
     return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1)
+
+
+def _rownorm64(t: Tensor) -> Tensor:
+    """:func:`_rownorm` accumulated in float64 (the estimators' one convention), shape ``(B,)`` float64."""
+    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1, dtype=torch.float64)
 
 
 def _bcast(r: Tensor, like: Tensor) -> Tensor:
@@ -149,9 +159,9 @@ class SpectralNorm:
     history: Tensor | None = None
 
 
-def _unit_rows(g: Tensor, fallback: Tensor, norm_dtype: torch.dtype | None) -> Tensor:
-    """``g / ||g||`` per row (the norm accumulated in ``norm_dtype``); rows with ``g = 0`` keep ``fallback``."""
-    gn = _rownorm(g if norm_dtype is None else g.to(norm_dtype)).to(g.dtype)
+def _unit_rows(g: Tensor, fallback: Tensor) -> Tensor:
+    """``g / ||g||`` per row in ``g``'s dtype (the norm accumulated in float64); rows with ``g = 0`` keep ``fallback``."""
+    gn = _rownorm64(g).to(g.dtype)
     return torch.where(_bcast(gn > 0, g), g / _bcast(torch.where(gn > 0, gn, 1), g), fallback)
 
 
@@ -161,14 +171,13 @@ def power_iteration(
     *,
     iters: int,
     tol: float | None = None,
-    estimate_dtype: torch.dtype | None = None,
-    unit_dtype: torch.dtype | None = None,
-    normalize_w: bool = False,
     on_iteration: Callable[[int, Tensor], None] | None = None,
 ) -> SpectralNorm:
     """Power iteration on ``J^T J`` for ``||J||_2 = sigma_1(J)`` per row (docs/theory.md §9.2, §2.1).
 
-    ``w = J v_k`` (one JVP), ``g = J^T w`` (one VJP), ``v_{k+1} = g / ||g||``; the estimate
+    ``w = J v_k`` (one JVP), ``g = J^T (w / ||w||)`` (one VJP; the cotangent scaled to unit rows,
+    which keeps it of order 1 in low precision and leaves the direction of ``g`` unchanged),
+    ``v_{k+1} = g / ||g||``; the estimate
     ``||J v_k||`` increases to ``sigma_1 = max_u ||J u|| / ||u||`` (Definition 2.2's maximum), the
     value converging like ``(sigma_2 / sigma_1)^(2k)`` and the vector like
     ``(sigma_2 / sigma_1)^k``. With ``tol`` a row stops (value and vector frozen) once the relative
@@ -180,33 +189,26 @@ def power_iteration(
             callers draw and normalise them in their own precision).
         iters: number of iterations (maximum, with ``tol``), >= 1.
         tol: relative-change tolerance, or None for a fixed number of iterations.
-        estimate_dtype: dtype in which ``||J v_k||`` is accumulated (None: that of ``J v``).
-        unit_dtype: dtype in which the row norms that normalise ``g`` (and ``w``) are
-            accumulated (None: the vectors' own dtype).
-        normalize_w: scale ``w`` to unit rows before the VJP (same direction of ``g``; keeps the
-            cotangent of order 1 in low precision).
         on_iteration: called as ``on_iteration(k, estimate)`` after iteration ``k``.
 
     Returns:
-        :class:`SpectralNorm` (value, vector, iterations, converged, history).
+        :class:`SpectralNorm` (value, vector, iterations, converged, history); the value and
+        history in float64, the vector in the dtype of ``v``.
     """
-    if int(iters) != iters or iters < 1:
-        raise ValueError(f"iters must be a positive integer, got {iters!r}")
+    iters = require_int("iters", iters)
     B = v.shape[0]
     value: Tensor | None = None
     prev: Tensor | None = None
     iterations = torch.zeros(B, dtype=torch.int64, device=v.device)
     converged = torch.zeros(B, dtype=torch.bool, device=v.device)
     history: list[Tensor] = []
-    for k in range(1, int(iters) + 1):
+    for k in range(1, iters + 1):
         active = ~converged
         w = op.jvp(v)
-        est = _rownorm(w if estimate_dtype is None else w.to(estimate_dtype))
+        est = _rownorm64(w)
         history.append(est)
-        if normalize_w:
-            w = _unit_rows(w, w, unit_dtype)
-        g = op.vjp(w).detach()
-        v_new = _unit_rows(g, v, unit_dtype)
+        g = op.vjp(_unit_rows(w, w)).detach()
+        v_new = _unit_rows(g, v)
         value = est if value is None else torch.where(active, est, value)
         iterations = torch.where(active, torch.full_like(iterations, k), iterations)
         if tol is not None:

@@ -84,7 +84,7 @@ class Prop21Check:
             truncation-dominated scales), ``(B,)``; NaN when undefined.
         converged: part (a) verdict, bool ``(B,)``.
         v1: the (power-iteration) top right singular vector, unit, shape of ``x``.
-        spectral_norm: ``||J_f(x)||_2`` (power iteration), ``(B,)``.
+        spectral_norm: ``||J_f(x)||_2`` (power iteration), ``(B,)`` float64 (docs/theory.md §12).
         power_converged: whether the power iteration converged, bool ``(B,)``.
         mu_v1: ``max(mu_f(x, s v1), mu_f(x, -s v1))`` per scale, ``(B, S)``.
         max_mu: ``max_s mu_v1``, ``(B,)``.
@@ -132,7 +132,7 @@ class Instability:
         unstable: some tried ``D`` has ``mu_f(x, D) > 1``, bool ``(B,)``.
         max_mu: the largest ``mu_f(x, D)`` found, ``(B,)``.
         delta: the ``D`` attaining ``max_mu``, shape of ``x``.
-        spectral_norm: ``||J_f(x)||_2`` (power iteration), ``(B,)``.
+        spectral_norm: ``||J_f(x)||_2`` (power iteration), ``(B,)`` float64 (docs/theory.md §12).
         guaranteed_unstable: ``spectral_norm > 1``, bool ``(B,)``.
     """
 

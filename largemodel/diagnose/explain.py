@@ -127,8 +127,7 @@ def top_singular_direction(
 
     ``instability.spectral_norm_G`` (:func:`theory.power_iteration.power_iteration`,
     docs/theory.md §9.2): ``v <- J^T J v / ||J^T J v||``, JVP then VJP through one checkpointed
-    regeneration, here with the graph under the math attention kernel, ``w = J v`` not rescaled
-    and the rows normalised in float64 (the rounding this function has always used).
+    regeneration (the study's route and rounding).
 
     Returns:
         ``(v (B, ...) unit rows, sigma_max (B,))``.
@@ -137,8 +136,7 @@ def top_singular_direction(
         raise ValueError(f"--power-iters must be >= 0, got {iters!r}")
     if iters == 0:
         return ins.unit_directions(tuple(z.shape), generator, z), torch.zeros(z.shape[0], dtype=torch.float64)
-    sn = ins.spectral_norm_G(velocity, z, sigmas, solver=solver, iters=int(iters), generator=generator,
-                             normalize_w=False, unit_dtype=torch.float64, math_graph=True)
+    sn = ins.spectral_norm_G(velocity, z, sigmas, solver=solver, iters=int(iters), generator=generator)
     return sn.vector, sn.value
 
 
@@ -244,7 +242,7 @@ def explain_batch(
     d_c = d_c.expand(b, len(sizes), j, *y.shape[1:]).reshape(b * len(sizes) * j, *y.shape[1:])
     scale_c = torch.tensor(sizes, dtype=y.dtype, device=y.device).repeat_interleave(j).repeat(b) * root_n
     eps = cfg.eps_rms * root_n  # ||D|| of the mu_bar perturbations
-    blocks = [z_t, z_s, perturbed_rows(z_s, d_mu.view(b, k, *y.shape[1:]), eps, "bk"),
+    blocks = [z_t, z_s, perturbed_rows(z_s, d_mu.view(b, k, *y.shape[1:]), eps),
               z_s.repeat_interleave(len(sizes) * j, 0) + scale_c.view(-1, *([1] * (y.ndim - 1))) * d_c]
     if top_v is not None:
         s_top = torch.tensor(sizes, dtype=y.dtype, device=y.device).repeat(b) * root_n
@@ -258,7 +256,7 @@ def explain_batch(
     disc = _norm(z_t - z_s)
     amp = _norm(g_t - g_s) / disc.clamp_min(1e-300)
     residual = _norm(g_s - y)
-    mu = mu_from_outputs(g_mu, g_s, eps, "bk", norm_dtype=torch.float64)
+    mu = mu_from_outputs(g_mu, g_s, eps)
     lam_dir = ins.jvp_lambda(velocity, z_s, sig, _unit(z_t - z_s).unsqueeze(1), solver=cfg.solver,
                              batch_size=cfg.batch_size)[:, 0]
     rec.update(

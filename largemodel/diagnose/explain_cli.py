@@ -75,11 +75,11 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ExplainConfig:
-    """The run's ``ExplainConfig``; every check names its flag (``ValueError`` before any computing)."""
-    if args.n_images < 1:
-        raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
-    if args.images_per_batch < 1:
-        raise ValueError(f"--images-per-batch must be >= 1, got {args.images_per_batch}")
+    """The run's ``ExplainConfig``; every check names its flag (``ValueError`` before any computing).
+
+    The bounds of the plain numeric flags (``--n-images``, ``--images-per-batch``, ...) are checked
+    while parsing, by ``reports.cli_checks.FLAG_RULES``; here only the comma-separated lists.
+    """
     if args.resolutions is not None and (not args.resolutions or min(args.resolutions) < 1):
         raise ValueError(f"--resolutions must be positive integers, got {args.resolutions}")
     if not args.images.is_dir():

@@ -5,7 +5,7 @@ and ``log p_g`` by the Hutchinson divergence integral, ``||z~||^2 / n`` and the 
 velocity statistics; no regeneration), then
 
 - ``ranking.csv``: every image, riskiest first (by ``--risk``), with each score;
-- ``gallery_riskiest.png``: the ``--gallery`` riskiest images;
+- ``gallery_riskiest.png``: the ``--gallery`` riskiest images (none with ``--gallery 0``);
 - with ``--verify K``: the top and bottom ``K`` are reconstructed (``G(F~(x))``) and
   ``verify.csv`` / ``verify.png`` show predicted risk against the actual error.
 
@@ -51,7 +51,9 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inversion-only", action="store_true",
                    help="plain inversion, no divergence integral: only the inversion scores (no extra cost)")
     p.add_argument("--seed", type=int, default=0, help="seed of the probes (default %(default)s)")
-    p.add_argument("--gallery", type=int, default=8, help="riskiest images in the gallery (default %(default)s)")
+    p.add_argument("--gallery", type=int, default=8,
+                   help="riskiest images in the gallery; 0 writes no gallery, as --verify 0 verifies none "
+                        "(default %(default)s)")
     p.add_argument("--images-per-batch", type=int, default=8, help="images inverted together (default %(default)s)")
     p.add_argument("--resolution", type=int, default=None, help="image side in pixels (default: the model's)")
     p.add_argument("--dtype", default="auto", help="network dtype: auto, fp32, bf16, fp16, fp64")
@@ -60,12 +62,7 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> ScoreConfig:
-    if args.verify < 0:
-        raise ValueError(f"--verify must be >= 0, got {args.verify}")
-    if args.gallery < 1:
-        raise ValueError(f"--gallery must be >= 1, got {args.gallery}")
-    if args.images_per_batch < 1:
-        raise ValueError(f"--images-per-batch must be >= 1, got {args.images_per_batch}")
+    """What the parser cannot check (the numeric bounds are ``reports.cli_checks.FLAG_RULES``')."""
     if not args.images.is_dir():
         raise ValueError(f"--images: {args.images} is not a folder")
     if not args.model.is_dir():
@@ -199,9 +196,9 @@ def run_rank(args: argparse.Namespace) -> int:
         model = load_model(args.model, device=args.device, dtype=args.dtype, resolution=args.resolution)
         rows = rank_folder(model, args.images, args.out, cfg, risk=args.risk,
                            images_per_batch=args.images_per_batch, model_id=str(args.model.resolve()))
-        gallery = _gallery(model, args.images, rows[: args.gallery], args.out / "gallery_riskiest.png", args.risk)
         print(f"{len(rows)} images ranked by {args.risk}; wrote {args.out / 'ranking.csv'}")
-        print(f"wrote {gallery}")
+        if args.gallery > 0 and rows:
+            print(f"wrote {_gallery(model, args.images, rows[: args.gallery], args.out / 'gallery_riskiest.png', args.risk)}")
         if args.verify:
             v = _verify(model, args.images, rows, args.out, cfg, args.verify)
             print(f"verify: mean latent MSE of the top {args.verify} = {v['top_mean_mse']:.3g}, "

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from theory._validate import require_ints
+
 from largemodel.models.flow_model import JVP_REDUCTIONS
 
 __all__ = ["StudyConfig"]
@@ -52,23 +54,18 @@ class StudyConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if int(self.steps) != self.steps or self.steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        require_ints(self, ("steps", "probes", "batch_size", "images_per_batch"))
+        require_ints(self, ("perturbations", "jvp_directions", "power_iters"), minimum=0)
         if self.solver not in ("euler", "heun", "heun-diffusers"):
             raise ValueError(f"solver must be 'euler', 'heun' or 'heun-diffusers', got {self.solver!r}")
         if self.jvp_reductions not in JVP_REDUCTIONS:
             raise ValueError(f"--jvp-reductions must be one of {', '.join(JVP_REDUCTIONS)}, got {self.jvp_reductions!r}")
         if self.lambda_method not in ("auto", "jvp", "fd"):
             raise ValueError(f"--lambda-method must be 'auto', 'jvp' or 'fd', got {self.lambda_method!r}")
-        for name in ("perturbations", "jvp_directions", "power_iters"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.eps_rms > 0 and math.isfinite(self.eps_rms)):
             raise ValueError(f"--eps-rms must be a positive finite number, got {self.eps_rms!r}")
         if self.log_lambda not in ("none", "hutchinson", "exact"):
             raise ValueError(f"log_lambda must be 'none', 'hutchinson' or 'exact', got {self.log_lambda!r}")
-        if self.probes < 1 or self.batch_size < 1 or self.images_per_batch < 1:
-            raise ValueError("probes, batch_size and images_per_batch must be >= 1")
 
     def signature_params(self) -> dict[str, Any]:
         """The parameters that change a record (batching does not)."""

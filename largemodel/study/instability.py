@@ -28,7 +28,6 @@ supplies the map, its linearization (:func:`math_jvp`) and the direction draws:
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable
 
@@ -36,6 +35,8 @@ import torch
 from torch import Tensor
 
 from theory import coefficients, estimators
+from theory._validate import require_int
+from theory.estimators import unit_directions
 from theory.power_iteration import SpectralNorm, power_iteration
 from theory.thm41 import log_standard_normal_density
 
@@ -76,16 +77,6 @@ def check_exact_dim(n: int, evaluations: int | None = None) -> None:
         )
 
 
-def _flat_norm(x: Tensor) -> Tensor:
-    return x.flatten(1).norm(dim=1)
-
-
-def unit_directions(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
-    """``shape[0]`` directions uniform on the unit sphere of ``R^{prod(shape[1:])}``."""
-    d = torch.randn(shape, generator=generator, dtype=torch.float64).to(like.device, like.dtype)
-    return d / _flat_norm(d).view(-1, *([1] * (len(shape) - 1)))
-
-
 def log_standard_normal(z: Tensor) -> Tensor:
     """``log phi(z)`` of ``N(0, I_n)`` per row, ``-(n/2) log 2 pi - ||z||^2 / 2`` (float64)."""
     zf = z.flatten(1).to(torch.float64)
@@ -115,8 +106,8 @@ def averaged_instability(
 
     ``mu_k(z) = ||G(z + D_k) - G(z)|| / ||D_k||`` with ``||D_k|| = eps = eps_rms sqrt(n)``
     (``eps_rms``: the RMS size of the perturbation per latent coordinate); the mean over ``k`` is
-    the paper's ``mu_bar``. :func:`theory.estimators.averaged_instability` with directions drawn
-    here as ``(B K, ...)`` in float64 (layout ``"bk"``) and norms in float64. All ``B K``
+    the paper's ``mu_bar``. :func:`theory.estimators.averaged_instability` with directions
+    ``(B, K, ...)`` from :func:`theory.estimators.unit_directions`, float64 result. All ``B K``
     perturbed regenerations run through the model as batches of ``batch_size`` rows (default: all
     at once); ``G(z)`` is regenerated separately when not given.
 
@@ -124,17 +115,15 @@ def averaged_instability(
         z: inverted noises ``(B, C, H, W)``.
         gz: ``G(z)`` if already computed (the reconstruction), saving one regeneration.
     """
-    if int(num_perturbations) != num_perturbations or num_perturbations < 1:
-        raise ValueError(f"num_perturbations must be a positive integer, got {num_perturbations!r}")
+    k = require_int("num_perturbations", num_perturbations)
     if not (eps_rms > 0 and math.isfinite(eps_rms)):
         raise ValueError(f"--eps-rms must be a positive finite number, got {eps_rms!r}")
-    b, k = z.shape[0], int(num_perturbations)
+    b = z.shape[0]
     d = unit_directions((b * k, *z.shape[1:]), generator, z).view(b, k, *z.shape[1:])
     run = lambda y: _batched(lambda r: generate(velocity, r, sigmas, solver=solver), y, batch_size)  # noqa: E731
     if gz is None:
         gz = run(z)
-    return estimators.averaged_instability(run, z, d, eps_rms * math.sqrt(z[0].numel()), layout="bk", gz=gz,
-                                           norm_dtype=torch.float64)
+    return estimators.averaged_instability(run, z, d, eps_rms * math.sqrt(z[0].numel()), gz=gz)
 
 
 def math_jvp(func: Callable[[Tensor], Tensor], primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
@@ -162,7 +151,7 @@ def jvp_lambda(
     :func:`theory.coefficients.lambda_f` of the regeneration ``G`` with :func:`math_jvp`
     (forward-mode AD through the whole regeneration under the math attention kernel), the
     ``B K`` (sample, direction) rows in chunks of ``batch_size`` rows (default: all at once),
-    the norms in float64.
+    the norms in float64 (as every estimate in ``theory``).
 
     Args:
         z: ``(B, C, H, W)``.
@@ -182,23 +171,22 @@ def jvp_lambda(
     k = directions.shape[1]
     u = directions.reshape(b * k, *z.shape[1:]).to(z.dtype)
     g = lambda y: generate(velocity, y, sigmas, solver=solver)  # noqa: E731
-    return coefficients.lambda_f(g, z.repeat_interleave(k, dim=0), u, jvp=math_jvp, batch_size=batch_size,
-                                 norm_dtype=torch.float64).view(b, k)
+    return coefficients.lambda_f(g, z.repeat_interleave(k, dim=0), u, jvp=math_jvp, batch_size=batch_size).view(b, k)
 
 
 def fd_rows(z: Tensor, directions: Tensor, h: float) -> Tensor:
     r"""The ``2 B K`` inputs of central differences: rows ``z_b + h u_bk`` then ``z_b - h u_bk``
     for each (sample, direction), interleaved as ``(b, k, +), (b, k, -)``
-    (:func:`theory.estimators.central_difference_rows`, layout ``"interleaved"``).
+    (:func:`theory.estimators.central_difference_rows`).
 
     ``directions``: ``(B, K, C, H, W)`` (or ``(K, C, H, W)`` shared by all samples), normalised here.
     """
-    return estimators.central_difference_rows(z, directions, h, "interleaved")
+    return estimators.central_difference_rows(z, directions, h)
 
 
 def fd_lambda_from_outputs(outputs: Tensor, h: float, b: int, k: int) -> Tensor:
     r"""``lambda_G(z, u) ~ ||G(z + h u) - G(z - h u)|| / (2 h)`` from the regenerated ``fd_rows`` (float64)."""
-    return estimators.central_difference_from_outputs(outputs, h, b, k, "interleaved", dtype=torch.float64)
+    return estimators.central_difference_from_outputs(outputs, h, b, k)
 
 
 @torch.no_grad()
@@ -227,7 +215,7 @@ def fd_lambda(
         raise ValueError(f"--eps-rms must be a positive finite number, got {eps_rms!r}")
     h = eps_rms * math.sqrt(z[0].numel())
     run = lambda y: _batched(lambda r: generate(velocity, r, sigmas, solver=solver), y, batch_size)  # noqa: E731
-    return estimators.central_difference_lambda(run, z, directions, h, layout="interleaved", dtype=torch.float64)
+    return estimators.central_difference_lambda(run, z, directions, h)
 
 
 class RegenerationLinearization:
@@ -236,13 +224,13 @@ class RegenerationLinearization:
     ``jvp(v)``: forward-mode AD under the math attention kernel (the fused kernels lack forward AD).
     ``vjp(w)``: a backward pass through one checkpointed graph (each step recomputed), memory one
     step's activations plus the ``N`` step inputs; the graph uses the fused kernels (no ``L x L``
-    attention probabilities saved) unless ``math_graph``.
+    attention probabilities saved).
     """
 
-    def __init__(self, velocity: Velocity, z: Tensor, sigmas: Tensor, solver: str, math_graph: bool = False) -> None:
-        self._args, self._z, self._math = (velocity, sigmas, solver), z.detach(), math_graph
+    def __init__(self, velocity: Velocity, z: Tensor, sigmas: Tensor, solver: str) -> None:
+        self._args, self._z = (velocity, sigmas, solver), z.detach()
         self._zz = z.detach().clone().requires_grad_(True)
-        with torch.enable_grad(), (math_attention() if math_graph else contextlib.nullcontext()):
+        with torch.enable_grad():
             self._gz = generate(velocity, self._zz, sigmas, solver=solver, checkpoint=True)
 
     def jvp(self, v: Tensor) -> Tensor:
@@ -251,8 +239,7 @@ class RegenerationLinearization:
             return _jvp_generate(velocity, self._z, v, sigmas, solver)[1]
 
     def vjp(self, w: Tensor) -> Tensor:
-        with math_attention() if self._math else contextlib.nullcontext():
-            (g,) = torch.autograd.grad(self._gz, self._zz, grad_outputs=w, retain_graph=True)
+        (g,) = torch.autograd.grad(self._gz, self._zz, grad_outputs=w, retain_graph=True)
         return g
 
 
@@ -265,31 +252,23 @@ def spectral_norm_G(
     iters: int = 10,
     generator: torch.Generator | None = None,
     progress: Callable[[int, float], None] | None = None,
-    normalize_w: bool = True,
-    unit_dtype: torch.dtype | None = None,
-    math_graph: bool = False,
 ) -> SpectralNorm:
     r"""``||J_G(z)||_2`` per sample by power iteration on ``J^T J`` (docs/theory.md §2.1, §9.2).
 
     :func:`theory.power_iteration.power_iteration` on :class:`RegenerationLinearization` for a
     fixed number ``iters`` of iterations (no convergence test: ``converged`` is False), the start
-    vector drawn by ``unit_directions`` from ``generator``, the estimate ``||J v_k||`` in float64.
-    ``normalize_w``, ``unit_dtype`` and ``math_graph`` select the rounding of the study's route
-    (default: ``w`` normalised, norms in the state dtype, graph on the fused kernels) or of
-    ``largemodel.diagnose.explain.top_singular_direction`` (``False``, ``torch.float64``, ``True``); the
-    iteration is the same.
+    vector drawn by ``unit_directions`` from ``generator``, the norms in float64 (the study and
+    ``largemodel.diagnose.explain.top_singular_direction`` share this one route).
 
     Returns:
         :class:`theory.power_iteration.SpectralNorm`: ``value`` ``(B,)``, the unit top right
         singular ``vector``, and ``history`` ``(iters, B)``.
     """
-    if int(iters) != iters or iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
+    iters = require_int("iters", iters)
     v = unit_directions(tuple(z.shape), generator, z)
-    op = RegenerationLinearization(velocity, z, sigmas, solver, math_graph=math_graph)
+    op = RegenerationLinearization(velocity, z, sigmas, solver)
     report = None if progress is None else (lambda k, est: progress(k, float(est.max())))
-    return power_iteration(op, v, iters=int(iters), estimate_dtype=torch.float64, unit_dtype=unit_dtype,
-                           normalize_w=normalize_w, on_iteration=report)
+    return power_iteration(op, v, iters=iters, on_iteration=report)
 
 
 def _velocity_and_divergence(
@@ -393,4 +372,4 @@ def log_lambda_jacobian(
     """
     check_exact_dim(z[0].numel())
     g = lambda y: generate(velocity, y, sigmas, solver=solver)  # noqa: E731
-    return coefficients.log_Lambda_f(g, z, jvp=math_jvp, chunk=chunk, det_dtype=torch.float64)
+    return coefficients.log_Lambda_f(g, z, jvp=math_jvp, chunk=chunk)

@@ -113,7 +113,7 @@ def _study_group(
         rows = [z]
         if k > 0:
             d_mu = ins.unit_directions((b * k, *z.shape[1:]), gen, z).view(b, k, *z.shape[1:])
-            rows.append(perturbed_rows(z, d_mu, eps, "bk"))
+            rows.append(perturbed_rows(z, d_mu, eps))
         if dl > 0:
             dirs = ins.unit_directions((b * dl, *z.shape[1:]), gen, z).view(b, dl, *z.shape[1:])
             if method == "fd":
@@ -124,7 +124,7 @@ def _study_group(
         )
         xr = out[:b]
         if k > 0:
-            mu = mu_from_outputs(out[b : b + b * k], xr, eps, "bk", norm_dtype=torch.float64)
+            mu = mu_from_outputs(out[b : b + b * k], xr, eps)
             rec["mu_bar"] = mu.mean(1).tolist()
             rec["mu_max"] = mu.max(1).values.tolist()
             rec["mu_std"] = (mu.std(1) if k > 1 else torch.zeros(b, dtype=torch.float64)).tolist()

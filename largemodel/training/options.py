@@ -15,6 +15,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from theory._validate import require_int
+
 from largemodel.training.data import DATASETS, resolve_counts
 
 __all__ = [
@@ -27,7 +29,6 @@ __all__ = [
     "TRAIN_VERSION",
     "config_key",
     "default_patch_size",
-    "positive_int",
     "train_config",
     "transformer_config",
 ]
@@ -80,13 +81,6 @@ class Arch:
 
 
 # ---- validation ---------------------------------------------------------------------------
-def positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` if it is an integer ``>= minimum`` (not a bool); else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _pos_float(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -102,11 +96,11 @@ def default_patch_size(size: int) -> int:
 
 def _arch(size: int, patch_size: int | None, num_layers: Any, num_heads: Any, head_dim: Any) -> Arch:
     """Validated architecture; ``patch_size=None`` = ``default_patch_size(size)``."""
-    p = default_patch_size(size) if patch_size is None else positive_int(patch_size, "patch_size")
+    p = default_patch_size(size) if patch_size is None else require_int("patch_size", patch_size)
     if size % p:
         raise ValueError(f"patch_size={p} must divide size={size}")
-    return Arch(p, positive_int(num_layers, "num_layers"), positive_int(num_heads, "num_heads"),
-                positive_int(head_dim, "head_dim"))
+    return Arch(p, require_int("num_layers", num_layers), require_int("num_heads", num_heads),
+                require_int("head_dim", head_dim))
 
 
 def train_config(data: str, size: int, train_images: int | None, **kwargs: Any) -> dict[str, Any]:
@@ -130,9 +124,9 @@ def train_config(data: str, size: int, train_images: int | None, **kwargs: Any) 
     if data not in DATASETS:
         raise ValueError(f"data must be one of {', '.join(DATASETS)}, got {data!r}")
     counts = resolve_counts(data, size, train_images, opts["heldout_images"])
-    data_seed = positive_int(opts["data_seed"], "data_seed", 0)
-    steps = positive_int(opts["steps"], "steps")
-    warmup = min(100, steps // 10) if opts["warmup"] is None else positive_int(opts["warmup"], "warmup", 0)
+    data_seed = require_int("data_seed", opts["data_seed"], 0)
+    steps = require_int("steps", opts["steps"])
+    warmup = min(100, steps // 10) if opts["warmup"] is None else require_int("warmup", opts["warmup"], 0)
     if opts["sigma_sampling"] not in SIGMA_SAMPLINGS:
         raise ValueError(f"sigma_sampling must be one of {SIGMA_SAMPLINGS}, got {opts['sigma_sampling']!r}")
     decay = opts["ema_decay"]
@@ -147,10 +141,10 @@ def train_config(data: str, size: int, train_images: int | None, **kwargs: Any) 
         "heldout_images": counts[1],
         "data_seed": data_seed,
         "steps": steps,
-        "batch_size": positive_int(opts["batch_size"], "batch_size"),
+        "batch_size": require_int("batch_size", opts["batch_size"]),
         "lr": _pos_float(opts["lr"], "lr"),
         "ema_decay": float(decay),
-        "seed": positive_int(opts["seed"], "seed", 0),
+        "seed": require_int("seed", opts["seed"], 0),
         "warmup": warmup,
         "sigma_sampling": opts["sigma_sampling"],
         "arch": asdict(arch),

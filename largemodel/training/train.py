@@ -47,6 +47,7 @@ from torch import Tensor
 
 from simulate.experiments.runner import torch_threads
 from simulate.store import atomic_folder, mark_owned, output_lock
+from theory._validate import require_int
 
 from largemodel.training.data import Dataset, load_dataset
 from largemodel.models.folder import save_model_folder
@@ -68,7 +69,6 @@ from largemodel.training.options import (
     Arch,
     config_key,
     default_patch_size,
-    positive_int,
     train_config,
     transformer_config,
 )
@@ -199,9 +199,9 @@ def train_model(
         data_seed=data_seed, heldout_images=heldout_images, warmup=warmup, sigma_sampling=sigma_sampling,
         patch_size=patch_size, num_layers=num_layers, num_heads=num_heads, head_dim=head_dim,
     )
-    checkpoint_every = positive_int(checkpoint_every, "checkpoint_every", 0)
+    checkpoint_every = require_int("checkpoint_every", checkpoint_every, 0)
     key = config_key(config)
-    threads = None if num_threads is None else positive_int(num_threads, "num_threads")
+    threads = None if num_threads is None else require_int("num_threads", num_threads)
     root = Path(out)
     if existing_model(root, key):
         return root

@@ -65,7 +65,7 @@ def test_options_are_frozen_and_validated(module) -> None:
         module.FAST.steps = 3  # type: ignore[misc]
     with pytest.raises(ValueError, match="unknown option"):
         module.make_options(no_such_option=1)
-    with pytest.raises(ValueError, match="steps must be >= 1"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
         module.make_options(steps=0)
     name = "study_model" if module is fig4c else "model"
     with pytest.raises(ValueError, match=f"{name} must be"):

@@ -263,3 +263,35 @@ def test_failure_section_on_the_trained_digits_model(tmp_path):
     best = max(res["scores"][k]["auroc_ci"][0] for k in ONE_PASS_SCORES)
     assert best > 0.5  # some one-pass score predicts the worst decile better than chance
     assert "| score |" in data["markdown"] and (tmp_path / data["figures"][0]).is_file()
+
+
+def test_rank_gallery_zero_writes_no_gallery(tiny, tmp_path, capsys):
+    """``--gallery 0`` is "no gallery" (as ``--verify 0`` is no verification): the ranking is written,
+    the gallery is not; a negative count is refused by the parser, naming the flag."""
+    imgs, out = tmp_path / "imgs", tmp_path / "ranked"
+    _write_pngs(imgs, 2)
+    argv = ["largemodel", "rank", "--model", str(tiny), "--images", str(imgs), "--out", str(out), "--steps", "2",
+            "--inversion-only", "--device", "cpu", "--dtype", "fp32"]
+    assert main([*argv, "--gallery", "0"]) == 0
+    assert len(_ranking(out)) == 2 and not (out / "gallery_riskiest.png").exists()
+    assert "gallery_riskiest" not in capsys.readouterr().out
+    assert main([*argv, "--gallery", "1"]) == 0  # the control: a positive count writes it
+    assert (out / "gallery_riskiest.png").is_file()
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["rank", "--gallery", "-1"], "--gallery"),
+    (["rank", "--images-per-batch", "0"], "--images-per-batch"),
+    (["rank", "--verify", "-1"], "--verify"),
+    (["explain", "--n-images", "0"], "--n-images"),
+    (["explain", "--images-per-batch", "0"], "--images-per-batch"),
+    (["explain", "--causal-directions", "0"], "--causal-directions"),  # ExplainConfig needs >= 1: same bound
+])
+def test_rank_and_explain_bounds_come_from_the_flag_table(argv, flag, tmp_path, capsys):
+    """Refused while parsing (``reports.cli_checks.FLAG_RULES``), before the model folder is even looked at."""
+    missing = tmp_path / "no_such_model"
+    full = ["largemodel", argv[0], "--model", str(missing), "--images", str(tmp_path), "--out", str(tmp_path / "o"),
+            *argv[1:]]
+    assert main(full) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].count(f"{flag} must be") == 1, err

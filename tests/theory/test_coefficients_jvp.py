@@ -1,5 +1,6 @@
-"""theory.coefficients with a caller's JVP, row chunks and rounding options (docs/theory.md §2.1,
-§2.3, §9.1, §9.3): the one implementation that simulate and largemodel share."""
+"""theory.coefficients with a caller's JVP, row chunks and its one rounding convention (float64
+norms and determinant; docs/theory.md §2.1, §2.3, §9.1, §9.3, §12): the one implementation that
+simulate and largemodel share."""
 
 from __future__ import annotations
 
@@ -57,17 +58,19 @@ def test_lambda_f_with_a_callers_jvp_and_chunks_is_the_same_number(A):
     np.testing.assert_allclose(whole.numpy(), (ju.norm(dim=1) / u.reshape(7, 6).norm(dim=1)).numpy(), rtol=1e-12)
 
 
-def test_lambda_f_norm_dtype_rounds_the_norms_only(A):
+def test_lambda_f_of_a_float32_map_has_float64_norms(A):
+    """The one convention: the map runs in float32, the norms are accumulated in float64."""
     f = _map(A.float())
     x = torch.randn(4, 2, 3, generator=_gen(4)).float()
     u = torch.randn(4, 2, 3, generator=_gen(5)).float()
-    lam32 = lambda_f(f, x, u)
-    lam64 = lambda_f(f, x, u, norm_dtype=F64)
-    assert lam32.dtype == torch.float32 and lam64.dtype == F64
+    lam = lambda_f(f, x, u)
+    assert lam.dtype == F64
     _, ju = torch.func.jvp(f, (x,), (u,))  # the same float32 JVP, norms by hand in float64
     ref = ju.double().flatten(1).norm(dim=1) / u.double().flatten(1).norm(dim=1)
-    assert torch.equal(lam64, ref)
-    np.testing.assert_allclose(lam64.numpy(), lam32.double().numpy(), rtol=1e-6)
+    torch.testing.assert_close(lam, ref, rtol=1e-15, atol=0)
+    # and the float64 map gives the same number to float32 rounding of the JVP
+    lam_64 = lambda_f(_map(A), x.double(), u.double())
+    np.testing.assert_allclose(lam.numpy(), lam_64.numpy(), rtol=1e-5)
 
 
 def test_jacobian_forward_agrees_with_reverse_mode_jacobian(A):
@@ -81,7 +84,7 @@ def test_jacobian_forward_agrees_with_reverse_mode_jacobian(A):
         np.testing.assert_allclose(jac.numpy(), ref.numpy(), rtol=1e-13, atol=1e-15)
 
 
-def test_log_Lambda_f_forward_columns_and_det_dtype(A):
+def test_log_Lambda_f_forward_columns_and_float64_determinant(A):
     f = _map(A)
     x = torch.randn(3, 2, 3, generator=_gen(7), dtype=F64)
     ref = log_Lambda_f(f, x)
@@ -92,9 +95,11 @@ def test_log_Lambda_f_forward_columns_and_det_dtype(A):
     lin = lambda y: (y.reshape(y.shape[0], -1) @ A.T).reshape(y.shape)  # noqa: E731
     expected = np.linalg.slogdet(A.numpy())[1] / 6
     np.testing.assert_allclose(log_Lambda_f(lin, x, chunk=2).numpy(), np.full(3, expected), rtol=1e-13)
-    # float32 columns, slogdet in float64
-    got = log_Lambda_f(_map(A.float()), x.float(), chunk=4, det_dtype=F64)
+    # float32 columns, slogdet in float64 (the one convention)
+    got = log_Lambda_f(_map(A.float()), x.float(), chunk=4)
     assert got.dtype == F64
+    jac32 = jacobian_forward(_map(A.float()), x.float(), chunk=4)
+    torch.testing.assert_close(got, torch.linalg.slogdet(jac32.double())[1] / 6, rtol=1e-15, atol=0)
     np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-4)
 
 

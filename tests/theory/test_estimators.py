@@ -20,6 +20,7 @@ from theory.estimators import (
     central_difference_rows,
     mu_from_outputs,
     perturbed_rows,
+    unit_directions,
 )
 from theory.power_iteration import SpectralNorm, power_iteration
 
@@ -61,13 +62,19 @@ def test_power_iteration_converges_to_sigma_1_and_stops_per_row() -> None:
     assert bool((fixed.iterations == 7).all())
 
 
-def test_power_iteration_rounding_options_change_only_rounding() -> None:
-    a = torch.randn(3, 6, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+def test_power_iteration_of_a_float32_operator_estimates_in_float64() -> None:
+    """The one convention (docs/theory.md §12): vectors in the operator's dtype, norms in float64."""
+    a64 = torch.randn(3, 6, 6, generator=torch.Generator().manual_seed(2), dtype=DT)
+    a = a64.float()
     v = _unit((3, 6), 3).to(torch.float32)
-    base = power_iteration(_Matrices(a), v, iters=50)
-    other = power_iteration(_Matrices(a), v, iters=50, estimate_dtype=DT, unit_dtype=DT, normalize_w=True)
-    assert other.value.dtype == DT and base.value.dtype == torch.float32
-    torch.testing.assert_close(other.value.float(), base.value, rtol=1e-5, atol=0)
+    sn = power_iteration(_Matrices(a), v, iters=200)
+    assert sn.value.dtype == DT and sn.history.dtype == DT and sn.vector.dtype == torch.float32
+    top = torch.linalg.svdvals(a.double())[:, 0]  # the float32 matrices' exact sigma_1
+    torch.testing.assert_close(sn.value, top, rtol=1e-5, atol=0)
+    # the last estimate is ||A v_199|| (v_199: the iterate after 199 steps), accumulated in float64
+    v199 = power_iteration(_Matrices(a), v, iters=199).vector
+    want = torch.linalg.vector_norm(torch.einsum("bij,bj->bi", a, v199).double(), dim=1)
+    torch.testing.assert_close(sn.history[-1], want, rtol=1e-15, atol=0)
     with pytest.raises(ValueError, match="iters"):
         power_iteration(_Matrices(a), v, iters=0)
 
@@ -81,27 +88,44 @@ def test_averaged_instability_eps_is_the_perturbation_norm() -> None:
         torch.testing.assert_close(mu, eps * torch.linalg.vector_norm(d * d, dim=-1), rtol=1e-12, atol=0)
 
 
-def test_averaged_instability_linear_map_and_layouts_agree() -> None:
-    """For ``G(z) = A z`` every ``mu_k = ||A d_k||`` (Sec. 2.2); layouts ``bk`` and ``kb`` are the same numbers."""
+def test_averaged_instability_linear_map() -> None:
+    """For ``G(z) = A z`` every ``mu_k = ||A d_k||`` (Sec. 2.2), whatever ``z`` and ``eps``."""
     a = torch.randn(5, 5, generator=torch.Generator().manual_seed(5), dtype=DT)
     G = lambda y: y @ a.T  # noqa: E731
     z = torch.randn(3, 5, generator=torch.Generator().manual_seed(6), dtype=DT)
-    d_bk = _unit((3 * 4, 5), 7).view(3, 4, 5)
-    want = torch.linalg.vector_norm(d_bk @ a.T, dim=-1)
-    bk = averaged_instability(G, z, d_bk, 1e-2, layout="bk")
-    kb = averaged_instability(G, z, d_bk.transpose(0, 1).contiguous(), 1e-2, layout="kb")
-    torch.testing.assert_close(bk, want, rtol=1e-9, atol=0)
-    torch.testing.assert_close(kb, bk, rtol=1e-12, atol=0)
+    d = _unit((3 * 4, 5), 7).view(3, 4, 5)
+    want = torch.linalg.vector_norm(d @ a.T, dim=-1)
+    mu = averaged_instability(G, z, d, 1e-2)
+    torch.testing.assert_close(mu, want, rtol=1e-9, atol=0)
+    # row b K + k of the perturbed batch is z_b + eps d_bk (sample-major)
+    rows = perturbed_rows(z, d, 1e-2)
+    torch.testing.assert_close(rows[1 * 4 + 2], z[1] + 1e-2 * d[1, 2], rtol=0, atol=0)
     # rows / from-outputs split = the full estimator (with gz given)
-    rows = perturbed_rows(z, d_bk, 1e-2, "bk")
-    with_gz = averaged_instability(G, z, d_bk, 1e-2, layout="bk", gz=G(z))
-    torch.testing.assert_close(mu_from_outputs(G(rows), G(z), 1e-2, "bk"), with_gz, rtol=0, atol=0)
+    with_gz = averaged_instability(G, z, d, 1e-2, gz=G(z))
+    torch.testing.assert_close(mu_from_outputs(G(rows), G(z), 1e-2), with_gz, rtol=0, atol=0)
+    # a float32 map: the outputs are compared in float64, the result is float64
+    a32 = a.float()
+    mu32 = averaged_instability(lambda y: y @ a32.T, z.float(), d.float(), 1e-2)
+    assert mu32.dtype == DT
+    torch.testing.assert_close(mu32, want, rtol=1e-3, atol=0)
     with pytest.raises(ValueError, match="eps"):
-        perturbed_rows(z, d_bk, 0.0)
-    with pytest.raises(ValueError, match="layout"):
-        perturbed_rows(z, d_bk, 1e-2, "xy")
+        perturbed_rows(z, d, 0.0)
     with pytest.raises(ValueError, match="do not match"):
-        perturbed_rows(z, d_bk[:2], 1e-2)
+        perturbed_rows(z, d[:2], 1e-2)
+    with pytest.raises(ValueError, match="do not match"):
+        perturbed_rows(z, d.transpose(0, 1), 1e-2)  # (K, B, n): one row order only
+
+
+def test_unit_directions_are_float64_draws_on_the_unit_sphere() -> None:
+    """Same seed, same directions whatever the target dtype; unit rows; the draw is plain float64 randn."""
+    like32 = torch.zeros(1, dtype=torch.float32)
+    d64 = unit_directions((6, 2, 3), torch.Generator().manual_seed(3), torch.zeros(1, dtype=DT))
+    d32 = unit_directions((6, 2, 3), torch.Generator().manual_seed(3), like32)
+    assert d64.dtype == DT and d32.dtype == torch.float32 and d64.shape == (6, 2, 3)
+    raw = torch.randn((6, 2, 3), generator=torch.Generator().manual_seed(3), dtype=DT)
+    torch.testing.assert_close(d64, raw / raw.flatten(1).norm(dim=1).view(6, 1, 1), rtol=1e-15, atol=0)
+    torch.testing.assert_close(d32, d64.float(), rtol=0, atol=0)
+    torch.testing.assert_close(d64.flatten(1).norm(dim=1), torch.ones(6, dtype=DT), rtol=1e-15, atol=0)
 
 
 def test_central_differences_exact_on_a_quadratic_map() -> None:
@@ -110,16 +134,17 @@ def test_central_differences_exact_on_a_quadratic_map() -> None:
     u = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(9), dtype=DT)
     u_hat = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True)
     want = torch.linalg.vector_norm(2 * z.unsqueeze(1) * u_hat, dim=-1)
-    for layout in ("interleaved", "blocked"):
-        got = central_difference_lambda(lambda y: y * y, z, u, 1e-3, layout=layout)
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=0)
-        rows = central_difference_rows(z, u, 1e-3, layout)
-        torch.testing.assert_close(central_difference_from_outputs(rows * rows, 1e-3, 2, 3, layout), got, rtol=0, atol=0)
+    got = central_difference_lambda(lambda y: y * y, z, u, 1e-3)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=0)
+    rows = central_difference_rows(z, u, 1e-3)
+    # rows interleave (b, k, +), (b, k, -)
+    torch.testing.assert_close(rows[2 * (1 * 3 + 2) + 1], z[1] - 1e-3 * u_hat[1, 2], rtol=1e-15, atol=0)
+    torch.testing.assert_close(central_difference_from_outputs(rows * rows, 1e-3, 2, 3), got, rtol=0, atol=0)
 
 
 def test_simulate_adapter_is_the_shared_estimator_with_eps_the_norm() -> None:
     """``simulate.instability.averaged_instability(eps=r)`` is the mean over ``k`` of the shared
-    estimator at ``||D|| = r``, with its directions drawn as ``(K, B, n)`` (layout ``kb``)."""
+    estimator at ``||D|| = r``, with the shared direction draw ``(B K, n)`` viewed as ``(B, K, n)``."""
     from simulate import GaussianMixture
     from simulate.instability import generation_map
 
@@ -127,9 +152,9 @@ def test_simulate_adapter_is_the_shared_estimator_with_eps_the_norm() -> None:
     z = torch.randn(3, 2, generator=torch.Generator().manual_seed(11), dtype=DT)
     opts = {"solver": "rk4", "steps": 10}
     got = sim_averaged_instability(field, z, num_perturbations=5, eps=0.05, generator=torch.Generator().manual_seed(12), **opts)
-    d = torch.randn((5, 3, 2), generator=torch.Generator().manual_seed(12), dtype=DT)
-    d = d / torch.linalg.vector_norm(d, dim=-1, keepdim=True)
-    want = averaged_instability(generation_map(field, **opts), z, d, 0.05, layout="kb").mean(1)
+    d = torch.randn((3 * 5, 2), generator=torch.Generator().manual_seed(12), dtype=DT)
+    d = (d / torch.linalg.vector_norm(d, dim=-1, keepdim=True)).view(3, 5, 2)
+    want = averaged_instability(generation_map(field, **opts), z, d, 0.05).mean(1)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
@@ -156,9 +181,6 @@ def test_largemodel_power_iteration_converges_to_the_jacobian_svd(tmp_path) -> N
     assert bool((sn.history.diff(dim=0) >= -1e-12).all())
     # the top singular vector: ||J v|| = ||J v_k|| = the estimate
     torch.testing.assert_close((jac @ sn.vector.flatten()).norm(), sn.value[0], rtol=0.05, atol=0)
-    # explain's rounding route (w not rescaled, float64 unit rows, graph under math attention): same iteration
+    # a shorter run of the same seeded iteration is the prefix of the longer one
     short = ins.spectral_norm_G(m.velocity, z, s, iters=5, generator=torch.Generator().manual_seed(0))
-    explain = ins.spectral_norm_G(m.velocity, z, s, iters=5, generator=torch.Generator().manual_seed(0),
-                                  normalize_w=False, unit_dtype=DT, math_graph=True)
-    torch.testing.assert_close(explain.value, short.value, rtol=1e-10, atol=0)
-    torch.testing.assert_close(explain.history, sn.history[:5], rtol=1e-10, atol=0)
+    torch.testing.assert_close(short.history, sn.history[:5], rtol=1e-12, atol=0)

@@ -172,7 +172,8 @@ def test_float32():
     A = torch.randn(4, 4, generator=_gen(15), dtype=F64)
     x64 = torch.randn(3, 4, generator=_gen(16), dtype=F64)
     c = check_proposition_21(_nonlinear(A.float()), x64.float())
-    assert c.mu_u.dtype == torch.float32 and c.spectral_norm.dtype == torch.float32
+    # the finite differences in the map's dtype, the shared power iteration's estimate in float64
+    assert c.mu_u.dtype == torch.float32 and c.spectral_norm.dtype == F64
     assert len(c.scales) == 5
     assert bool(c.verified.all())
     assert bool(((c.order > 0.7) & (c.order < 1.3)).all()), c.order

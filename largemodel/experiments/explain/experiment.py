@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from theory._validate import require_ints
 from simulate.experiments.common import ExperimentResult, replace_options
 from simulate.experiments.runner import torch_threads
 
@@ -51,11 +52,8 @@ class ExplainOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", check_spec(self.model, "model"))
         object.__setattr__(self, "trend_models", tuple(check_spec(s, "trend_models") for s in self.trend_models))
-        for name in ("images", "steps", "trend_images", "trend_causal_directions", "images_per_batch"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if int(self.power_iters) < 0:
-            raise ValueError(f"power_iters must be >= 0, got {self.power_iters}")
+        require_ints(self, ("images", "steps", "trend_images", "trend_causal_directions", "images_per_batch"))
+        require_ints(self, ("power_iters",), minimum=0)
 
 
 FAST = ExplainOptions()

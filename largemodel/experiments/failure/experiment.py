@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from theory._validate import require_ints
 from simulate.experiments.common import replace_options
 from simulate.experiments.runner import torch_threads
 
@@ -57,12 +58,9 @@ class FailureOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", check_spec(self.model, "model"))
-        for name in ("images", "steps", "probes", "perturbations", "n_boot", "images_per_batch", "timing_images",
-                     "map_images", "map_figure_images"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if int(self.jvp_directions) < 0:
-            raise ValueError(f"jvp_directions must be >= 0, got {self.jvp_directions}")
+        require_ints(self, ("images", "steps", "probes", "perturbations", "n_boot", "images_per_batch", "timing_images",
+                            "map_images", "map_figure_images"))
+        require_ints(self, ("jvp_directions",), minimum=0)
         if not (math.isfinite(float(self.eps_rms)) and float(self.eps_rms) > 0):
             raise ValueError(f"eps_rms must be a finite number > 0, got {self.eps_rms}")
 

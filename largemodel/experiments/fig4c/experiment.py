@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from simulate.experiments.common import ExperimentResult, replace_options, write_result
+from theory._validate import require_ints
 from theory.thm41 import lemma_d2_log_threshold
 
 from largemodel.experiments.trained import ModelSpec, check_spec, heldout_items, trained_model
@@ -76,10 +77,8 @@ class Fig4cOptions:
         object.__setattr__(self, "trend_models", tuple(check_spec(s, "trend_models") for s in self.trend_models))
         if not self.trend_models:
             raise ValueError("trend_models must name at least one model")
-        for name in ("study_images", "steps", "trend_images", "jacobian_images", "user_images", "perturbations",
-                     "probes", "jacobian_max_steps", "jacobian_probes"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_ints(self, ("study_images", "steps", "trend_images", "jacobian_images", "user_images", "perturbations",
+                            "probes", "jacobian_max_steps", "jacobian_probes"))
         for name in ("eps_rms", "tau", "c_over_n"):
             if not (math.isfinite(float(getattr(self, name))) and float(getattr(self, name)) > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from theory._validate import require_ints
 from simulate.maps import SOLVER_NAMES
 
 from simulate.experiments.common import replace_options
@@ -67,18 +68,14 @@ class Fig3Options:
             raise ValueError(f"stds must be > 0 (one, or one per mean), got {self.stds}")
         if len(self.green_center) != 2 or not self.green_half > 0:
             raise ValueError(f"green_center must be a 2-D point and green_half > 0, got {self.green_center}, {self.green_half}")
-        for name in ("grid_n", "line_n", "green_n", "boundary_points"):
-            if int(getattr(self, name)) < 2:
-                raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
+        require_ints(self, ("grid_n", "line_n", "green_n", "boundary_points", "density_n"), minimum=2)
         for name in ("grid_lim", "fd_step", "boundary_gap", "boundary_min_width", "rtol", "atol"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not self.s_values or not self.prop21_s or min(*self.s_values, *self.prop21_s) <= 0:
             raise ValueError(f"s_values and prop21_s must be non-empty and > 0, got {self.s_values}, {self.prop21_s}")
-        if int(self.n_dirs) < 1 or int(self.jvp_points) < 1 or int(self.boundary_rounds) < 0:
-            raise ValueError("n_dirs and jvp_points must be >= 1, boundary_rounds >= 0")
-        if int(self.min_region_points) < 1 or int(self.steps) < 1 or int(self.density_n) < 2:
-            raise ValueError("min_region_points and steps must be >= 1, density_n >= 2")
+        require_ints(self, ("n_dirs", "jvp_points", "min_region_points", "steps"))
+        require_ints(self, ("boundary_rounds",), minimum=0)
         if self.solver not in SOLVER_NAMES:
             raise ValueError(f"solver must be one of {', '.join(SOLVER_NAMES)}, got {self.solver!r}")
 

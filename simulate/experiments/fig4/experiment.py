@@ -3,7 +3,7 @@ r"""Fig. 4(a, b) (Section 3.2, Appendix E.1): reconstruction error correlates wi
 The paper's numeric study, with its unrecoverable details fixed here (all recorded in ``result.json``):
 
 * generation distribution (Fig. 4(a)): the 2-D mixture of three Gaussians with means ``(-2, -1)``,
-  ``(2, -1)``, ``(0, 2)``, weights ``(0.4, 0.4, 0.2)`` and common std ``0.5`` (the Fig. 3 layout
+  ``(2, -1)``, ``(0, 2)``, weights ``(0.4, 0.4, 0.2)`` and common std ``0.5`` (the Fig. 3 arrangement
   with a wider std, so that the fixed-point "exact inversion" of a 50-step scheme converges);
 * data ``x`` uniform on the box covering the mixture: ``[min mean - box_margin * std,
   max mean + box_margin * std]`` per coordinate (``box_margin = 2``);

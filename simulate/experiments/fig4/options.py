@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from theory._validate import require_ints
 from simulate.experiments.common import replace_options
 
 #: pipeline name -> (inversion solver, regeneration solver)
@@ -60,10 +61,9 @@ class Fig4Options:
         bad = [p for p in self.pipelines if p not in PIPELINES]
         if not self.pipelines or bad:
             raise ValueError(f"pipelines must be a non-empty subset of {', '.join(PIPELINES)}, got {self.pipelines}")
-        if int(self.points) < 3 or int(self.steps) < 1 or int(self.num_perturbations) < 1 or int(self.n_resamples) < 1:
-            raise ValueError("points must be >= 3; steps, num_perturbations and n_resamples >= 1")
-        if int(self.fp_max_iter) < 1 or int(self.density_n) < 2:
-            raise ValueError("fp_max_iter must be >= 1 and density_n >= 2")
+        require_ints(self, ("points",), minimum=3)
+        require_ints(self, ("steps", "num_perturbations", "n_resamples", "fp_max_iter"))
+        require_ints(self, ("density_n",), minimum=2)
         for name in ("box_margin", "eps", "rtol", "atol", "fp_tol"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

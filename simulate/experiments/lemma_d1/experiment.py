@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from theory._validate import require_int
 from simulate.instability import log_Lambda_G
 from simulate.maps import generate
 from simulate.solvers import rk4
@@ -99,26 +100,24 @@ class LemmaD1Options:
             object.__setattr__(self, name, value)
 
         put("fields", tuple(str(k) for k in self.fields))
-        put("dims", tuple(int(n) for n in self.dims))
+        put("dims", tuple(require_int("dims", n) for n in self.dims))
         put("sweep_rtols", tuple(float(r) for r in self.sweep_rtols))
-        for name in ("points", "slogdet_max_n", "rk4_steps"):
-            put(name, int(getattr(self, name)))
+        for name, low in (("points", 1), ("slogdet_max_n", 1), ("rk4_steps", 2)):
+            put(name, require_int(name, getattr(self, name), low))
         for name in ("rtol", "atol", "tol_factor", "grid_power", "fd_step", "gaussian_std"):
             put(name, float(getattr(self, name)))
         if self.sweep_n is not None:
-            put("sweep_n", int(self.sweep_n))
+            put("sweep_n", require_int("sweep_n", self.sweep_n))
         bad = [k for k in self.fields if k not in FIELD_KINDS]
         if not self.fields or bad:
             raise ValueError(f"fields must be a non-empty tuple of {', '.join(FIELD_KINDS)}, got {self.fields}")
-        if not self.dims or min(self.dims) < 1:
-            raise ValueError(f"dims must be non-empty positive integers, got {self.dims}")
-        if self.points < 1 or self.rk4_steps < 2:
-            raise ValueError(f"points must be >= 1 and rk4_steps >= 2, got {self.points}, {self.rk4_steps}")
+        if not self.dims:
+            raise ValueError("dims must be non-empty positive integers, got ()")
         if not (self.rtol > 0 and self.atol > 0 and self.tol_factor > 0 and self.fd_step > 0 and self.grid_power > 0
                 and self.gaussian_std > 0):
             raise ValueError("rtol, atol, tol_factor, fd_step, grid_power and gaussian_std must be > 0")
-        if self.sweep_n is not None and (self.sweep_n < 1 or not self.sweep_rtols or min(self.sweep_rtols) <= 0):
-            raise ValueError(f"sweep_n must be >= 1 (or None) with sweep_rtols > 0, got {self.sweep_n}, {self.sweep_rtols}")
+        if self.sweep_n is not None and (not self.sweep_rtols or min(self.sweep_rtols) <= 0):
+            raise ValueError(f"sweep_rtols must be non-empty and > 0 with sweep_n, got {self.sweep_rtols}")
 
     @property
     def tol(self) -> float:

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from theory._validate import require_int
 from simulate.maps import generate
 from simulate.solvers import rk4
 from theory.prop21 import check_proposition_21
@@ -96,20 +97,16 @@ class Prop21Options:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        for name in ("line_points", "random_points", "rk4_steps", "box_points", "box_rk4_steps"):
-            put(name, int(getattr(self, name)))
+        for name, low in (("line_points", 2), ("random_points", 1), ("rk4_steps", 1), ("box_points", 1),
+                          ("box_rk4_steps", 1)):
+            put(name, require_int(name, getattr(self, name), low))
         for name in ("gaussian_std", "eps", "min_scale"):
             put(name, float(getattr(self, name)))
         put("fig_scales", tuple(float(s) for s in self.fig_scales))
         if self.box_n is not None:
-            put("box_n", int(self.box_n))
+            put("box_n", require_int("box_n", self.box_n))
         if self.field not in ("gmm", "gaussian"):
             raise ValueError(f"field must be gmm or gaussian, got {self.field!r}")
-        if self.line_points < 2 or self.random_points < 1 or self.box_points < 1:
-            raise ValueError(f"line_points must be >= 2, random_points and box_points >= 1, got "
-                             f"{self.line_points}, {self.random_points}, {self.box_points}")
-        if self.rk4_steps < 1 or self.box_rk4_steps < 1 or (self.box_n is not None and self.box_n < 1):
-            raise ValueError("rk4_steps, box_rk4_steps and box_n (or None) must be >= 1")
         if not (self.gaussian_std > 0 and self.eps > 0 and 0 < self.min_scale <= 0.1):
             raise ValueError(f"gaussian_std and eps must be > 0 and min_scale in (0, 0.1], got "
                              f"{self.gaussian_std}, {self.eps}, {self.min_scale}")

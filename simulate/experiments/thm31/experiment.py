@@ -55,6 +55,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from theory._validate import require_int
 from simulate.maps import generate, invert
 from simulate.solvers import euler, rk4, time_grid
 from theory.thm31 import check_theorem31
@@ -93,21 +94,20 @@ class Thm31Options:
             object.__setattr__(self, name, value)
 
         put("fields", tuple(str(k) for k in self.fields))
-        put("steps", tuple(int(N) for N in self.steps))
-        for name in ("points", "path_steps", "kappa_samples", "kappa_rk4_steps"):
-            put(name, int(getattr(self, name)))
+        put("steps", tuple(require_int("steps", N) for N in self.steps))
+        for name, low in (("points", 2), ("path_steps", 1), ("kappa_samples", 2), ("kappa_rk4_steps", 1)):
+            put(name, require_int(name, getattr(self, name), low))
         put("gaussian_std", float(self.gaussian_std))
         bad = [k for k in self.fields if k not in FIELD_KINDS]
         if not self.fields or bad:
             raise ValueError(f"fields must be a non-empty tuple of {', '.join(FIELD_KINDS)}, got {self.fields}")
-        if not self.steps or min(self.steps) < 1:
-            raise ValueError(f"steps must be non-empty positive integers, got {self.steps}")
+        if not self.steps:
+            raise ValueError("steps must be non-empty positive integers, got ()")
         for N in self.steps:
             if self.path_steps % N:
                 raise ValueError(f"path_steps={self.path_steps} must be a multiple of every N (got N={N})")
-        if self.points < 2 or self.kappa_samples < 2 or self.kappa_rk4_steps < 1 or not self.gaussian_std > 0:
-            raise ValueError("points and kappa_samples must be >= 2, kappa_rk4_steps >= 1 and gaussian_std > 0, got "
-                             f"{self.points}, {self.kappa_samples}, {self.kappa_rk4_steps}, {self.gaussian_std}")
+        if not self.gaussian_std > 0:
+            raise ValueError(f"gaussian_std must be > 0, got {self.gaussian_std}")
 
 
 FAST = Thm31Options()

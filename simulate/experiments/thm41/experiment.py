@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from theory._validate import require_int
 from simulate.fields import BoxMixture
 from simulate.maps import invert
 from theory.thm41 import log_Lambda_density_ratio, log_standard_normal_density
@@ -86,19 +87,17 @@ class Thm41Options:
             object.__setattr__(self, name, value)
 
         put("fields", tuple(str(k) for k in self.fields))
-        put("dims", tuple(int(n) for n in self.dims))
+        put("dims", tuple(require_int("dims", n) for n in self.dims))
         put("taus", tuple(float(t) for t in self.taus))
         put("eps_values", tuple(float(e) for e in self.eps_values))
-        put("samples", int(self.samples))
+        put("samples", require_int("samples", self.samples))
         for name in ("rtol", "atol", "gaussian_std"):
             put(name, float(getattr(self, name)))
         bad = [k for k in self.fields if k not in FIELD_KINDS]
         if not self.fields or bad:
             raise ValueError(f"fields must be a non-empty tuple of {', '.join(FIELD_KINDS)}, got {self.fields}")
-        if not self.dims or min(self.dims) < 1:
-            raise ValueError(f"dims must be non-empty positive integers, got {self.dims}")
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if not self.dims:
+            raise ValueError("dims must be non-empty positive integers, got ()")
         if not self.taus or min(self.taus) <= 0 or not self.eps_values or min(self.eps_values) <= -1:
             raise ValueError(f"taus must be non-empty and > 0, eps_values non-empty and > -1 (c = (1 + eps) n > 0), "
                              f"got {self.taus}, {self.eps_values}")

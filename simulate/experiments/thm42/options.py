@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from theory._validate import require_ints
 from simulate.experiments.common import replace_options
 
 __all__ = ["Thm42Options", "FAST", "FULL", "make_options"]
@@ -46,8 +47,7 @@ class Thm42Options:
         for name in ("radius", "width", "annulus_half_width", "half_extent", "sigma_factor", "eval_spacing"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if int(self.quad_n) < 1 or int(self.n_samples) < 1 or int(self.n_projections) < 1:
-            raise ValueError("quad_n, n_samples and n_projections must be >= 1")
+        require_ints(self, ("quad_n", "n_samples", "n_projections"))
 
 
 FAST = Thm42Options()

@@ -46,6 +46,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from theory._validate import require_int
 from simulate.fields import BoxMixture
 from simulate.instability import log_Lambda_G_at_inverse
 from theory.highdim.chi2 import log_chi2_sf
@@ -104,14 +105,12 @@ class Thm43Options:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        put("ns", tuple(sorted({int(n) for n in self.ns})))
-        put("ms", tuple(sorted({int(m) for m in self.ms})))
+        put("ns", tuple(sorted({require_int("ns", n) for n in self.ns})))
+        put("ms", tuple(sorted({require_int("ms", m) for m in self.ms})))
         for name in ("sigmas", "gap_ratios", "taus"):
             put(name, tuple(sorted({float(v) for v in getattr(self, name)})))
-        if not self.ns or self.ns[0] < 1:
-            raise ValueError(f"ns must be non-empty positive integers, got {self.ns}")
-        if not self.ms or self.ms[0] < 1:
-            raise ValueError(f"ms must be non-empty positive integers, got {self.ms}")
+        if not self.ns or not self.ms:
+            raise ValueError(f"ns and ms must be non-empty positive integers, got {self.ns}, {self.ms}")
         if not self.sigmas or self.sigmas[0] <= 0:
             raise ValueError(f"sigmas must be non-empty and > 0, got {self.sigmas}")
         if any(r <= 0 for r in self.gap_ratios):
@@ -122,14 +121,11 @@ class Thm43Options:
             raise ValueError(f"taus must be non-empty and > 0, got {self.taus}")
         if not float(self.eps) > 0:
             raise ValueError(f"eps must be > 0, got {self.eps}")
-        if int(self.num_points) < 2 or int(self.num_points_p1) < 1:
-            raise ValueError(f"num_points must be >= 2 and num_points_p1 >= 1, got {self.num_points}, {self.num_points_p1}")
         if not 0 < float(self.level) < 0.5:
             raise ValueError(f"level must lie in (0, 0.5), got {self.level}")
-        if int(self.max_unit_nfe) < 0 or int(self.lln_nodes) < 0:
-            raise ValueError("max_unit_nfe and lln_nodes must be >= 0")
-        for name in ("num_points", "num_points_p1", "max_placement_tries", "lln_nodes", "max_unit_nfe", "threads"):
-            put(name, int(getattr(self, name)))
+        for name, low in (("num_points", 2), ("num_points_p1", 1), ("max_placement_tries", 1), ("lln_nodes", 0),
+                          ("max_unit_nfe", 0), ("threads", 0)):
+            put(name, require_int(name, getattr(self, name), low))
         for name in ("side", "eps", "rtol", "atol", "level"):
             put(name, float(getattr(self, name)))
 
