@@ -24,7 +24,7 @@ from simulate.store import (
     RecordStore,
     atomic_folder,
     atomic_write_text,
-    mark_owned,
+    claim_folder,
     output_lock,
     owned_by_pfode,
     remove_owned,
@@ -75,16 +75,16 @@ def _lock_is_free(folder: Path) -> bool:
 
 # ---- markers and remove_owned -------------------------------------------------------------
 def test_marker_and_remove_owned_deletes_only_pfode_folders(tmp_path):
-    mine = mark_owned(tmp_path / "a" / "mine", "test suite")
+    mine = claim_folder(tmp_path / "a" / "mine", "simulate", "test suite")
     assert owned_by_pfode(mine)
     marker = json.loads((mine / MARKER_FILE).read_text())
     assert marker["what"] == "test suite" and marker["created"] and "version" in marker
-    (mine / "result.json").write_text("{}")
+    atomic_write_text(mine / "result.json", "{}")
     created = marker["created"]
-    mark_owned(mine, "again")  # an existing marker is kept
+    claim_folder(mine, "simulate", "again")  # an existing marker is kept
     assert json.loads((mine / MARKER_FILE).read_text())["created"] == created
-    assert remove_owned(mine) is True and not mine.exists()
-    assert remove_owned(mine) is False  # absent: nothing to do
+    assert remove_owned(mine) == [] and not mine.exists()
+    assert remove_owned(mine) == []  # absent: nothing to do
 
     user = tmp_path / "user"
     (user / "sub").mkdir(parents=True)
@@ -92,14 +92,14 @@ def test_marker_and_remove_owned_deletes_only_pfode_folders(tmp_path):
     with pytest.raises(ValueError, match=r"user.*chapter1\.tex"):
         remove_owned(user)
     with pytest.raises(ValueError, match=r"user.*chapter1\.tex"):
-        mark_owned(user, "would adopt the user's files")
+        claim_folder(user, "simulate", "would adopt the user's files")
     assert (user / "chapter1.tex").read_text() == "my thesis" and not owned_by_pfode(user)
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert remove_owned(empty) is False and empty.is_dir()  # not pfode's: left alone
+    assert remove_owned(empty) == [] and empty.is_dir()  # not pfode's: left alone
     afile = tmp_path / "file"
     afile.write_text("x")
-    for call in (lambda: remove_owned(afile), lambda: mark_owned(afile, "x")):
+    for call in (lambda: remove_owned(afile), lambda: claim_folder(afile, "simulate")):
         with pytest.raises(ValueError, match="file"):
             call()
     assert afile.read_text() == "x"
@@ -133,6 +133,10 @@ def test_report_fresh_in_a_checkout_deletes_nothing(tmp_path, stub_theory, capsy
     before = sorted(p.relative_to(checkout).as_posix() for p in checkout.rglob("*"))
     monkeypatch.chdir(checkout)
     assert main(["report", "--suites", "theory", "--out", ".", "--fresh"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "working folder" in err[0] and "--out" in err[0], err
+    monkeypatch.chdir(tmp_path)  # the same folder named from outside: not pfode's
+    assert main(["report", "--suites", "theory", "--out", "checkout", "--fresh"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pfode did not create" in err[0] and "--out" in err[0], err
     assert (checkout / "theory" / "chapter1.tex").read_text() == "\\chapter{One}"
@@ -222,18 +226,19 @@ def test_atomic_write_and_folder(tmp_path):
             raise RuntimeError("cut before the last write")
     assert not final.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
     with atomic_folder(final) as tmp:
-        mark_owned(tmp, "model")
+        claim_folder(tmp, "train", "model")
         (tmp / "v").write_text("1")
     with atomic_folder(final) as tmp:  # replaces a pfode-owned folder
         (tmp / "v").write_text("2")
     assert (final / "v").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "model"]
     (final / "v").unlink()
-    (final / "user.txt").write_text("mine")  # no marker now: not pfode's to replace
-    with pytest.raises(ValueError, match=r"user\.txt"):
+    (final / "user.txt").write_text("mine")  # not in the manifest: not pfode's to replace
+    with pytest.raises(ValueError, match=r"user\.txt.*left at") as info:
         with atomic_folder(final) as tmp:
             (tmp / "v").write_text("3")
     assert (final / "user.txt").read_text() == "mine"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "model"]
+    assert (tmp / "v").read_text() == "3" and str(tmp) in str(info.value)  # the new folder is not lost either
+    assert sorted(p.name for p in tmp_path.iterdir()) == [tmp.name, "a.json", "model"]
 
 
 # ---- record store -------------------------------------------------------------------------
@@ -284,7 +289,7 @@ def test_planted_checkpoint_is_never_unpickled(tmp_path, capsys):
     from reports.cli import main
 
     sentinel = tmp_path / "PWNED"
-    out = mark_owned(tmp_path / "model", "pfode largemodel train: model folder")
+    out = claim_folder(tmp_path / "model", "train", "pfode largemodel train: model folder")
     torch.save({"config_key": "x", "payload": _Planted(sentinel)}, out / CHECKPOINT_FILE)
     with pytest.raises(ValueError, match=CHECKPOINT_FILE) as info:
         train_model("digits", 8, 64, out, **TINY)
