@@ -261,13 +261,13 @@ def foreign_entry(folder: str | Path) -> str | None:
 def claim_folder(folder: str | Path, kind: str, what: str | None = None) -> Path:
     """Create (parents too) and claim ``folder`` for a run of ``kind`` (rule 1).
 
-    An existing claim of the same kind is kept as it is (its manifest goes on). A marker
-    without a manifest is upgraded with an empty one (so its files stay unrecorded: never deleted).
+    An existing claim of the same kind is kept as it is (its manifest goes on).
 
     Raises:
         ValueError: ``kind`` unknown; ``folder`` is a link or a file, a folder claimed by
-            another kind of run (the message names the folder and its kind), or a folder holding
-            files without pfode's marker (they would otherwise come under it).
+            another kind of run (the message names the folder and its kind), a marker without a
+            manifest, or a folder holding files without pfode's marker (they would otherwise
+            come under it).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -275,13 +275,13 @@ def claim_folder(folder: str | Path, kind: str, what: str | None = None) -> Path
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file, not a folder; choose another --out")
     if owned_by_pfode(folder):
-        with _manifest(folder) as data:
-            held = data.get("kind") if data is not None else None
-            if held is not None and held != kind:
-                raise ValueError(f"{folder} is a folder of a pfode {held} run; a {kind} run will not write into or "
-                                 "replace it: choose another --out")
-            if data is None:
-                _write_marker(folder, _new_marker(kind, what, legacy=True))
+        data = read_manifest(folder)
+        if data is None:
+            raise ValueError(f"{folder} holds a {MARKER_FILE} without a manifest (from an older pfode, or not "
+                             "pfode's): pfode will neither write into nor delete it: move it away or choose another --out")
+        if data.get("kind") != kind:
+            raise ValueError(f"{folder} is a folder of a pfode {data.get('kind')} run; a {kind} run will not write into "
+                             "or replace it: choose another --out")
         return folder
     name = foreign_entry(folder)
     if name is not None:
@@ -293,7 +293,7 @@ def claim_folder(folder: str | Path, kind: str, what: str | None = None) -> Path
     return folder
 
 
-def _new_marker(kind: str, what: str | None, legacy: bool = False) -> dict[str, Any]:
+def _new_marker(kind: str, what: str | None) -> dict[str, Any]:
     from importlib import metadata
 
     try:
@@ -302,8 +302,6 @@ def _new_marker(kind: str, what: str | None, legacy: bool = False) -> dict[str, 
         version = "unknown"
     data = {"what": what or f"pfode {kind}", "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "version": version, "manifest": MANIFEST_VERSION, "files": {}, "dirs": []}
-    if legacy:
-        data["note"] = "marker found without a manifest: the files it held are not pfode's to delete"
     return data
 
 
