@@ -65,7 +65,9 @@ def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any
     if cache.is_file():
         try:
             saved = json.loads(cache.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # damaged: named, then rebuilt
+            print(f"pfode: warning: damaged suite cache {cache} ({type(exc).__name__}); recomputing the {suite} suite",
+                  file=sys.stderr)
             saved = {}
         if isinstance(saved, dict) and saved.get("signature") == signature:
             if progress is not None:
