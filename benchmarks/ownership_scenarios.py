@@ -391,17 +391,20 @@ def _take_protections_away() -> None:
     """The old rules, for ``--control``: ``--fresh`` deletes the whole folder, links are followed,
     every ``--out`` and every folder is accepted."""
     import reports.report
-    from theory import output_files
+    from theory.output import files as output_files, removal as output_removal
 
     def remove_all(folder):  # noqa: ANN001, ANN202
         shutil.rmtree(folder, ignore_errors=True)
         return []
 
-    output_files.remove_owned = reports.report.remove_owned = remove_all
+    output_removal.remove_owned = reports.report.remove_owned = remove_all
     output_files._refuse_link = lambda path: None
     output_files.check_out_path = lambda path, flag="--out": Path(os.path.expanduser(str(path)))
     output_files.foreign_entry = lambda folder: None
-    output_files.unowned_files = lambda folder: []
+    output_removal.unowned_files = lambda folder: []
+    import largemodel.training.train
+
+    largemodel.training.train.unowned_files = lambda folder: []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,14 +159,14 @@ def _check_writable_folder(folder: Path, flag: str, path: Path) -> None:
 def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
     """``Path(path)`` if it is, or can be created as, a writable folder with some free space.
 
-    ``~`` is expanded (``theory.output_files.check_out_path``, which also refuses ``''``, a link,
+    ``~`` is expanded (``theory.output.files.check_out_path``, which also refuses ``''``, a link,
     ``/`` and the working, project and home folders or any folder above them).
 
     Raises:
         ValueError: ``path`` is a file or a device (``/dev/null``), or its nearest existing
             ancestor is not a writable folder, or its disk is full.
     """
-    from theory.output_files import check_out_path  # '', ~, links, the working / project / home folders
+    from theory.output.files import check_out_path  # '', ~, links, the working / project / home folders
 
     p = check_out_path(path, flag)
     if p.exists() and not p.is_dir():

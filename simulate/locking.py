@@ -7,7 +7,7 @@ one line and exits 2). The lock is released when the run ends, however it ends (
 drops a ``flock`` when its process dies, so a ``kill -9`` leaves no stale lock). Re-entrant
 within one process. The lock file is opened without following a link (a link there is refused
 with one line). :mod:`simulate.store` re-exports these names; this module imports nothing of
-pfode but :mod:`theory.output_files` (folder creation, modes).
+pfode but :mod:`theory.output.files` (folder creation, modes).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from theory.output_files import LOCK_FILE, file_mode, make_dirs
+from theory.output.files import LOCK_FILE, file_mode, make_dirs
 
 __all__ = ["LOCK_FILE", "OutputBusy", "output_lock"]
 

@@ -15,8 +15,8 @@ A newcomer reads this module alone. Every command that writes results (``pfode s
    :func:`remove_owned` (``--fresh``, replacing a model folder) deletes exactly those files that
    are unchanged, then the folders if empty, and returns the rest for the caller to name.
    A folder of one kind of run is never written into or replaced by another kind. The rules
-   and the writer live in :mod:`theory.output_files` (the bottom layer, so that theory's
-   curves write the same way); they are re-exported here.
+   and the writer live in :mod:`theory.output.files` and :mod:`theory.output.removal` (the
+   bottom layer, so that theory's curves write the same way); they are re-exported here.
 3. **No half-written files or folders, no link followed.** Files are written with
    :func:`atomic_write_text` (temporary file in the same folder, ``fsync``, ``os.replace``;
    a symbolic link at the path is refused, a file pfode did not write is never replaced) and
@@ -29,8 +29,8 @@ A newcomer reads this module alone. Every command that writes results (``pfode s
    (never overwriting an earlier one), and a damaged file is an error naming the file and line.
 
 This module is the bottom of ``simulate`` (everything above imports it; it imports nothing of
-pfode but :mod:`simulate.locking`, which holds rule 1, and :mod:`theory.output_files`, which
-holds rules 2 and 3; their names are re-exported here).
+pfode but :mod:`simulate.locking`, which holds rule 1, and :mod:`theory.output.files`, which
+holds rules 2 and 3 with :mod:`theory.output.removal`; their names are re-exported here).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from simulate.locking import LOCK_FILE, OutputBusy, output_lock
-from theory.output_files import (
+from theory.output.files import (
     KINDS,
     MARKER_FILE,
     append_bytes,
@@ -62,11 +62,10 @@ from theory.output_files import (
     move_file,
     owned_by_pfode,
     record_tree,
-    remove_owned,
-    unowned_files,
     write_bytes,
     write_text,
 )
+from theory.output.removal import remove_owned, unowned_files
 
 __all__ = [
     "KINDS",
@@ -130,7 +129,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (``theory.output_files.write_text``: temporary file,
+    """Write ``text`` to ``path`` atomically (``theory.output.files.write_text``: temporary file,
     ``fsync``, ``os.replace``; recorded in the claimed folder's manifest; no link followed, no
     file pfode did not write replaced). Returns ``Path(path)``."""
     path = write_text(path, text)

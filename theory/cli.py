@@ -73,7 +73,7 @@ def _run_bound(args: argparse.Namespace) -> int:
 
 
 def _run_curves(args: argparse.Namespace) -> int:
-    from theory.output_files import claim_folder
+    from theory.output.files import claim_folder
 
     claim_folder(args.out, "curves", "pfode theory curves")
     try:

@@ -2,7 +2,7 @@
 
 The bottom layer, so that ``theory.highdim.curves``, the simulator's experiments and the large-model
 figures all save the same way; it imports matplotlib only when called. The PNG is written by
-``theory.output_files.write_bytes`` (atomically, recorded in the run folder's manifest, no link
+``theory.output.files.write_bytes`` (atomically, recorded in the run folder's manifest, no link
 followed).
 """
 
@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from theory.output_files import write_bytes
+from theory.output.files import write_bytes
 
 __all__ = ["save_png"]
 

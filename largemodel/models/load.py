@@ -102,7 +102,7 @@ def _null_prompt(
             return cached
     embeds, pooled = _null_prompt_from_encoders(info, device, dtype)
     if cache is not None:  # atomic, recorded in the run folder's manifest, no link followed
-        from theory.output_files import write_bytes
+        from theory.output.files import write_bytes
 
         write_bytes(cache, save({"prompt_embeds": embeds.contiguous(), "pooled_prompt_embeds": pooled.contiguous()},
                                 metadata=stamp))

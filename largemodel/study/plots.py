@@ -345,11 +345,11 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, out_png: str | Path, dpi: int) -> Path:
-    """Write ``fig`` as a PNG (``theory.output_files.write_bytes``: parent folders created, atomic,
+    """Write ``fig`` as a PNG (``theory.output.files.write_bytes``: parent folders created, atomic,
     recorded in the run folder's manifest, no link followed) and return the path."""
     import io
 
-    from theory.output_files import write_bytes
+    from theory.output.files import write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, dpi=dpi, format="png")

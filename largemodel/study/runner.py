@@ -163,7 +163,7 @@ def _save_png(img: Tensor, path: Path) -> None:
 
     import io
 
-    from theory.output_files import write_bytes
+    from theory.output.files import write_bytes
 
     arr = ((img.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
     buf = io.BytesIO()

@@ -23,7 +23,7 @@ import torch
 
 from largemodel.training.data import Dataset, dataset_from_split
 from largemodel.models.folder import PFODE_META_FILE
-from theory.output_files import make_dirs, write_bytes
+from theory.output.files import make_dirs, write_bytes
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -55,7 +55,7 @@ def file_lock(path: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - non-POSIX
         yield
         return
-    from theory.output_files import file_mode
+    from theory.output.files import file_mode
 
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, file_mode())  # never through a link
@@ -81,7 +81,7 @@ def cache_entry(data: str, size: int, key: str, cache_dir: str | Path | None = N
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically (``torch.save`` to memory, then
-    ``theory.output_files.write_bytes``: recorded in the folder's manifest, no link followed)."""
+    ``theory.output.files.write_bytes``: recorded in the folder's manifest, no link followed)."""
     buf = io.BytesIO()
     torch.save(state, buf)
     write_bytes(path, buf.getvalue())

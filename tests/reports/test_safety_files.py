@@ -1,8 +1,11 @@
-"""Run-folder safety (issue 12): nothing a user owns is deleted or executed; no run mixes with another.
+"""Run-folder safety (issues 12, 30): nothing a user owns is deleted, overwritten or executed; no run mixes with another.
 
-Covers ``simulate.store`` (markers, ``remove_owned``, ``output_lock``, atomic writes, the
-record store's errors) and its use by ``pfode report --fresh``, ``pfode simulate`` and
-``largemodel.training.train`` (``weights_only`` checkpoints, atomic model folders, damaged cache entries).
+Covers ``simulate.store`` (claims, ``remove_owned``, ``output_lock``, atomic writes, the
+record store's errors) and its use by ``pfode report --fresh``, ``pfode simulate``,
+``largemodel.training.train`` (``weights_only`` checkpoints, atomic model folders, damaged cache
+entries, checks before training) and ``pfode largemodel rank|study|explain`` (no user file
+overwritten, no link followed, folder kinds, own outputs left out of ``--images``, summaries of
+the current run). The manifest itself is tested in ``tests/simulate/test_store_manifest.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The manifest of what pfode wrote (issue 30): ``theory.output_files`` via ``simulate.store``.
+"""The manifest of what pfode wrote (issue 30): ``theory.output.files`` via ``simulate.store``.
 
 Each protection is checked together with a negative control: the same scenario with the
 protection taken away (a folder-wide ``rmtree``, a writer that follows links, ...) must be
@@ -31,7 +31,7 @@ from simulate.store import (
     unowned_files,
     write_bytes,
 )
-from theory import output_files
+from theory.output import files as output_files
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from theory._validate import as_int_array, require_positive
 from theory.figures import save_png
-from theory.output_files import make_dirs, write_text
+from theory.output.files import make_dirs, write_text
 from theory.highdim.thm43 import asymptotic_rbar_squared, asymptotic_verdict, c_schedule, instability_bounds, p1_bound_rate
 
 __all__ = ["CURVE_DEFAULTS", "dimension_grid", "theory_curves", "p1_rate_map", "plot_theory_curves", "write_theory_curves"]
