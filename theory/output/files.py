@@ -171,8 +171,9 @@ def _manifest(folder: Path) -> Iterator[dict[str, Any] | None]:
 
         fcntl.flock(fd, fcntl.LOCK_EX)
         data = read_manifest(folder)
+        before = json.dumps(data, sort_keys=True)
         yield data
-        if data is not None:
+        if data is not None and json.dumps(data, sort_keys=True) != before:
             _write_marker(folder, data)
     finally:
         os.close(fd)
@@ -252,7 +253,8 @@ def foreign_entry(folder: str | Path) -> str | None:
     folder = Path(folder)
     if not folder.is_dir() or owned_by_pfode(folder):
         return None
-    names = sorted(p.name for p in folder.iterdir() if p.name not in _PFODE_NAMES)
+    names = sorted(p.name for p in folder.iterdir()
+                   if p.name not in _PFODE_NAMES and not p.name.startswith(f".{MARKER_FILE}."))  # a marker being written
     return names[0] if names else None
 
 
