@@ -109,8 +109,9 @@ def check_out_path(path: str | Path, flag: str = "--out") -> Path:
     here = p.resolve() if p.exists() else p.absolute()
     cwd = Path.cwd().resolve()
     guarded = {"the working folder or a folder above it": _ancestors_or_self(cwd),
-               "the project's folder or a folder above it": _ancestors_or_self(_PROJECT),
-               "the home folder or a folder above it": _ancestors_or_self(Path.home().resolve())}
+               "the project's folder or a folder above it": _ancestors_or_self(_PROJECT)}
+    with contextlib.suppress(RuntimeError, KeyError):  # no home folder known: nothing to guard
+        guarded["the home folder or a folder above it"] = _ancestors_or_self(Path.home().resolve())
     shown = "'' or ." if str(path) == "." else str(path)  # argparse's Path('') is Path('.')
     for what, folders in guarded.items():
         if here in folders:
@@ -277,8 +278,9 @@ def claim_folder(folder: str | Path, kind: str, what: str | None = None) -> Path
     if owned_by_pfode(folder):
         data = read_manifest(folder)
         if data is None:
-            raise ValueError(f"{folder} holds a {MARKER_FILE} without a manifest (from an older pfode, or not "
-                             "pfode's): pfode will neither write into nor delete it: move it away or choose another --out")
+            raise ValueError(f"{folder} holds a {MARKER_FILE} without a manifest (an older pfode's run folder, or "
+                             "not pfode's): pfode will neither write into nor delete it: move it away (or delete an "
+                             "older pfode's folder yourself) or choose another --out")
         if data.get("kind") != kind:
             raise ValueError(f"{folder} is a folder of a pfode {data.get('kind')} run; a {kind} run will not write into "
                              "or replace it: choose another --out")
