@@ -319,7 +319,7 @@ def _prepare(path: Path) -> tuple[Path | None, str | None]:
     _check_inside(owner, path)
     rel = _rel(path, owner)
     with _manifest(owner) as data:
-        if data is None:  # an old or planted marker: write only new names
+        if data is None:  # the manifest became unreadable meanwhile: write only new names
             if path.exists():
                 raise ValueError(f"{path} was not written by pfode (its folder {owner} has no manifest); pfode will "
                                  "not overwrite it: move it away or choose another --out")
