@@ -157,6 +157,14 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     shutil.copytree(fx["model"], bad_json)
     (bad_json / "model_index.json").write_text("{not json")
     fx["model_bad_json"] = bad_json
+
+    from simulate.store import atomic_write_text, claim_folder  # output folders (issue 30)
+
+    for kind in ("report", "simulate"):
+        fx[f"{kind}_folder"] = claim_folder(root / f"a-{kind}-folder", kind)
+        atomic_write_text(fx[f"{kind}_folder"] / "result.json", "{}")
+    fx["link_to_folder"] = root / "link-to-empty"
+    fx["link_to_folder"].symlink_to(fx["empty"], target_is_directory=True)
     return fx
 
 
@@ -307,6 +315,37 @@ def report_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
     return cases
 
 
+def output_folder_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
+    """``--out`` values that would make pfode write into or over what is not its own (issue 30):
+    every command that writes a folder refuses them with one line."""
+    good = ["--model", str(fx["model"]), "--images", str(fx["images"])]
+    small = ["--device", "cpu", "--steps", "2", "--perturbations", "1", "--n-images", "1", "--no-progress"]
+    commands = {
+        "theory curves": ["theory", "curves", "--num", "4", "--n-max", "100"],
+        "simulate lemma-d1": ["simulate", "lemma-d1", "--no-progress"],
+        "largemodel study": ["largemodel", "study", *small, *good],
+        "largemodel gallery": ["largemodel", "gallery", *small, *good],
+        "largemodel rank": ["largemodel", "rank", "--device", "cpu", "--steps", "2", *good],
+        "largemodel explain": ["largemodel", "explain", "--device", "cpu", "--steps", "2", *good],
+        "largemodel train": ["largemodel", "train", "--steps", "1", "--batch-size", "2", "--num-layers", "1",
+                             "--num-heads", "1", "--head-dim", "4", "--train-images", "16", "--heldout-images", "8",
+                             "--quality-samples", "0", "--no-progress"],
+        "report": ["report", "--suites", "theory"],
+    }
+    cases: list[Case] = []
+    for group, base in commands.items():
+        other_kind = fx["simulate_folder"] if group == "report" else fx["report_folder"]
+        for label, value in (("''", ""), (".", "."), ("..", ".."), ("/", "/"), ("~", "~"),
+                             ("a link to a folder", str(fx["link_to_folder"])),
+                             ("a folder of another kind of run", str(other_kind)),
+                             ("a user's folder with files", str(fx["no_images"]))):
+            cases.append(Case(f"{group} (output folder)", f"--out {label}", [*base, *_flag("--out", value)]))
+    study = ["largemodel", "study", "--out", str(scratch / "lm-plan"), *small, *good]
+    for value in ("inf", "nan", "1e999", "-1", "0"):
+        cases.append(Case("largemodel study (output folder)", f"--plan {value}", [*study, f"--plan={value}"]))
+    return cases
+
+
 def extra_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
     """Commands added after the contract (rank, explain): their shared flags."""
     from reports.cli import build_parser
@@ -441,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fx = build_fixtures(root / "fixtures")
         cases = (theory_cases(fx, scratch) + simulate_cases(fx, scratch) + largemodel_cases(fx, scratch)
-                 + report_cases(fx, scratch) + extra_cases(fx, scratch))
+                 + report_cases(fx, scratch) + extra_cases(fx, scratch) + output_folder_cases(fx, scratch))
         if args.only:
             cases = [c for c in cases if args.only in c.group]
         results = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ __all__ = ["register"]
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="local diffusers model folder (SD3, SD3.5, FLUX, or trained here)")
     p.add_argument("--images", type=Path, required=True, help="folder of images (searched recursively)")
-    p.add_argument("--out", type=Path, required=True, help="study folder (records, figures, summary)")
+    p.add_argument("--out", type=Path, required=True, help="study folder, new or pfode's (records, figures, summary; ~ is expanded)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image subset and perturbations (default %(default)s)")
     p.add_argument("--resolution", type=int, default=None, help="image side in pixels (default: the model's)")
     p.add_argument("--dtype", default="auto", help="network dtype: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16, fp64")
@@ -96,9 +97,10 @@ def _distributed() -> tuple[int, int, Any]:
     return state.process_index, state.num_processes, state
 
 
-def _study(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, Any]:
+def _study(args: argparse.Namespace, kind: str = "study") -> tuple[Path, dict[str, Any] | None, Any]:
     from largemodel.models.load import load_model
     from largemodel.study.runner import items_from_folder, run_study, summarize
+    from simulate.store import claim_folder
 
     rank, world, state = _distributed()
     device = args.device if args.device is not None else (str(state.device) if state is not None and world > 1 else None)
@@ -108,9 +110,11 @@ def _study(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, Any]:
     from largemodel.plan.cost import check_before_run
 
     check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=device)
+    claim_folder(args.out, kind, f"pfode largemodel {kind}")  # before the null-prompt cache is written there
     model = load_model(args.model, device=device, dtype=args.dtype, offload=args.offload, guidance=args.guidance,
                        resolution=args.resolution, null_prompt_cache=args.out)
-    items = items_from_folder(args.images, args.n_images, args.seed, model.resolution, model.image_channels)
+    items = items_from_folder(args.images, args.n_images, args.seed, model.resolution, model.image_channels,
+                              exclude=args.out)
     progress = not args.no_progress and sys.stderr.isatty() and rank == 0
     run_study(model, items, args.out, cfg, model_id=str(args.model.resolve()), rank=rank, world=world, progress=progress)
     if state is not None and world > 1:
@@ -140,8 +144,8 @@ def _print_plan(args: argparse.Namespace) -> int:
             dev_bytes = float(args.plan) * 1e9
         except ValueError:
             raise ValueError(f"--plan takes a device memory in GB, got {args.plan!r}") from None
-        if not dev_bytes > 0:
-            raise ValueError(f"--plan GB must be positive, got {args.plan!r}")
+        if not (dev_bytes > 0 and math.isfinite(dev_bytes)):
+            raise ValueError(f"--plan GB must be a positive, finite number, got {args.plan!r}")
     plan = study_plan(args.model, _study_config(args), resolution=args.resolution, dtype=args.dtype,
                       device_bytes=dev_bytes, lambda_method=args.lambda_method)
     print(format_plan(plan))
@@ -171,7 +175,7 @@ def _run_gallery(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
-    out, summary, (model, items) = _study(args)
+    out, summary, (model, items) = _study(args, kind="gallery")
     if summary is None:
         return 0
     meta = json.loads((out / "study.json").read_text())

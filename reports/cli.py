@@ -126,6 +126,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("pfode: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout piped into `head` (or closed): stop quietly, as a filter does
+        with open(os.devnull, "w") as devnull:  # the interpreter's final flush would raise again
+            os.dup2(devnull.fileno(), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         message = _user_error(exc)
         if message is not None:

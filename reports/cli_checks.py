@@ -159,11 +159,16 @@ def _check_writable_folder(folder: Path, flag: str, path: Path) -> None:
 def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
     """``Path(path)`` if it is, or can be created as, a writable folder with some free space.
 
+    ``~`` is expanded (``theory.output.files.check_out_path``, which also refuses ``''``, a link,
+    ``/`` and the working, project and home folders or any folder above them).
+
     Raises:
         ValueError: ``path`` is a file or a device (``/dev/null``), or its nearest existing
             ancestor is not a writable folder, or its disk is full.
     """
-    p = Path(path)
+    from theory.output.files import check_out_path  # '', ~, links, the working / project / home folders
+
+    p = check_out_path(path, flag)
     if p.exists() and not p.is_dir():
         raise ValueError(f"{flag} {p} exists and is not a folder")
     _check_writable_folder(_first_existing(p.absolute()), flag, p)
@@ -308,6 +313,6 @@ def check_args(args: argparse.Namespace) -> None:
         except ValueError as exc:
             raise ValueError(f"--model {exc}") from None
     if getattr(args, "out", None) is not None:
-        check_out_dir(args.out)
+        args.out = type(args.out)(check_out_dir(args.out))  # with ~ expanded
     if getattr(args, "png", None) is not None:
         check_out_file(args.png, "--png")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from reports.claims import CLAIMS, ClaimRow, not_run
-from simulate.store import atomic_write_text, foreign_entry, mark_owned, output_lock, remove_owned
+from simulate.store import atomic_write_text, claim_folder, describe_kept, foreign_entry, output_lock, remove_owned
 from simulate.verdict import StatusKind
 
 __all__ = ["SUITES", "run_report", "render_markdown"]
@@ -64,25 +65,27 @@ def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any
     if cache.is_file():
         try:
             saved = json.loads(cache.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # damaged: named, then rebuilt
+            print(f"pfode: warning: damaged suite cache {cache} ({type(exc).__name__}); recomputing the {suite} suite",
+                  file=sys.stderr)
             saved = {}
         if isinstance(saved, dict) and saved.get("signature") == signature:
             if progress is not None:
                 progress(f"{suite}: cached result reused ({cache}; --fresh recomputes)")
             return [ClaimRow.from_dict(v) for v in saved["verdicts"]], saved["data"]
     rows, data = run()
-    cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cache, json.dumps({"signature": signature, "verdicts": [v.as_dict() for v in rows], "data": data},
                                         indent=1, default=_json_default))
     return rows, data
 
 
 def _prepare_folders(out_dir: Path, suites: tuple[str, ...], fresh: bool) -> None:
-    """Check, then (``fresh``) empty and mark the suite folders, before any suite runs.
+    """Check, then (``fresh``) empty and claim the suite folders, before any suite runs.
 
     Every selected suite folder must be absent, empty or pfode's (``.pfode-owned``): a folder
-    holding anything else is refused before anything is deleted (``remove_owned`` never
-    deletes what pfode did not create). Each suite folder is then marked as pfode's.
+    holding anything else is refused before anything is deleted. ``fresh`` removes exactly the
+    files the manifest records as pfode's and unchanged (``remove_owned``); whatever else is
+    there stays and is named in one warning line on stderr. Each suite folder is then claimed.
     """
     for suite in suites:
         name = foreign_entry(out_dir / suite)
@@ -91,8 +94,10 @@ def _prepare_folders(out_dir: Path, suites: tuple[str, ...], fresh: bool) -> Non
                              "pfode will not write into or delete it: move it away or choose another --out")
     for suite in suites:
         if fresh:
-            remove_owned(out_dir / suite)
-        mark_owned(out_dir / suite, f"pfode report: {suite} suite")
+            kept = remove_owned(out_dir / suite)
+            if kept:
+                print(f"pfode: warning: --fresh {describe_kept(out_dir / suite, kept)}", file=sys.stderr)
+        claim_folder(out_dir / suite, "report", f"pfode report: {suite} suite")
 
 
 def _not_selected(suite: str) -> str:
@@ -155,7 +160,7 @@ def run_report(
         raise ValueError("give both --model and --images to study your own model")
     if model is not None and "largemodel" not in suites:
         raise ValueError("--model needs the largemodel suite (--suites ...,largemodel)")
-    mark_owned(out_dir, "pfode report run")
+    claim_folder(out_dir, "report", "pfode report run")
     with output_lock(out_dir, command="pfode report"):
         _prepare_folders(out_dir, tuple(s for s in SUITES if s in suites), fresh)
         return _run_suites(out_dir, suites, quick, progress, model, images)

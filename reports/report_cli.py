@@ -17,8 +17,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     mode.add_argument("--full", action="store_true", help="larger checks (high-precision agreement up to n = 10^5)")
     report.add_argument("--suites", default="theory,simulate,largemodel", help="comma-separated suites (default %(default)s)")
     report.add_argument("--out", type=Path, default=None,
-                        help="output folder (default reports/runs/<quick|full>; finished suites there are reused; "
-                             "must be new, empty or made by pfode; one run at a time)")
+                        help="output folder (default reports/runs/<quick|full>; ~ is expanded; finished suites there are "
+                             "reused; must be new, empty or made by pfode; one run at a time)")
     report.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: the suites' tensors are small, and extra threads "
                              "slow them badly when other processes share the cores; 0 keeps torch's default)")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from simulate.experiments import EXPERIMENTS
-from simulate.store import mark_owned, output_lock
+from simulate.store import claim_folder, output_lock
 
 __all__ = ["register"]
 
@@ -16,7 +16,7 @@ __all__ = ["register"]
 def register(groups: argparse._SubParsersAction) -> None:
     sim = groups.add_parser("simulate", help="simulator experiments checking each claim of the paper")
     sim.add_argument("experiment", choices=list(EXPERIMENTS), help="which experiment")
-    sim.add_argument("--out", type=Path, default=None, help="output folder (default simulate-results/<experiment>)")
+    sim.add_argument("--out", type=Path, default=None, help="output folder, new or pfode's (~ is expanded; default simulate-results/<experiment>)")
     sim.add_argument("--full", action="store_true", help="full scale (default: the fast scale)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     sim.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
 
     module = load(args.experiment)
     out = args.out or Path("simulate-results") / args.experiment
-    mark_owned(out, f"pfode simulate {args.experiment}")
+    claim_folder(out, "simulate", f"pfode simulate {args.experiment}")
     with output_lock(out, command=f"pfode simulate {args.experiment}"):
         result = module.run(out, full=args.full, seed=args.seed, progress=not args.no_progress and sys.stderr.isatty())
     if args.json:

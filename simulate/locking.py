@@ -5,8 +5,9 @@ A run holds :func:`output_lock` on its output folder: a non-blocking exclusive `
 run on the same folder fails at once with :class:`OutputBusy` (a ``ValueError``: the CLI prints
 one line and exits 2). The lock is released when the run ends, however it ends (the kernel
 drops a ``flock`` when its process dies, so a ``kill -9`` leaves no stale lock). Re-entrant
-within one process. :mod:`simulate.store` re-exports these names; this module imports nothing
-of pfode.
+within one process. The lock file is opened without following a link (a link there is refused
+with one line). :mod:`simulate.store` re-exports these names; this module imports nothing of
+pfode but :mod:`theory.output.files` (folder creation, modes).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["LOCK_FILE", "OutputBusy", "output_lock"]
+from theory.output.files import LOCK_FILE, file_mode, make_dirs
 
-#: lock file of an output folder (holder's pid and command inside)
-LOCK_FILE = ".lock"
+__all__ = ["LOCK_FILE", "OutputBusy", "output_lock"]
 
 
 class OutputBusy(ValueError):
@@ -56,9 +56,11 @@ def output_lock(folder: str | Path, *, command: str) -> Iterator[Path]:
         ValueError: ``folder`` is a file.
     """
     folder = Path(folder)
+    if folder.is_symlink():
+        raise ValueError(f"{folder} is a symbolic link; pfode does not write through links: give the real folder")
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file, not a folder; choose another --out")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     key = str(folder.resolve())
     if key in _HELD:
         _HELD[key] += 1
@@ -73,7 +75,13 @@ def output_lock(folder: str | Path, *, command: str) -> Iterator[Path]:
         yield folder
         return
     lock_path = folder / LOCK_FILE
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, file_mode())
+    except OSError as exc:
+        if lock_path.is_symlink():
+            raise ValueError(f"{lock_path} is a symbolic link; pfode does not write through links: "
+                             "remove it or choose another --out") from None
+        raise exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,23 +9,28 @@ A newcomer reads this module alone. Every command that writes results (``pfode s
    ``ValueError``: the CLI prints one line and exits 2) instead of mixing its records with the
    first run's. The lock is released when the run ends, however it ends (the kernel drops a
    ``flock`` when its process dies, so a ``kill -9`` leaves no stale lock).
-2. **Only what pfode created is deleted.** A folder pfode creates for its results carries a
-   marker file ``.pfode-owned`` (:func:`mark_owned`). :func:`remove_owned` deletes a folder only
-   if it holds the marker, and refuses a folder that holds anything without it. pfode never
-   marks a folder that already holds files it did not write, so a user's files can never come
-   under a marker.
-3. **No half-written files or folders.** Files are written with :func:`atomic_write_text`
-   (temporary file in the same folder, ``fsync``, ``os.replace``) and whole folders (a trained
-   model) with :func:`atomic_folder` (built under a temporary sibling name, then renamed): a
-   reader sees the old version or the new one, never a mixture.
+2. **Only what pfode wrote is deleted.** A folder pfode writes results into is claimed for one
+   kind of run (:func:`claim_folder`); its marker file ``.pfode-owned`` holds a manifest of
+   every file pfode wrote there (size, SHA-256) and every folder it made, and
+   :func:`remove_owned` (``--fresh``, replacing a model folder) deletes exactly those files that
+   are unchanged, then the folders if empty, and returns the rest for the caller to name.
+   A folder of one kind of run is never written into or replaced by another kind. The rules
+   and the writer live in :mod:`theory.output.files` and :mod:`theory.output.removal` (the
+   bottom layer, so that theory's curves write the same way); they are re-exported here.
+3. **No half-written files or folders, no link followed.** Files are written with
+   :func:`atomic_write_text` (temporary file in the same folder, ``fsync``, ``os.replace``;
+   a symbolic link at the path is refused, a file pfode did not write is never replaced) and
+   whole folders (a trained model) with :func:`atomic_folder` (built under a temporary sibling
+   name, then renamed): a reader sees the old version or the new one, never a mixture. Files
+   and folders follow the umask.
 4. **Resume exactly, or say why not.** :class:`RecordStore` is an append-only JSON-lines file
    of finished work units tied to a hash of the run's parameters: a rerun with the same
    parameters skips what is recorded, one with other parameters moves the old file aside
    (never overwriting an earlier one), and a damaged file is an error naming the file and line.
 
-This module is the bottom layer (``simulate`` and everything above import it; it imports
-nothing of pfode but :mod:`simulate.locking`, which holds rule 1 and whose ``LOCK_FILE``,
-``OutputBusy`` and ``output_lock`` are re-exported here).
+This module is the bottom of ``simulate`` (everything above imports it; it imports nothing of
+pfode but :mod:`simulate.locking`, which holds rule 1, and :mod:`theory.output.files`, which
+holds rules 2 and 3 with :mod:`theory.output.removal`; their names are re-exported here).
 """
 
 from __future__ import annotations
@@ -44,30 +49,44 @@ from typing import Any, Iterator
 import numpy as np
 
 from simulate.locking import LOCK_FILE, OutputBusy, output_lock
+from theory.output.files import (
+    KINDS,
+    MARKER_FILE,
+    append_bytes,
+    check_out_path,
+    claim_folder,
+    folder_kind,
+    folder_mode,
+    foreign_entry,
+    make_dirs,
+    move_file,
+    owned_by_pfode,
+    record_tree,
+    write_bytes,
+    write_text,
+)
+from theory.output.removal import remove_owned, unowned_files
 
 __all__ = [
+    "KINDS",
     "LOCK_FILE",
     "MARKER_FILE",
     "OutputBusy",
     "RecordStore",
     "atomic_folder",
     "atomic_write_text",
+    "check_out_path",
+    "claim_folder",
+    "describe_kept",
+    "folder_kind",
     "foreign_entry",
     "json_ready",
-    "mark_owned",
     "output_lock",
     "owned_by_pfode",
     "remove_owned",
+    "unowned_files",
+    "write_bytes",
 ]
-
-#: marker file of a folder pfode created (JSON: what, created, version)
-MARKER_FILE = ".pfode-owned"
-
-#: format version written into the marker
-MARKER_VERSION = 1
-
-#: names pfode itself may leave in a folder before marking it
-_PFODE_NAMES = frozenset({LOCK_FILE, MARKER_FILE})
 
 
 # ---- JSON ---------------------------------------------------------------------------------
@@ -110,143 +129,55 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, ``fsync``,
-    then ``os.replace``. A reader (or a crash) sees the old content or the new, never a part.
-
-    Returns:
-        ``Path(path)``.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` to ``path`` atomically (``theory.output.files.write_text``: temporary file,
+    ``fsync``, ``os.replace``; recorded in the claimed folder's manifest; no link followed, no
+    file pfode did not write replaced). Returns ``Path(path)``."""
+    path = write_text(path, text)
     _fsync_dir(path.parent)
     return path
 
 
-@contextlib.contextmanager
-def atomic_folder(final: str | Path) -> Iterator[Path]:
-    """Build a folder under a temporary sibling name; on success rename it to ``final``.
+def describe_kept(folder: str | Path, kept: list[str], limit: int = 5) -> str:
+    """One line naming what pfode kept in ``folder`` because it did not write it (or it changed)."""
+    names = ", ".join(kept[:limit]) + (f" and {len(kept) - limit} more" if len(kept) > limit else "")
+    return (f"kept {len(kept)} file(s) in {folder} that pfode did not write or that changed since: {names}")
 
-    Yields the temporary folder (``<parent>/.<name>.tmp-XXXX``, created empty). When the block
-    succeeds it is renamed to ``final``; an existing ``final`` is replaced only if pfode owns
-    it (``owned_by_pfode``) or it is empty, else ``ValueError``. When the block fails the
-    temporary folder is removed and ``final`` is untouched. So ``final`` is never seen half
-    written: it is absent, the old folder, or the complete new one.
+
+@contextlib.contextmanager
+def atomic_folder(final: str | Path, kind: str = "train") -> Iterator[Path]:
+    """Build a folder under a temporary sibling name; on success it replaces ``final``.
+
+    Yields the temporary folder (``<parent>/.<name>.tmp-XXXX``, created empty, umask mode,
+    claimed for ``kind``). When the block succeeds, every file in it is recorded in its
+    manifest, ``final``'s own files are removed (``remove_owned``: only
+    what pfode wrote, unchanged) and the new folder is renamed to ``final``. When the block
+    fails the temporary folder is removed and ``final`` is untouched.
+
+    Raises:
+        ValueError: ``final`` is a link or a file, belongs to another kind of run or to no
+            run, or keeps files pfode did not write (then the new folder is left at its
+            temporary name, named in the message, and nothing of the user's is touched).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(final.parent)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    os.chmod(tmp, folder_mode())
     try:
+        claim_folder(tmp, kind)
         yield tmp
-        _check_replaceable(final)
+        record_tree(tmp)
         _fsync_dir(tmp)
-        if final.exists():
-            aside = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
-            os.rename(final, aside / final.name)
-            os.rename(tmp, final)
-            shutil.rmtree(aside)
-        else:
-            os.rename(tmp, final)
+        if os.path.lexists(final):
+            claim_folder(final, kind)  # refuses a link, a file, another kind, a foreign folder
+            kept = remove_owned(final)
+            if os.path.lexists(final):
+                raise ValueError(f"{describe_kept(final, kept)}; the new folder is left at {tmp}")
+        os.rename(tmp, final)
         _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        if not (isinstance(exc, ValueError) and str(tmp) in str(exc)):
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _check_replaceable(final: Path) -> None:
-    _refuse_foreign(final, "remove it or choose another output folder",
-                    "pfode will not replace it: choose another output folder")
-
-
-def _refuse_foreign(folder: Path, if_file: str, if_foreign: str) -> None:
-    """``ValueError`` if ``folder`` is a file, or holds an entry pfode cannot claim (``foreign_entry``)."""
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is a file, not a folder; {if_file}")
-    name = foreign_entry(folder)
-    if name is not None:
-        raise ValueError(f"{folder} holds files pfode did not create (e.g. {name}); {if_foreign}")
-
-
-# ---- ownership ----------------------------------------------------------------------------
-def owned_by_pfode(folder: str | Path) -> bool:
-    """Whether ``folder`` is a folder holding pfode's marker file ``.pfode-owned``."""
-    return (Path(folder) / MARKER_FILE).is_file()
-
-
-def foreign_entry(folder: str | Path) -> str | None:
-    """The name of one entry of ``folder`` that pfode cannot claim, or ``None``.
-
-    ``None`` when ``folder`` is absent, carries the marker, or holds nothing but pfode's own
-    lock file; otherwise the (alphabetically first) other entry.
-    """
-    folder = Path(folder)
-    if not folder.is_dir() or owned_by_pfode(folder):
-        return None
-    names = sorted(p.name for p in folder.iterdir() if p.name not in _PFODE_NAMES)
-    return names[0] if names else None
-
-
-def mark_owned(folder: str | Path, what: str) -> Path:
-    """Create ``folder`` (parents too) if needed and mark it as pfode's (``.pfode-owned``).
-
-    An existing marker is kept as it is (its ``created`` time stays the first one).
-
-    Args:
-        folder: the folder pfode is about to write results into.
-        what: what pfode keeps there (e.g. ``"pfode report theory suite"``), for the marker.
-
-    Raises:
-        ValueError: ``folder`` is a file, or already holds files without the marker (they
-            would otherwise come under it and a later ``--fresh`` could delete them).
-    """
-    folder = Path(folder)
-    _refuse_foreign(folder, "choose another --out", "choose another --out (an empty or new folder)")
-    folder.mkdir(parents=True, exist_ok=True)
-    if not owned_by_pfode(folder):
-        from importlib import metadata
-
-        try:
-            version = metadata.version("pfode-instability")
-        except metadata.PackageNotFoundError:  # pragma: no cover - source tree without install
-            version = "unknown"
-        marker = {"what": what, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "version": version}
-        atomic_write_text(folder / MARKER_FILE, json.dumps(marker) + "\n")
-    return folder
-
-
-def remove_owned(folder: str | Path) -> bool:
-    """Delete ``folder`` and everything in it, only if pfode created it (it holds the marker).
-
-    Returns:
-        ``True`` if the folder was removed; ``False`` if there was nothing to remove (absent,
-        or holding nothing but pfode's lock file, in which case it is left as it is).
-
-    Raises:
-        ValueError: ``folder`` is a file, or holds files without pfode's marker (the message
-            names the folder and one of those files); nothing is deleted.
-    """
-    folder = Path(folder)
-    if not folder.exists() and not folder.is_symlink():
-        return False
-    if folder.is_symlink() or not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder pfode created; pfode will not delete it")
-    if not owned_by_pfode(folder):
-        name = foreign_entry(folder)
-        if name is None:
-            return False
-        raise ValueError(f"{folder} was not created by pfode (it holds {name} and no {MARKER_FILE}); "
-                         "pfode will not delete it: move it away or choose another --out")
-    shutil.rmtree(folder)
-    return True
 
 
 # ---- resumable records --------------------------------------------------------------------
@@ -256,10 +187,9 @@ def _move_aside(path: Path) -> Path:
     for k in range(10_000):
         target = path.with_name(f"{path.stem}.stale-{stamp}{'' if k == 0 else f'-{k}'}{path.suffix}")
         try:
-            os.link(path, target)  # fails if target exists: never overwrites
+            move_file(path, target)  # fails if target exists: never overwrites
         except FileExistsError:
             continue
-        os.unlink(path)
         return target
     raise ValueError(f"{path}: cannot find a free name to move the old records aside")  # pragma: no cover
 
@@ -280,7 +210,7 @@ class RecordStore:
     """
 
     def __init__(self, out_dir: Path, params: dict[str, Any], name: str = "records.jsonl") -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(out_dir)
         self.path = out_dir / name
         self.signature = hashlib.sha256(json.dumps(json_ready(params), sort_keys=True).encode()).hexdigest()[:16]
         self._records: dict[str, dict[str, Any]] = {}
@@ -326,10 +256,7 @@ class RecordStore:
         if key in self._records:
             raise ValueError(f"key {key!r} is already recorded")
         value = json_ready(value)
-        with self.path.open("a") as fh:
-            fh.write(json.dumps({"key": key, "value": value}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_bytes(self.path, (json.dumps({"key": key, "value": value}) + "\n").encode("utf-8"))
         self._records[key] = value
 
     def values(self) -> list[dict[str, Any]]:

@@ -164,7 +164,8 @@ ROOMS: dict[str, set[str]] = {
     "largemodel.experiments": {"largemodel.models", "largemodel.study", "largemodel.diagnose",
                                "largemodel.training", "largemodel.plan"},
     "theory.symbolic": set(),
-    "theory.highdim": set(),
+    "theory.highdim": {"theory.output"},
+    "theory.output": set(),
 }
 #: experiment packages: each may import the simulator core and ``simulate.experiments`` (common,
 #: runner, oracles), never another experiment

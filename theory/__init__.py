@@ -9,7 +9,9 @@ chunks), :mod:`theory.perturbation_scales` (Proposition 2.1's scales and ``mu`` 
 :mod:`theory.thm41` (Lemmas D.1, D.2, Theorem 4.1), :mod:`theory.highdim.steiner` (Steiner formula),
 :mod:`theory.highdim.chi2` (chi-square tails), :mod:`theory.highdim.thm43` (Theorem 4.3),
 :mod:`theory.symbolic.derivations` and :mod:`theory.symbolic.instability` (sympy derivations), :mod:`theory.highprec` (mpmath references),
-:mod:`theory.highdim.curves` (bounds over n).
+:mod:`theory.highdim.curves` (bounds over n). Output, shared by every package:
+:mod:`theory.figures` (PNG), :mod:`theory.output.files` (what pfode writes: folder claims,
+manifests, no link followed) and :mod:`theory.output.removal` (what it deletes).
 """
 
 from theory.highdim.chi2 import log_chi2_sf, log_chi2_sf_chernoff

@@ -32,7 +32,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     bound.set_defaults(handler=_run_bound)
 
     curves = cmds.add_parser("curves", help="plots and JSON of the bounds over n = 1 .. 10^7")
-    curves.add_argument("--out", type=Path, default=Path("theory-curves"), help="output folder (default %(default)s)")
+    curves.add_argument("--out", type=Path, default=Path("theory-curves"), help="output folder, new or pfode's (~ is expanded; default %(default)s)")
     curves.add_argument("--num", type=int, default=200, help="number of dimensions on the log grid (default %(default)s)")
     curves.add_argument("--n-max", type=float, default=1e7, help="largest dimension (default %(default)g)")
     for key in ("m", "sigma", "side", "tau", "eps", "rho_max", "density_ratio"):
@@ -73,6 +73,9 @@ def _run_bound(args: argparse.Namespace) -> int:
 
 
 def _run_curves(args: argparse.Namespace) -> int:
+    from theory.output.files import claim_folder
+
+    claim_folder(args.out, "curves", "pfode theory curves")
     try:
         out = write_theory_curves(
             args.out, num=args.num, n_max=args.n_max, m=args.m, sigma=args.sigma, side=args.side, tau=args.tau,

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from simulate.store import RecordStore, atomic_write_text, json_ready, output_lock
+from simulate.store import RecordStore, atomic_write_text, claim_folder, json_ready, output_lock
 
 from largemodel.diagnose.explain import INVERTERS, ExplainConfig, explain_batch
 
@@ -46,7 +46,7 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
                                        "causal test, exact inversion, inverters at equal NFE")
     p.add_argument("--model", type=Path, required=True, help="local diffusers model folder")
     p.add_argument("--images", type=Path, required=True, help="folder of images (searched recursively)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (explain.jsonl, explain.csv, figures)")
+    p.add_argument("--out", type=Path, required=True, help="output folder, new or pfode's (explain.jsonl, explain.csv, figures; ~ is expanded)")
     p.add_argument("--n-images", type=int, default=24, help="seeded random subset size (default %(default)s)")
     p.add_argument("--steps", type=int, default=100, help="N, steps of G_N and of the inversion (default %(default)s)")
     p.add_argument("--solver", default="euler", help="scheme of G_N: euler, heun, heun-diffusers (default %(default)s)")
@@ -99,6 +99,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     from largemodel.study.items import items_from_folder
 
     cfg = config_from_args(args)
+    claim_folder(args.out, "explain", "pfode largemodel explain")
     model = load_model(args.model, device=args.device, dtype=args.dtype, guidance=args.guidance)
     resolutions = args.resolutions or (model.resolution,)
     for res in resolutions:  # one cheap call per resolution: the model must accept that latent size
@@ -107,7 +108,8 @@ def _run_cli(args: argparse.Namespace) -> int:
                 model.velocity(torch.zeros(1, *model.latent_shape(res), device=model.device), 0.5)
         except (ValueError, RuntimeError) as err:
             raise ValueError(f"--resolutions: {res} px does not fit this model: {err}") from None
-    items = {res: items_from_folder(args.images, args.n_images, args.seed, res, model.image_channels)
+    items = {res: items_from_folder(args.images, args.n_images, args.seed, res, model.image_channels,
+                                    exclude=args.out)
              for res in resolutions}
     summary = run_explain(model, items, args.out, cfg, model_id=str(args.model.resolve()),
                           images_per_batch=args.images_per_batch, command="largemodel explain")
@@ -142,6 +144,7 @@ def run_explain(
         params = {"config": cfg.signature_params(), "model": model_id, "dtype": str(model.dtype),
                   "guidance": model.guidance}
         store = RecordStore(out, params, name=RECORDS)
+        current: list[str] = []  # this run's record keys: the summary and CSV cover them only
         for res, group_items in items.items():
             shape = model.latent_shape(res)
             grid = (lambda s, shape=shape: model.sigmas(s, shape))
@@ -149,6 +152,7 @@ def run_explain(
             for it in group_items:
                 pixels = it.load()
                 key = f"{record_key(it.key, it.content_hash or pixel_digest(pixels))}@{res}px"
+                current.append(key)
                 if not store.done(key):
                     todo.append((it.key, key, pixels))
             for i in range(0, len(todo), images_per_batch):
@@ -166,7 +170,7 @@ def run_explain(
                     store.add(key, rec)
                     if on_record is not None:
                         on_record(key, rec)
-        records = [r for r in store.values()]
+        records = [store.get(k) for k in dict.fromkeys(current) if store.done(k)]
         write_csv(records, out / "explain.csv")
         summary = summarize(records)
         summary["figures"] = _figures(records, out)

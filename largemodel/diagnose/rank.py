@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import torch
 
-from simulate.store import RecordStore, atomic_write_text, output_lock
+from simulate.store import RecordStore, atomic_write_text, claim_folder, output_lock
 from theory.figures import save_png
 
 from largemodel.models.images import file_digest
@@ -42,7 +42,7 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rank", help="rank images by predicted reconstruction risk from one inversion pass")
     p.add_argument("--model", type=Path, required=True, help="local diffusers model folder")
     p.add_argument("--images", type=Path, required=True, help="folder of images (searched recursively)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (ranking.csv, gallery, records)")
+    p.add_argument("--out", type=Path, required=True, help="output folder, new or pfode's (ranking.csv, gallery, records; ~ is expanded)")
     p.add_argument("--verify", type=int, default=0, help="reconstruct the top and bottom K to check (default 0)")
     p.add_argument("--risk", choices=ONE_PASS_SCORES, default=DEFAULT_RISK, help="score to rank by (default %(default)s)")
     p.add_argument("--steps", type=int, default=100, help="ODE steps of the inversion (default %(default)s)")
@@ -96,8 +96,7 @@ def rank_folder(model: Any, images: Path, out: Path, cfg: ScoreConfig, *, risk: 
     names = available_scores(cfg)
     if risk not in names:
         raise ValueError(f"--risk must be one of {names}, got {risk!r}")
-    skip = out.resolve()
-    paths = [p for p in list_images(images) if skip not in p.resolve().parents]  # not our own outputs
+    paths = list_images(images, exclude=out)  # not our own outputs
     if not paths:
         raise ValueError(f"--images: no images found in {images}")
     keyed = [(content_hash(p), p) for p in paths]
@@ -192,6 +191,7 @@ def run_rank(args: argparse.Namespace) -> int:
     from largemodel.models.load import load_model
 
     cfg = _check_args(args)
+    claim_folder(args.out, "rank", "pfode largemodel rank")  # never a user's folder: its ranking.csv stays theirs
     with output_lock(args.out, command="pfode largemodel rank"):
         model = load_model(args.model, device=args.device, dtype=args.dtype, resolution=args.resolution)
         rows = rank_folder(model, args.images, args.out, cfg, risk=args.risk,

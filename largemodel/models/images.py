@@ -26,13 +26,16 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-def list_images(folder: str | Path, *, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
+def list_images(folder: str | Path, *, extensions: Iterable[str] = IMAGE_EXTENSIONS,
+                exclude: str | Path | None = None) -> list[Path]:
     """All image files under ``folder`` (recursively), sorted by path.
 
     Args:
         folder: the folder to search.
         extensions: accepted file suffixes, matched case-insensitively (``.PNG`` counts as
             ``.png``); a leading dot is optional.
+        exclude: a folder whose files are left out (every sub-command passes its own output
+            folder, so that ``--out`` inside ``--images`` never feeds a run its own outputs).
 
     Returns:
         The matching files, sorted by their path relative to ``folder`` (so the order does not
@@ -48,9 +51,11 @@ def list_images(folder: str | Path, *, extensions: Iterable[str] = IMAGE_EXTENSI
     if not root.is_dir():
         raise ValueError(f"image folder {root} is not a folder")
     suffixes = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    skip = Path(exclude).resolve() if exclude is not None else None
     found = [
         p for p in root.rglob("*")
         if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+        and (skip is None or skip not in p.resolve().parents)
     ]
     if not found:
         raise ValueError(f"no images in {root}")

@@ -87,7 +87,7 @@ def _null_prompt(
     whose output is then written to ``cache``. So the peak is max(encoders, transformer), not
     their sum, and a second run loads no encoder at all.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     if info.null_prompt_file is not None:
         tensors = load_file(str(info.null_prompt_file))
@@ -96,20 +96,39 @@ def _null_prompt(
         return tensors["prompt_embeds"], tensors["pooled_prompt_embeds"]
     stamp = {"model": str(info.path.resolve()), "dtype": str(dtype),
              "model_index_mtime_ns": str((info.path / "model_index.json").stat().st_mtime_ns)}
-    if cache is not None and cache.is_file():
-        from safetensors import safe_open
+    if cache is not None and cache.is_file() and not cache.is_symlink():
+        cached = _read_null_prompt_cache(cache, stamp)
+        if cached is not None:
+            return cached
+    embeds, pooled = _null_prompt_from_encoders(info, device, dtype)
+    if cache is not None:  # atomic, recorded in the run folder's manifest, no link followed
+        from theory.output.files import write_bytes
 
+        write_bytes(cache, save({"prompt_embeds": embeds.contiguous(), "pooled_prompt_embeds": pooled.contiguous()},
+                                metadata=stamp))
+    return embeds, pooled
+
+
+def _read_null_prompt_cache(cache: Path, stamp: dict[str, str]) -> tuple[Tensor, Tensor] | None:
+    """The cached null prompt if ``cache`` was written for this folder and dtype (``stamp``);
+    ``None`` (rebuild) if it was written for another, or if it is damaged: then one warning line
+    on stderr names the file, and the rebuilt cache replaces it."""
+    import sys
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
         with safe_open(str(cache), framework="pt") as fh:
             meta = fh.metadata() or {}
-        if all(meta.get(k) == v for k, v in stamp.items()):
-            tensors = load_file(str(cache))
-            return tensors["prompt_embeds"], tensors["pooled_prompt_embeds"]
-    embeds, pooled = _null_prompt_from_encoders(info, device, dtype)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"prompt_embeds": embeds.contiguous(), "pooled_prompt_embeds": pooled.contiguous()}, str(cache),
-                  metadata=stamp)
-    return embeds, pooled
+        if not all(meta.get(k) == v for k, v in stamp.items()):
+            return None
+        tensors = load_file(str(cache))
+        return tensors["prompt_embeds"], tensors["pooled_prompt_embeds"]
+    except Exception as exc:  # SafetensorError, OSError, KeyError: a damaged file, rebuilt
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        print(f"pfode: warning: damaged null-prompt cache {cache} ({reason}); rebuilding it", file=sys.stderr)
+        return None
 
 
 def _cast(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:

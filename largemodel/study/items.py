@@ -39,8 +39,12 @@ class ImageItem:
     content_hash: str | None = None
 
 
-def items_from_folder(folder: str | Path, n_images: int, seed: int, resolution: int, channels: int) -> list[ImageItem]:
+def items_from_folder(folder: str | Path, n_images: int, seed: int, resolution: int, channels: int, *,
+                      exclude: str | Path | None = None) -> list[ImageItem]:
     """A seeded random subset of an image folder, centre-cropped and resized on loading.
+
+    ``exclude`` (the command's own output folder) and everything in it are left out when it lies
+    inside ``folder`` (``list_images``), so a run never studies its own reconstructions or plots.
 
     The subset is drawn from the names alone (``select_images``), before any file is read, so
     an unreadable file does not change which other images are chosen; each item's content hash
@@ -49,7 +53,7 @@ def items_from_folder(folder: str | Path, n_images: int, seed: int, resolution: 
     from largemodel.models.images import file_digest, list_images, load_image, select_images
 
     root = Path(folder)
-    paths = select_images(list_images(root), n_images, seed, root=root)
+    paths = select_images(list_images(root, exclude=exclude), n_images, seed, root=root)
     return [
         ImageItem(key=p.relative_to(root).as_posix(), load=(lambda p=p: load_image(p, resolution, channels=channels)),
                   content_hash=file_digest(p))

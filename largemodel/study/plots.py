@@ -345,8 +345,12 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, out_png: str | Path, dpi: int) -> Path:
-    """Write ``fig`` as a PNG (creating parent folders) and return the path."""
-    path = Path(out_png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png")
-    return path
+    """Write ``fig`` as a PNG (``theory.output.files.write_bytes``: parent folders created, atomic,
+    recorded in the run folder's manifest, no link followed) and return the path."""
+    import io
+
+    from theory.output.files import write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    return write_bytes(out_png, buf.getvalue())

@@ -161,12 +161,17 @@ def _save_png(img: Tensor, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import io
+
+    from theory.output.files import write_bytes
+
     arr = ((img.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
     if arr.shape[2] == 1:
-        plt.imsave(path, arr[:, :, 0], cmap="gray", vmin=0, vmax=1)
+        plt.imsave(buf, arr[:, :, 0], cmap="gray", vmin=0, vmax=1, format="png")
     else:
-        plt.imsave(path, arr)
+        plt.imsave(buf, arr, format="png")
+    write_bytes(path, buf.getvalue())  # atomic, recorded in the study folder's manifest, no link followed
 
 
 def run_study(

@@ -13,6 +13,7 @@ r"""Files of the models trained here: the model cache, training checkpoints, fin
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 
 from largemodel.training.data import Dataset, dataset_from_split
 from largemodel.models.folder import PFODE_META_FILE
+from theory.output.files import make_dirs, write_bytes
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -53,7 +55,15 @@ def file_lock(path: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - non-POSIX
         yield
         return
-    with open(path, "a+") as handle:
+    from theory.output.files import file_mode
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, file_mode())  # never through a link
+    except OSError:
+        if Path(path).is_symlink():
+            raise ValueError(f"{path} is a symbolic link; pfode does not write through links: remove it") from None
+        raise
+    with os.fdopen(fd, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -65,15 +75,16 @@ def cache_entry(data: str, size: int, key: str, cache_dir: str | Path | None = N
     """The cache folder ``<cache_dir>/<data>-<size>px-<key>`` of a configuration (``cache_dir``
     default ``default_cache_dir()``, created if absent; the model folder itself is not)."""
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    base.mkdir(parents=True, exist_ok=True)
+    make_dirs(base)
     return base / f"{data}-{size}px-{key}"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (``torch.save`` to a temporary file, then ``os.replace``)."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write ``state`` to ``path`` atomically (``torch.save`` to memory, then
+    ``theory.output.files.write_bytes``: recorded in the folder's manifest, no link followed)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path, key: str) -> dict[str, Any] | None:

@@ -31,7 +31,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heldout-images", type=int, default=None,
                         help="held-out images (default: 256; faces 20)")
     parser.add_argument("--out", default=None,
-                        help="output model folder (default: the model cache, reused if already trained)")
+                        help="output model folder, new or pfode's (~ is expanded; default: the model cache, reused if "
+                             "already trained)")
     parser.add_argument("--steps", type=int, default=DEFAULTS["steps"])
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])

@@ -38,6 +38,7 @@ finished-model checks in ``largemodel.training.cache``; the network in
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -46,7 +47,7 @@ import torch
 from torch import Tensor
 
 from simulate.experiments.runner import torch_threads
-from simulate.store import atomic_folder, mark_owned, output_lock
+from simulate.store import atomic_folder, claim_folder, describe_kept, output_lock, unowned_files
 from theory._validate import require_int
 
 from largemodel.training.data import Dataset, load_dataset
@@ -205,15 +206,48 @@ def train_model(
     root = Path(out)
     if existing_model(root, key):
         return root
-    mark_owned(root, "pfode largemodel train: model folder")
+    claim_folder(root, "train", "pfode largemodel train: model folder")
     with output_lock(root, command="pfode largemodel train"):
         if existing_model(root, key):  # finished by another run meanwhile
             return root
+        check_model_output(root)
         dataset = load_dataset(data, size, train_images=config["train_images"],
                                heldout_images=config["heldout_images"], seed=config["data_seed"])
         with torch_threads(0 if threads is None else threads):  # 0: torch's setting kept
             return _train(dataset, config, key, root, progress=progress, checkpoint_every=checkpoint_every,
                           callback=callback)
+
+
+#: free space a model folder of this size needs (weights, EMA checkpoint, temporary copy): 64 MiB
+MODEL_FREE_BYTES = 64 << 20
+
+
+def check_model_output(root: Path) -> None:
+    """The checks of a model folder's place before any training (they would otherwise fail only
+    when the trained model is written): ``root`` holds nothing pfode did not write (it will be
+    replaced), its parent is writable and a temporary sibling folder can be created there, and
+    the disk has ``MODEL_FREE_BYTES`` free.
+
+    Raises:
+        ValueError: naming ``out`` and the reason.
+    """
+    import shutil
+    import tempfile
+
+    kept = unowned_files(root)
+    if kept:
+        raise ValueError(f"out={root}: {describe_kept(root, kept)}; pfode will not replace this folder: "
+                         "move them away or choose another --out")
+    try:
+        probe = tempfile.mkdtemp(dir=root.absolute().parent, prefix=f".{root.name}.probe-")
+    except OSError as exc:
+        raise ValueError(f"out={root}: cannot create the temporary sibling folder the model is built in, in "
+                         f"{root.absolute().parent} ({exc.strerror or exc}); choose another --out") from None
+    os.rmdir(probe)
+    free = shutil.disk_usage(root.absolute().parent).free
+    if free < MODEL_FREE_BYTES:
+        raise ValueError(f"out={root}: {free >> 20} MiB free on its disk, a model folder needs {MODEL_FREE_BYTES >> 20} "
+                         "MiB; free some space or choose another --out")
 
 
 def _train(dataset: Dataset, config: dict[str, Any], key: str, root: Path, *, progress: bool,
@@ -264,8 +298,8 @@ def _train(dataset: Dataset, config: dict[str, Any], key: str, root: Path, *, pr
     finally:
         bar.close()
     seconds += time.perf_counter() - t0
-    with atomic_folder(root) as tmp:  # the finished folder replaces the one with the checkpoint
-        mark_owned(tmp, "pfode largemodel train: model folder")
+    with atomic_folder(root, kind="train") as tmp:  # the finished folder replaces the one with the checkpoint
+        claim_folder(tmp, "train", "pfode largemodel train: model folder")
         _save_final(tmp, ema.module, dataset, config, key, cond, losses, seconds)
     return root
 

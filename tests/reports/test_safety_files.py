@@ -1,8 +1,11 @@
-"""Run-folder safety (issue 12): nothing a user owns is deleted or executed; no run mixes with another.
+"""Run-folder safety (issues 12, 30): nothing a user owns is deleted, overwritten or executed; no run mixes with another.
 
-Covers ``simulate.store`` (markers, ``remove_owned``, ``output_lock``, atomic writes, the
-record store's errors) and its use by ``pfode report --fresh``, ``pfode simulate`` and
-``largemodel.training.train`` (``weights_only`` checkpoints, atomic model folders, damaged cache entries).
+Covers ``simulate.store`` (claims, ``remove_owned``, ``output_lock``, atomic writes, the
+record store's errors) and its use by ``pfode report --fresh``, ``pfode simulate``,
+``largemodel.training.train`` (``weights_only`` checkpoints, atomic model folders, damaged cache
+entries, checks before training) and ``pfode largemodel rank|study|explain`` (no user file
+overwritten, no link followed, folder kinds, own outputs left out of ``--images``, summaries of
+the current run). The manifest itself is tested in ``tests/simulate/test_store_manifest.py``.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from simulate.store import (
     RecordStore,
     atomic_folder,
     atomic_write_text,
-    mark_owned,
+    claim_folder,
     output_lock,
     owned_by_pfode,
     remove_owned,
+    unowned_files,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,16 +79,16 @@ def _lock_is_free(folder: Path) -> bool:
 
 # ---- markers and remove_owned -------------------------------------------------------------
 def test_marker_and_remove_owned_deletes_only_pfode_folders(tmp_path):
-    mine = mark_owned(tmp_path / "a" / "mine", "test suite")
+    mine = claim_folder(tmp_path / "a" / "mine", "simulate", "test suite")
     assert owned_by_pfode(mine)
     marker = json.loads((mine / MARKER_FILE).read_text())
     assert marker["what"] == "test suite" and marker["created"] and "version" in marker
-    (mine / "result.json").write_text("{}")
+    atomic_write_text(mine / "result.json", "{}")
     created = marker["created"]
-    mark_owned(mine, "again")  # an existing marker is kept
+    claim_folder(mine, "simulate", "again")  # an existing marker is kept
     assert json.loads((mine / MARKER_FILE).read_text())["created"] == created
-    assert remove_owned(mine) is True and not mine.exists()
-    assert remove_owned(mine) is False  # absent: nothing to do
+    assert remove_owned(mine) == [] and not mine.exists()
+    assert remove_owned(mine) == []  # absent: nothing to do
 
     user = tmp_path / "user"
     (user / "sub").mkdir(parents=True)
@@ -92,14 +96,14 @@ def test_marker_and_remove_owned_deletes_only_pfode_folders(tmp_path):
     with pytest.raises(ValueError, match=r"user.*chapter1\.tex"):
         remove_owned(user)
     with pytest.raises(ValueError, match=r"user.*chapter1\.tex"):
-        mark_owned(user, "would adopt the user's files")
+        claim_folder(user, "simulate", "would adopt the user's files")
     assert (user / "chapter1.tex").read_text() == "my thesis" and not owned_by_pfode(user)
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert remove_owned(empty) is False and empty.is_dir()  # not pfode's: left alone
+    assert remove_owned(empty) == [] and empty.is_dir()  # not pfode's: left alone
     afile = tmp_path / "file"
     afile.write_text("x")
-    for call in (lambda: remove_owned(afile), lambda: mark_owned(afile, "x")):
+    for call in (lambda: remove_owned(afile), lambda: claim_folder(afile, "simulate")):
         with pytest.raises(ValueError, match="file"):
             call()
     assert afile.read_text() == "x"
@@ -133,6 +137,10 @@ def test_report_fresh_in_a_checkout_deletes_nothing(tmp_path, stub_theory, capsy
     before = sorted(p.relative_to(checkout).as_posix() for p in checkout.rglob("*"))
     monkeypatch.chdir(checkout)
     assert main(["report", "--suites", "theory", "--out", ".", "--fresh"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "working folder" in err[0] and "--out" in err[0], err
+    monkeypatch.chdir(tmp_path)  # the same folder named from outside: not pfode's
+    assert main(["report", "--suites", "theory", "--out", "checkout", "--fresh"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pfode did not create" in err[0] and "--out" in err[0], err
     assert (checkout / "theory" / "chapter1.tex").read_text() == "\\chapter{One}"
@@ -222,18 +230,19 @@ def test_atomic_write_and_folder(tmp_path):
             raise RuntimeError("cut before the last write")
     assert not final.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
     with atomic_folder(final) as tmp:
-        mark_owned(tmp, "model")
+        claim_folder(tmp, "train", "model")
         (tmp / "v").write_text("1")
     with atomic_folder(final) as tmp:  # replaces a pfode-owned folder
         (tmp / "v").write_text("2")
     assert (final / "v").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "model"]
     (final / "v").unlink()
-    (final / "user.txt").write_text("mine")  # no marker now: not pfode's to replace
-    with pytest.raises(ValueError, match=r"user\.txt"):
+    (final / "user.txt").write_text("mine")  # not in the manifest: not pfode's to replace
+    with pytest.raises(ValueError, match=r"user\.txt.*left at") as info:
         with atomic_folder(final) as tmp:
             (tmp / "v").write_text("3")
     assert (final / "user.txt").read_text() == "mine"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "model"]
+    assert (tmp / "v").read_text() == "3" and str(tmp) in str(info.value)  # the new folder is not lost either
+    assert sorted(p.name for p in tmp_path.iterdir()) == [tmp.name, "a.json", "model"]
 
 
 # ---- record store -------------------------------------------------------------------------
@@ -284,7 +293,7 @@ def test_planted_checkpoint_is_never_unpickled(tmp_path, capsys):
     from reports.cli import main
 
     sentinel = tmp_path / "PWNED"
-    out = mark_owned(tmp_path / "model", "pfode largemodel train: model folder")
+    out = claim_folder(tmp_path / "model", "train", "pfode largemodel train: model folder")
     torch.save({"config_key": "x", "payload": _Planted(sentinel)}, out / CHECKPOINT_FILE)
     with pytest.raises(ValueError, match=CHECKPOINT_FILE) as info:
         train_model("digits", 8, 64, out, **TINY)
@@ -348,3 +357,164 @@ def test_train_on_a_locked_folder_is_refused(tmp_path, holder):
     with pytest.raises(OutputBusy, match=f"pid {proc.pid}"):
         train_model("digits", 8, 64, out, **TINY)
     assert not (out / "model_index.json").exists()
+
+
+# ---- issue 30: output folders of every sub-command ----------------------------------------------
+def _tiny_cli_fixture(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny model folder (no VAE: 8 px) and a folder of three 8 x 8 images."""
+    import numpy as np
+    from PIL import Image
+
+    from largemodel.models.tiny import build_tiny_folder
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(images / f"i{i}.png")
+    return build_tiny_folder(tmp_path / "tiny", "sd3", with_vae=False), images
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pfode: error:"), err
+    return err[0]
+
+
+def test_rank_never_overwrites_a_users_file_nor_follows_a_link(tmp_path, capsys, single_thread):
+    pytest.importorskip("diffusers")
+    from reports.cli import main
+
+    model, images = _tiny_cli_fixture(tmp_path)
+    base = ["largemodel", "rank", "--model", str(model), "--images", str(images), "--device", "cpu", "--steps", "2"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "ranking.csv").write_text("my,ranking\n")
+    assert main([*base, "--out", str(mine)]) == 2
+    assert "ranking.csv" in _one_error_line(capsys) and (mine / "ranking.csv").read_text() == "my,ranking\n"
+    out = tmp_path / "rk"
+    assert main([*base, "--out", str(out)]) == 0  # a pfode rank folder
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"precious")
+    for name in ("gallery_riskiest.png", "ranking.csv", LOCK_FILE):
+        (out / name).unlink()
+        (out / name).symlink_to(victim)
+        capsys.readouterr()
+        assert main([*base, "--out", str(out)]) == 2
+        assert "symbolic link" in _one_error_line(capsys) and victim.read_bytes() == b"precious"
+        (out / name).unlink()
+    # the control: the same link, written the way pfode wrote before issue 30, is followed
+    (out / "ranking.csv").symlink_to(victim)
+    (out / "ranking.csv").write_text("rank\n")
+    assert victim.read_bytes() != b"precious"
+
+
+def test_study_of_another_kind_of_folder_and_its_own_outputs(tmp_path, capsys, single_thread):
+    pytest.importorskip("diffusers")
+    from largemodel.models.images import list_images
+    from reports.cli import main
+
+    model, images = _tiny_cli_fixture(tmp_path)
+    base = ["largemodel", "study", "--model", str(model), "--images", str(images), "--device", "cpu", "--steps", "2",
+            "--perturbations", "1", "--n-images", "10", "--no-progress"]
+    rep = claim_folder(tmp_path / "rep", "report")
+    assert main([*base, "--out", str(rep)]) == 2
+    assert "pfode report run" in _one_error_line(capsys) and sorted(p.name for p in rep.iterdir()) == [MARKER_FILE]
+    out = images / "study-out"  # --out inside --images
+    for _ in range(2):
+        assert main([*base, "--out", str(out)]) == 0
+        assert json.loads((out / "summary.json").read_text())["n_images"] == 3  # never its own PNGs
+    assert len(list_images(images)) > 3 and len(list_images(images, exclude=out)) == 3  # the control: they are there
+
+
+def test_explain_summary_covers_the_current_run_only(tmp_path, single_thread):
+    pytest.importorskip("diffusers")
+    from reports.cli import main
+
+    model, images = _tiny_cli_fixture(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "only.png").write_bytes((images / "i0.png").read_bytes())
+    out = tmp_path / "ex"
+    argv = ["largemodel", "explain", "--model", str(model), "--out", str(out), "--device", "cpu", "--steps", "2",
+            "--power-iters", "1", "--perturbations", "1", "--causal-directions", "1", "--budgets", "1", "--probes", "1"]
+    assert main([*argv, "--images", str(images)]) == 0
+    assert json.loads((out / "summary.json").read_text())["n_records"] == 3
+    assert main([*argv, "--images", str(other)]) == 0
+    assert json.loads((out / "summary.json").read_text())["n_records"] == 1
+    assert (out / "explain.csv").read_text().count("\n") == 2
+    assert len((out / "explain.jsonl").read_text().splitlines()) == 1 + 4  # the earlier records are kept, not shown
+
+
+def test_train_refuses_before_training(tmp_path, monkeypatch):
+    pytest.importorskip("diffusers")
+    import tempfile
+
+    from largemodel.training import train as train_mod
+
+    trained = []
+    kwargs = dict(TINY, callback=lambda step, loss: trained.append(step))
+    rep = claim_folder(tmp_path / "rep", "report")
+    atomic_write_text(rep / "report.md", "# my report")
+    with pytest.raises(ValueError, match=r"rep is a folder of a pfode report run"):
+        train_mod.train_model("digits", 8, 64, rep, **kwargs)
+    assert (rep / "report.md").read_text() == "# my report"
+    mine = claim_folder(tmp_path / "m", "train")
+    (mine / "my_eval.md").write_text("mine")  # a user's file in pfode's model folder: it would be replaced
+    with pytest.raises(ValueError, match=r"my_eval\.md"):
+        train_mod.train_model("digits", 8, 64, mine, **kwargs)
+    real = tempfile.mkdtemp
+
+    def no_sibling(*args, **kw):
+        if ".probe-" in str(kw.get("prefix", "")):
+            raise PermissionError(13, "Permission denied")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_sibling)
+    with pytest.raises(ValueError, match="temporary sibling folder"):
+        train_mod.train_model("digits", 8, 64, tmp_path / "new", **kwargs)
+    assert trained == [] and (mine / "my_eval.md").read_text() == "mine"
+
+
+def test_null_prompt_cache_is_atomic_and_a_damaged_one_is_named_and_rebuilt(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("safetensors")
+    import types
+
+    import torch
+
+    from largemodel.models import load as load_mod
+
+    calls = []
+
+    def encoders(info, device, dtype):
+        calls.append(1)
+        return torch.ones(1, 2, 3), torch.ones(1, 4)
+
+    monkeypatch.setattr(load_mod, "_null_prompt_from_encoders", encoders)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model_index.json").write_text("{}")
+    info = types.SimpleNamespace(null_prompt_file=None, path=tmp_path / "model")
+    out = claim_folder(tmp_path / "study", "study")
+    cache = out / load_mod.NULL_PROMPT_CACHE_NAME
+    load_mod._null_prompt(info, "cpu", torch.float32, cache)
+    load_mod._null_prompt(info, "cpu", torch.float32, cache)
+    assert len(calls) == 1 and unowned_files(out) == []  # cached, and recorded as pfode's
+    cache.write_bytes(cache.read_bytes()[:20])  # truncated
+    embeds, _ = load_mod._null_prompt(info, "cpu", torch.float32, cache)
+    err = capsys.readouterr().err
+    assert len(calls) == 2 and str(cache) in err and "damaged" in err and torch.equal(embeds, torch.ones(1, 2, 3))
+    assert load_mod._null_prompt(info, "cpu", torch.float32, cache) is not None and len(calls) == 2  # rebuilt
+
+
+def test_broken_pipe_is_quiet_and_plan_inf_is_refused(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "reports.cli", "theory", "bound", "--n", "5"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    proc.stdout.close()  # `| head -0`: the reader is gone before pfode writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err
+    (tmp_path / "imgs").mkdir()
+    run = subprocess.run([sys.executable, "-m", "reports.cli", "largemodel", "study", "--model", "sd3.5-large", "--images",
+                          str(tmp_path / "imgs"), "--out", str(tmp_path / "o"), "--plan", "inf"], capture_output=True,
+                         text=True, cwd=tmp_path, env=env, timeout=300)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "--plan" in run.stderr and "finite" in run.stderr

@@ -4,5 +4,6 @@ Owns: ``steiner`` (log Vol(C_l (+) B_r), docs/theory.md §8.2), ``chi2`` (log ch
 ``thm43`` (the p1 / p2 / P_inst bounds and their rates, §8), ``curves`` (the bounds for n = 1 .. 10^7,
 ``pfode theory curves``).
 
-May import: the top-level ``theory`` modules (``_special``, ``_validate``, ``figures``, ``thm41``).
+May import: the top-level ``theory`` modules (``_special``, ``_validate``, ``figures``, ``thm41``) and
+``theory.output`` (the file writer).
 """

@@ -16,6 +16,7 @@ import numpy as np
 
 from theory._validate import as_int_array, require_positive
 from theory.figures import save_png
+from theory.output.files import make_dirs, write_text
 from theory.highdim.thm43 import asymptotic_rbar_squared, asymptotic_verdict, c_schedule, instability_bounds, p1_bound_rate
 
 __all__ = ["CURVE_DEFAULTS", "dimension_grid", "theory_curves", "p1_rate_map", "plot_theory_curves", "write_theory_curves"]
@@ -130,7 +131,7 @@ def plot_theory_curves(curves: dict[str, Any], rate_map: dict[str, Any] | None, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     n = np.asarray(curves["n"], dtype=float)
     p = curves["params"]
     title = (f"m={p['m']}, sigma={p['sigma']}, l={p['side']}, tau={p['tau']}, c_n=(1+{p['eps']})n, "
@@ -195,5 +196,5 @@ def write_theory_curves(out_dir: str | Path, **params: Any) -> dict[str, Any]:
     rate_map = p1_rate_map(tau=curves["params"]["tau"], eps=curves["params"]["eps"])
     figures = plot_theory_curves(curves, rate_map, out)
     data = {"curves": curves, "p1_rate_map": rate_map, "figures": [f.name for f in figures]}
-    (out / "theory_curves.json").write_text(json.dumps(data, indent=1))
+    write_text(out / "theory_curves.json", json.dumps(data, indent=1))
     return {"json": out / "theory_curves.json", "figures": figures, "data": data}
