@@ -53,7 +53,7 @@ Modules:
 * :mod:`largemodel.experiments` -- the report's large-model experiments (Fig. 4(c) on trained models,
   why images reconstruct badly, which images fail): options, measurement, judge, figures.
 * :mod:`largemodel.pytest_plugin` -- the opt-in ``pfode`` pytest plugin: fixtures for testing
-  your code against the paper's results.
+  your code against the paper's results (the fixtures themselves in :mod:`largemodel.pytest_fixtures`).
 
 Importing the package imports nothing heavy (no torch, no diffusers): submodules and the names in
 ``__all__`` are loaded on first access.
@@ -82,6 +82,7 @@ _SUBMODULES: tuple[str, ...] = (
     "experiments",
     "models",
     "plan",
+    "pytest_fixtures",
     "pytest_plugin",
     "study",
     "training",
