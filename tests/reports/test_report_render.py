@@ -105,7 +105,7 @@ def test_readme_tables_render() -> None:
 
 def test_cheap_report_renders_and_links_each_figure_once(tmp_path) -> None:
     """A real (theory-suite) run: tables render, each PNG it wrote is linked once and is large
-    enough to read."""
+    enough to read, and no lock file stays behind."""
     from PIL import Image
 
     from reports.cli import main
@@ -114,6 +114,7 @@ def test_cheap_report_renders_and_links_each_figure_once(tmp_path) -> None:
     assert main(["report", "--quick", "--suites", "theory", "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert misrendered_rows(md) == []
+    assert not list(out.rglob(".lock")), "a finished run leaves no lock file"
     pngs = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
     assert pngs, "the theory suite draws figures"
     assert sorted(re.findall(r"\]\(([^)\s]+\.png)\)", md)) == pngs
