@@ -57,6 +57,11 @@ Modules:
 
 Importing the package imports nothing heavy (no torch, no diffusers): submodules and the names in
 ``__all__`` are loaded on first access.
+
+Threads: the library leaves torch's thread count as it is (torch's default: one per core). On a
+machine whose cores other processes share, call ``simulate.set_threads(1)`` or set
+``PFODE_THREADS=1`` (applied on the first use of a name in ``__all__``, e.g. ``largemodel.load_model``);
+the ``pfode`` command line runs with one thread (``--threads``).
 """
 
 from __future__ import annotations
@@ -93,6 +98,9 @@ __all__ = [*_EXPORTS, *_SUBMODULES]
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
+        from simulate.threads import apply_env
+
+        apply_env()  # PFODE_THREADS, if set (simulate.threads)
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value
         return value
