@@ -110,9 +110,15 @@ def study_label(spec: ModelSpec) -> str:
 
 
 def _announce(step: Callable[[str], None], spec: ModelSpec) -> Path:
+    """Say whether the model ``spec`` is loaded from the model cache or trained now, then get it."""
+    from largemodel.training.cache import cache_entry, existing_model
+    from largemodel.training.options import config_key, train_config
+
     data, size, train_images, steps = spec
-    step(f"largemodel: model trained on {data} {size}px ({train_images or 'all'} images, {steps} steps; "
-         "trained once, then cached)")
+    key = config_key(train_config(data, size, train_images, steps=steps))
+    how = ("loaded from the model cache" if existing_model(cache_entry(data, size, key), key)
+           else "training it now, then cached")
+    step(f"largemodel: model trained on {data} {size}px ({train_images or 'all'} images, {steps} steps): {how}")
     return trained_model(spec)
 
 
