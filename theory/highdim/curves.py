@@ -158,7 +158,8 @@ def plot_theory_curves(curves: dict[str, Any], rate_map: dict[str, Any] | None, 
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("dimension n")
     ax.set_ylabel("log-volume per dimension")
-    ax.set_title("Steiner rate of the cube's parallel body at r*", fontsize=10)
+    ax.set_title(f"Steiner rate of the cube's parallel body at r*\n(sigma = {p['sigma']}, side l = {p['side']}, "
+                 f"tau = {p['tau']}, c_n = (1 + {p['eps']}) n)", fontsize=10)
     ax.legend()
     paths.append(save_png(fig, out_dir / "theory_steiner_rate.png"))
 
