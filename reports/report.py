@@ -122,13 +122,12 @@ def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any
                   timing: dict[str, Any] | None = None) -> tuple[list[ClaimRow], Any]:
     """Run one suite, or reuse its finished result (``<suite>/suite.json``).
 
-    ``timing`` (when given) receives the suite's computing seconds under ``timing["seconds"][suite]``
-    (for a reused suite, the time it took when it was computed) and the suite's name in
-    ``timing["cached"]`` when it was reused.
-
     An interrupted suite has no ``suite.json``; rerunning resumes it from the records its
     experiments wrote as they went. (``--fresh`` removed the suite folder before this.)
+    ``timing`` (if given) receives ``seconds`` (the suite's wall time when it was computed) and
+    ``reused``.
     """
+    timing = {} if timing is None else timing
     cache = out_dir / suite / "suite.json"
     if cache.is_file():
         try:
@@ -138,18 +137,14 @@ def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any
         if isinstance(saved, dict) and saved.get("signature") == signature:
             if progress is not None:
                 progress(f"{suite}: cached result reused ({cache}; --fresh recomputes)")
-            if timing is not None:
-                timing["cached"].append(suite)
-                timing["seconds"][suite] = float(saved.get("seconds") or 0.0)
+            timing.update(seconds=float(saved.get("seconds") or 0.0), reused=True)
             return [ClaimRow.from_dict(v) for v in saved["verdicts"]], saved["data"]
     t0 = time.perf_counter()
     rows, data = run()
-    seconds = time.perf_counter() - t0
-    if timing is not None:
-        timing["seconds"][suite] = seconds
+    timing.update(seconds=time.perf_counter() - t0, reused=False)
     cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cache, json.dumps({"signature": signature, "verdicts": [v.as_dict() for v in rows], "data": data,
-                                         "seconds": seconds}, indent=1, default=_json_default))
+                                         "seconds": timing["seconds"]}, indent=1, default=_json_default))
     return rows, data
 
 
@@ -250,7 +245,8 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
     suite_data: dict[str, Any] = {}
     runners: dict[str, Any] = {}
     origins: dict[str, str] = {}
-    timing: dict[str, Any] = {"seconds": {}, "cached": []}
+    seconds: dict[str, float] = {}  # per suite: computing time (a reused suite's from when it was computed)
+    cached: list[str] = []
     if "theory" in suites:
         from reports.theory_suite import run_theory_suite
 
@@ -270,7 +266,11 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
         signature = {"mode": mode, "version": REPORT_VERSION,
                      "model": str(model) if suite == "largemodel" and model else None,
                      "images": str(images) if suite == "largemodel" and images else None}
+        timing: dict[str, Any] = {}
         rows, data = _cached_suite(out_dir, suite, signature, runners[suite], progress, timing)
+        seconds[suite] = timing["seconds"]
+        if timing["reused"]:
+            cached.append(suite)
         for v in rows:
             _merge(verdicts, v, suite, origins)
         suite_data[suite] = data
@@ -282,8 +282,8 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
         "mode": mode,
         "suites": list(suites),
         "seconds": time.perf_counter() - t0,
-        "compute_seconds": sum(timing["seconds"].values()),
-        "cached_suites": list(timing["cached"]),
+        "compute_seconds": sum(seconds.values()),
+        "cached_suites": cached,
         "machine": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",
     }
     large = suite_data.get("largemodel") or {}
