@@ -53,15 +53,20 @@ Modules:
 * :mod:`largemodel.experiments` -- the report's large-model experiments (Fig. 4(c) on trained models,
   why images reconstruct badly, which images fail): options, measurement, judge, figures.
 * :mod:`largemodel.pytest_plugin` -- the opt-in ``pfode`` pytest plugin: fixtures for testing
-  your code against the paper's results.
+  your code against the paper's results (the fixtures themselves in :mod:`largemodel.pytest_fixtures`).
 
 Importing the package imports nothing heavy (no torch, no diffusers): submodules and the names in
-``__all__`` are loaded on first access (:mod:`largemodel._lazy`, the loader ``reports`` shares).
+``__all__`` are loaded on first access (:mod:`theory._lazy`, the loader all four packages share).
+
+Threads: the library leaves torch's thread count as it is (torch's default: one per core). On a
+machine whose cores other processes share, call ``simulate.set_threads(1)`` or set
+``PFODE_THREADS=1`` (applied on the first use of a name in ``__all__``, e.g. ``largemodel.load_model``);
+the ``pfode`` command line runs with one thread (``--threads``).
 """
 
 from __future__ import annotations
 
-from largemodel._lazy import lazy_package
+from theory._lazy import lazy_package
 
 #: public names, each loaded lazily from its module
 _EXPORTS: dict[str, str] = {
@@ -80,9 +85,16 @@ _SUBMODULES: tuple[str, ...] = (
     "experiments",
     "models",
     "plan",
+    "pytest_fixtures",
     "pytest_plugin",
     "study",
     "training",
 )
 
-__all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS, _SUBMODULES)
+def _apply_threads() -> None:
+    from simulate.threads import apply_env
+
+    apply_env()  # PFODE_THREADS, if set (simulate.threads)
+
+
+__all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS, _SUBMODULES, on_first_use=_apply_threads)

@@ -13,17 +13,17 @@ fixtures import what they need when first used. Fixtures (session-scoped, determ
   built from configs by :func:`largemodel.models.tiny.build_tiny_folder` in a session temporary
   directory; load it with :func:`largemodel.models.load.load_model`.
 
-Use them with :mod:`simulate.testing` (``assert_theorem31(pfode_gmm_2d, x, steps=50)``).
+Use them with :mod:`simulate.testing` (``assert_theorem31(pfode_gmm_2d, x, steps=50)``). The
+fixtures are module-level functions in :mod:`largemodel.pytest_fixtures`, registered as a plugin
+only when switched on, so ``pytest -W error`` runs them without pytest's deprecation of fixtures on
+plugin objects. Needs ``pytest`` and ``hypothesis``: ``pip install -e ".[testing]"``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-__all__ = ["pytest_addoption", "pytest_configure", "PfodeFixtures"]
+__all__ = ["pytest_addoption", "pytest_configure"]
 
 _OPTION = "--pfode-fixtures"
 _INI = "pfode_fixtures"
@@ -39,36 +39,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption(_OPTION, default=False) or config.getini(_INI):
         if not config.pluginmanager.has_plugin("pfode-fixtures"):
-            config.pluginmanager.register(PfodeFixtures(), "pfode-fixtures")
+            from largemodel import pytest_fixtures
 
-
-class PfodeFixtures:
-    """The fixtures, registered as a plugin object only when the switch is on."""
-
-    @pytest.fixture(scope="session")
-    def pfode_gmm_2d(self) -> Any:
-        """The 2-D mixture of three Gaussians (means (-2, 0), (2, 0), (0, 2.5), std 0.3)."""
-        from simulate.experiments.lemma_d1.experiment import paper_gmm_2d
-
-        return paper_gmm_2d()
-
-    @pytest.fixture(scope="session")
-    def pfode_box_8d(self) -> Any:
-        """Four separated boxes of side 0.1 in ``[0, 1]^8``, kernel ``sigma = 0.05``, equal weights."""
-        import torch
-
-        from simulate import BoxMixture
-
-        m, n, side = 4, 8, 0.1
-        gen = torch.Generator().manual_seed(8)
-        lower = torch.rand(m, n, generator=gen, dtype=torch.float64) * (1.0 - side)
-        # separate along the first axis: box i in the slot [i/m, (i+1)/m], centred
-        lower[:, 0] = torch.arange(m, dtype=torch.float64) / m + (1.0 / m - side) / 2
-        return BoxMixture(lower, lower + side, torch.full((m,), 1.0 / m, dtype=torch.float64), 0.05)
-
-    @pytest.fixture(scope="session")
-    def pfode_tiny_folder(self, tmp_path_factory: pytest.TempPathFactory) -> Path:
-        """A tiny random SD3 diffusers folder (transformer + scheduler, no VAE), built once per session."""
-        from largemodel.models.tiny import build_tiny_folder
-
-        return build_tiny_folder(tmp_path_factory.mktemp("pfode_tiny") / "sd3", "sd3", with_vae=False)
+            config.pluginmanager.register(pytest_fixtures, "pfode-fixtures")

@@ -31,12 +31,12 @@ The suites measure nothing themselves: every experiment, its options and its jud
 ``simulate.experiments`` or ``largemodel.experiments``; the suites run them and render the rows.
 
 Importing the package imports nothing heavy: submodules and the names in ``__all__`` are loaded on
-first access (the loader is :func:`largemodel._lazy.lazy_package`, shared with ``largemodel``).
+first access (the loader is :func:`theory._lazy.lazy_package`, shared with ``largemodel``).
 """
 
 from __future__ import annotations
 
-from largemodel._lazy import lazy_package
+from theory._lazy import lazy_package
 
 #: public names, each loaded lazily from its module
 _EXPORTS: dict[str, str] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,42 +26,109 @@ def _anchor(claim_id: str) -> str:
     return f"claim-{claim_id.replace('_', '-')}"
 
 
-def render_markdown(verdicts: dict[str, ClaimRow], meta: dict[str, Any], sections: list[str] | None = None) -> str:
-    """The report as Markdown: the verdict table, one section per claim (with the function that
-    decides it, ``Claim.decided_by``), then ``sections`` (whole Markdown sections that are not
-    claims of the paper, e.g. the large-model suite's "Which images fail")."""
-    lines = [
-        "# pfode-instability verification report",
-        "",
-        f"Run `{meta['run']}` ({meta['mode']}), suites: {', '.join(meta['suites'])}; "
-        f"{meta['seconds']:.1f} s on {meta['machine']}.",
-        "",
-        "| claim | status | key number | details |",
-        "|---|---|---|---|",
-    ]
+def table_cell(text: str) -> str:
+    """``text`` safe inside a GitHub-flavoured Markdown table cell: ``|`` escaped (also inside
+    backticks, where GFM honours ``\\|`` too), line breaks as spaces, empty as ``-``."""
+    text = " ".join(str(text).split())
+    return re.sub(r"(?<!\\)\|", r"\\|", text) or "-"
+
+
+#: the abbreviations of the verdict table's cells, defined once under the table
+TABLE_LEGEND = (
+    "*Legend.* Status: **verified** (holds on every measured case), **holds in regime** (holds where the "
+    "\"where\" column says, not elsewhere), **refuted**, **inconclusive** (the interval does not decide), "
+    "**not run**. Intervals in brackets are 95% intervals (Clopper-Pearson for proportions, bootstrap for "
+    "correlations). `G` / `F`: the generation map (noise to image) and its inverse along the probability-flow "
+    "ODE; `J_f`: Jacobian of a map `f`; `lambda`, `mu`, `mu_bar`: the instability coefficient, its finite-difference "
+    "version and its average over K perturbations (Def. 2.2); `Lambda_G = |det J_G|` (Def. 4.1); `P_inst(tau)`: "
+    "the probability that `Lambda_G(F(x)) > tau` for `x ~ p_r`; `p1`, `p2`: the two failure probabilities of "
+    "Theorem 4.1 (`p1`: `Lambda_G <= tau` although `||F(x)||^2 >= c`; `p2 = P(||F(x)||^2 < c)`); `n`: dimension; "
+    "`c = (1 + eps) n`; `h`, `M`, `L`, `kappa`: step size, bound on the local error, Lipschitz constant and "
+    "condition factor of Theorem 3.1. Theorem 4.3 cells: `m` boxes of side `l` convolved with `N(0, sigma^2 I)`, "
+    "`single box` (m = 1, centred), `diag` (boxes in a diagonal row), `random` (placed at random), "
+    "`g/s` = gap between neighbouring boxes over sigma."
+)
+
+
+def _figure_links(text: str) -> list[str]:
+    """The PNG targets of the Markdown links and images in ``text``."""
+    return re.findall(r"\]\(([^)\s]+\.png)\)", text)
+
+
+def render_markdown(verdicts: dict[str, ClaimRow], meta: dict[str, Any], sections: list[str] | None = None,
+                    figures: list[str] | None = None) -> str:
+    """The report as Markdown: the verdict table (status word, key number, where, link; every cell
+    escaped for GitHub, abbreviations in :data:`TABLE_LEGEND` under it), one section per claim (with
+    the function that decides it, ``Claim.decided_by``), then ``sections`` (whole Markdown sections
+    that are not claims of the paper, e.g. the large-model suite's "Which images fail").
+
+    Each figure is embedded once: in the first claim section that names it, unless a later
+    ``sections`` entry embeds it (then the claim section points there). ``figures`` (paths relative
+    to the report folder, e.g. every PNG the run wrote) that nothing embeds are linked under "Other
+    figures", so every figure of the run is linked exactly once.
+    """
+    sections = [s.rstrip() for s in sections or []]
+    lines = ["# pfode-instability verification report", "", _header(meta), "",
+             "| claim | status | key number | where | details |", "|---|---|---|---|---|"]
     for c in CLAIMS:
         row = verdicts[c.id]
-        figs = ", ".join(f"[{f}]({f})" for f in row.figures)
-        link = f"[section](#{_anchor(c.id)})" + (f"; {figs}" if figs else "")
-        lines.append(f"| {c.text} | {row.status} | {row.verdict.key_number} | {link} |")
-    lines.append("")
+        cells = [c.text, row.status.kind.value, row.verdict.key_number, row.status.detail]
+        lines.append("| " + " | ".join(table_cell(x) for x in cells) + f" | [section](#{_anchor(c.id)}) |")
+    lines += ["", TABLE_LEGEND, ""]
+    embedded_later = {f for s in sections for f in _figure_links(s)}
+    shown: dict[str, str] = {}
     for c in CLAIMS:
         row = verdicts[c.id]
         lines += [f"<a id=\"{_anchor(c.id)}\"></a>", f"## {c.text}", "", f"*Paper: {c.paper_section}.* **{row.status}**",
                   "", f"Decided by `{c.decided_by}` (mathematics: {c.theory_section}).", "", row.verdict.evidence, ""]
-        lines += [f"![{f}]({f})" for f in row.figures]
+        elsewhere = []
+        for f in row.figures:
+            if f in shown or f in embedded_later:
+                elsewhere.append(f"`{Path(f).name}` ({shown.get(f, 'below')})")
+            else:
+                lines.append(f"![{f}]({f})")
+                shown[f] = f"under [{_short(c.text)}](#{_anchor(c.id)})"
+        if elsewhere:
+            lines.append(f"Also: {', '.join(elsewhere)}.")
         lines.append("")
-    for section in sections or []:
-        lines += [section.rstrip(), ""]
+    for section in sections:
+        lines += [section, ""]
+    linked = set(shown) | embedded_later
+    others = [f for f in figures or [] if f not in linked]
+    if others:
+        lines += ["## Other figures", "", "Figures this run wrote that no section above embeds:", ""]
+        lines += [f"- [{f}]({f})" for f in others]
+        lines.append("")
     return "\n".join(lines)
 
 
-def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any, progress: Any) -> tuple[list[ClaimRow], Any]:
+def _short(text: str) -> str:
+    """A claim's text cut to a link label: ``Thm. 4.3: p1 -> 0`` (long texts to their name)."""
+    short = re.split(r" as n| \(", text)[0]
+    return short if len(short) <= 40 else short.partition(":")[0]
+
+
+def _header(meta: dict[str, Any]) -> str:
+    """The line under the title: scale, suites, folder, compute time (cached suites counted with
+    the time they took when computed) and machine."""
+    cached = meta.get("cached_suites") or []
+    took = f"{meta.get('compute_seconds', meta['seconds']):.1f} s of computing"
+    if cached:
+        took += f" ({', '.join(cached)} reused from the cache; this invocation {meta['seconds']:.1f} s)"
+    return (f"{meta['mode'].capitalize()}-scale run, suites {', '.join(meta['suites'])}, written to `{meta['run']}`: "
+            f"{took} on {meta['machine']}.")
+
+
+def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any, progress: Any,
+                  timing: dict[str, Any] | None = None) -> tuple[list[ClaimRow], Any]:
     """Run one suite, or reuse its finished result (``<suite>/suite.json``).
 
     An interrupted suite has no ``suite.json``; rerunning resumes it from the records its
     experiments wrote as they went. (``--fresh`` removed the suite folder before this.)
+    ``timing`` (if given) receives ``seconds`` (the suite's wall time when it was computed) and
+    ``reused``.
     """
+    timing = {} if timing is None else timing
     cache = out_dir / suite / "suite.json"
     if cache.is_file():
         try:
@@ -72,10 +140,13 @@ def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any
         if isinstance(saved, dict) and saved.get("signature") == signature:
             if progress is not None:
                 progress(f"{suite}: cached result reused ({cache}; --fresh recomputes)")
+            timing.update(seconds=float(saved.get("seconds") or 0.0), reused=True)
             return [ClaimRow.from_dict(v) for v in saved["verdicts"]], saved["data"]
+    t0 = time.perf_counter()
     rows, data = run()
-    atomic_write_text(cache, json.dumps({"signature": signature, "verdicts": [v.as_dict() for v in rows], "data": data},
-                                        indent=1, default=_json_default))
+    timing.update(seconds=time.perf_counter() - t0, reused=False)
+    atomic_write_text(cache, json.dumps({"signature": signature, "verdicts": [v.as_dict() for v in rows], "data": data,
+                                         "seconds": timing["seconds"]}, indent=1, default=_json_default))
     return rows, data
 
 
@@ -104,9 +175,11 @@ def _not_selected(suite: str) -> str:
     return f"the {suite} suite was not selected (run with --suites {','.join(SUITES)})"
 
 
-def _merge(verdicts: dict[str, ClaimRow], row: ClaimRow, suite: str) -> None:
-    """Add a suite's row: measured verdicts replace bound-level ones (whose evidence is kept);
+def _merge(verdicts: dict[str, ClaimRow], row: ClaimRow, suite: str, origins: dict[str, str] | None = None) -> None:
+    """Add a suite's row: measured verdicts replace bound-level ones (whose evidence is kept, under
+    the name of the suite that gave it: ``origins`` maps each claim to the suite of its current row);
     supplements add evidence to the row of their claim."""
+    origins = {} if origins is None else origins
     previous = verdicts.get(row.claim_id)
     if row.status.kind is StatusKind.SUPPLEMENT:
         note = f" Large-model suite: {row.verdict.evidence}"
@@ -120,9 +193,11 @@ def _merge(verdicts: dict[str, ClaimRow], row: ClaimRow, suite: str) -> None:
             previous.figures += [f for f in row.figures if f not in previous.figures]
         return
     if previous is not None:
-        row.verdict.evidence += f" {suite.capitalize()} suite before it: {previous.status}; {previous.verdict.evidence}"
+        before = origins.get(row.claim_id, "an earlier")
+        row.verdict.evidence += f" The {before} suite's verdict before it: {previous.status}; {previous.verdict.evidence}"
         row.figures += [f for f in previous.figures if f not in row.figures]
     verdicts[row.claim_id] = row
+    origins[row.claim_id] = suite
 
 
 def run_report(
@@ -174,6 +249,9 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
     verdicts: dict[str, ClaimRow] = {}
     suite_data: dict[str, Any] = {}
     runners: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    seconds: dict[str, float] = {}  # per suite: computing time (a reused suite's from when it was computed)
+    cached: list[str] = []
     if "theory" in suites:
         from reports.theory_suite import run_theory_suite
 
@@ -193,23 +271,32 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
         signature = {"mode": mode, "version": REPORT_VERSION,
                      "model": str(model) if suite == "largemodel" and model else None,
                      "images": str(images) if suite == "largemodel" and images else None}
-        rows, data = _cached_suite(out_dir, suite, signature, runners[suite], progress)
+        timing: dict[str, Any] = {}
+        rows, data = _cached_suite(out_dir, suite, signature, runners[suite], progress, timing)
+        seconds[suite] = timing["seconds"]
+        if timing["reused"]:
+            cached.append(suite)
         for v in rows:
-            _merge(verdicts, v, suite)
+            _merge(verdicts, v, suite, origins)
         suite_data[suite] = data
     for c in CLAIMS:
         if c.id not in verdicts:
             verdicts[c.id] = not_run(c.id, _not_selected(c.suite))
     meta = {
-        "run": out_dir.name,
+        "run": str(out_dir),
         "mode": mode,
         "suites": list(suites),
         "seconds": time.perf_counter() - t0,
+        "compute_seconds": sum(seconds.values()),
+        "cached_suites": cached,
         "machine": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",
     }
     large = suite_data.get("largemodel") or {}
     sections = [large[k]["markdown"] for k in ("explain", "failure") if (large.get(k) or {}).get("markdown")]
-    atomic_write_text(out_dir / "report.md", render_markdown(verdicts, meta, sections))
+    # the figures of this run: the report folder's own and those of the selected suites' folders
+    found = [*out_dir.glob("*.png"), *(f for s in suites if (out_dir / s).is_dir() for f in (out_dir / s).rglob("*.png"))]
+    figures = sorted(str(f.relative_to(out_dir)) for f in found if f.is_file() and not f.is_symlink())
+    atomic_write_text(out_dir / "report.md", render_markdown(verdicts, meta, sections, figures))
     results = {"meta": meta, "verdicts": [verdicts[c.id].as_dict() for c in CLAIMS], "suites": suite_data}
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, default=_json_default))
     return {"report": out_dir / "report.md", "results": out_dir / "results.json", "verdicts": verdicts}

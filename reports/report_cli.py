@@ -10,7 +10,7 @@ from pathlib import Path
 __all__ = ["register"]
 
 
-def register(groups: argparse._SubParsersAction) -> None:
+def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) -> None:
     report = groups.add_parser("report", help="run the suites and write report.md + results.json")
     mode = report.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="fast checks (default)")

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 from simulate.experiments import EXPERIMENTS
-from simulate.store import claim_folder, output_lock
 
 __all__ = ["register"]
 
 
-def register(groups: argparse._SubParsersAction) -> None:
+def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) -> None:
     sim = groups.add_parser("simulate", help="simulator experiments checking each claim of the paper")
     sim.add_argument("experiment", choices=list(EXPERIMENTS), help="which experiment")
     sim.add_argument("--out", type=Path, default=None, help="output folder, new or pfode's (~ is expanded; default simulate-results/<experiment>)")
@@ -26,6 +25,7 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from simulate.experiments import load
+    from simulate.store import claim_folder, output_lock
 
     module = load(args.experiment)
     out = args.out or Path("simulate-results") / args.experiment

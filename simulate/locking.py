@@ -4,10 +4,11 @@ A run holds :func:`output_lock` on its output folder: a non-blocking exclusive `
 ``<folder>/.lock`` (:data:`LOCK_FILE`), which records the holder's pid and command. A second
 run on the same folder fails at once with :class:`OutputBusy` (a ``ValueError``: the CLI prints
 one line and exits 2). The lock is released when the run ends, however it ends (the kernel
-drops a ``flock`` when its process dies, so a ``kill -9`` leaves no stale lock). Re-entrant
-within one process. The lock file is opened without following a link (a link there is refused
-with one line). :mod:`simulate.store` re-exports these names; this module imports nothing of
-pfode but :mod:`theory.output.files` (folder creation, modes).
+drops a ``flock`` when its process dies, so a ``kill -9`` leaves no stale lock), and a run that
+ends normally removes its ``.lock`` file as it releases it (a ``kill -9`` leaves an unlocked one,
+which the next run takes over). Re-entrant within one process. The lock file is opened without
+following a link (a link there is refused with one line). :mod:`simulate.store` re-exports these
+names; this module imports nothing of pfode but :mod:`theory.output.files` (folder creation, modes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from theory.output.files import LOCK_FILE, file_mode, make_dirs
 
@@ -76,19 +77,17 @@ def output_lock(folder: str | Path, *, command: str) -> Iterator[Path]:
         return
     lock_path = folder / LOCK_FILE
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, file_mode())
-    except OSError as exc:
+        fd = _lock_file(lock_path, fcntl)
+    except BlockingIOError:
+        pid, other = _holder(lock_path)
+        raise OutputBusy(f"{folder} is in use by another pfode run (pid {pid}, {other}); "
+                         "wait for it to finish or choose another --out") from None
+    except OSError:
         if lock_path.is_symlink():
             raise ValueError(f"{lock_path} is a symbolic link; pfode does not write through links: "
                              "remove it or choose another --out") from None
-        raise exc
+        raise
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid, other = _holder(lock_path)
-            raise OutputBusy(f"{folder} is in use by another pfode run (pid {pid}, {other}); "
-                             "wait for it to finish or choose another --out") from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "command": command,
                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
@@ -98,8 +97,36 @@ def output_lock(folder: str | Path, *, command: str) -> Iterator[Path]:
             yield folder
         finally:
             del _HELD[key]
+            # removed while still held: a process that opened the old file before this unlink
+            # finds, once it holds the flock, that the path no longer names it, and retries
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                os.unlink(lock_path)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
+        os.close(fd)
+
+
+def _lock_file(lock_path: Path, fcntl: Any) -> int:
+    """An open descriptor of ``lock_path`` holding its exclusive ``flock`` (``BlockingIOError``
+    when another process holds it).
+
+    The holder removes the file before it releases the lock (no empty ``.lock`` stays behind after
+    a run), so a descriptor opened just before that removal may win the ``flock`` of a file that
+    is gone: the lock counts only if ``lock_path`` still names the locked file (same inode);
+    otherwise the descriptor is closed and the file opened again. ``O_NOFOLLOW``: a symbolic link
+    at ``lock_path`` is refused (``OSError``), never followed.
+    """
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.stat(lock_path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
         os.close(fd)

@@ -1,4 +1,4 @@
-"""The one lazy loader (``largemodel._lazy.lazy_package``) behind ``largemodel`` and ``reports``."""
+"""The one lazy loader (``theory._lazy.lazy_package``) behind ``largemodel`` and ``reports``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from largemodel._lazy import lazy_package
+from theory._lazy import lazy_package
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def test_a_package_of_its_own(tmp_path: Path) -> None:
     pkg = tmp_path / "lazypkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text(
-        "from largemodel._lazy import lazy_package\n"
+        "from theory._lazy import lazy_package\n"
         "__all__, __getattr__, __dir__ = lazy_package(__name__, {'VALUE': 'defs'}, ('sub',))\n")
     (pkg / "defs.py").write_text("VALUE = 42\n")
     (pkg / "sub.py").write_text("X = 1\n")

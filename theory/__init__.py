@@ -12,51 +12,38 @@ chunks), :mod:`theory.perturbation_scales` (Proposition 2.1's scales and ``mu`` 
 :mod:`theory.highdim.curves` (bounds over n). Output, shared by every package:
 :mod:`theory.figures` (PNG), :mod:`theory.output.files` (what pfode writes: folder claims,
 manifests, no link followed) and :mod:`theory.output.removal` (what it deletes).
+
+Importing the package imports nothing heavy (no numpy, scipy, sympy, torch): the names in
+``__all__`` and the submodules are loaded on first access, so ``pfode --help`` starts fast.
 """
 
-from theory.highdim.chi2 import log_chi2_sf, log_chi2_sf_chernoff
-from theory.highdim.steiner import log_steiner_volume, steiner_rate
-from theory.thm31 import check_theorem31, theorem31_bounds
-from theory.thm41 import (
-    clopper_pearson,
-    lemma_d2_log_threshold,
-    log_Lambda_density_ratio,
-    log_standard_normal_density,
-    theorem41_from_samples,
-    theorem41_lower_bound,
-)
-from theory.highdim.thm43 import (
-    BOUND_KEYS,
-    asymptotic_verdict,
-    c_schedule,
-    instability_bounds,
-    log_p1_bound,
-    log_p2_bound,
-    p1_bound_rate,
-    r_star,
-    r_star_squared,
-)
+from __future__ import annotations
 
-__all__ = [
-    "BOUND_KEYS",
-    "asymptotic_verdict",
-    "c_schedule",
-    "check_theorem31",
-    "clopper_pearson",
-    "instability_bounds",
-    "lemma_d2_log_threshold",
-    "log_Lambda_density_ratio",
-    "log_chi2_sf",
-    "log_chi2_sf_chernoff",
-    "log_p1_bound",
-    "log_p2_bound",
-    "log_standard_normal_density",
-    "log_steiner_volume",
-    "p1_bound_rate",
-    "r_star",
-    "r_star_squared",
-    "steiner_rate",
-    "theorem31_bounds",
-    "theorem41_from_samples",
-    "theorem41_lower_bound",
-]
+from theory._lazy import lazy_package
+
+#: public names, each loaded lazily from its module
+_EXPORTS: dict[str, str] = {
+    "BOUND_KEYS": "highdim.thm43",
+    "asymptotic_verdict": "highdim.thm43",
+    "c_schedule": "highdim.thm43",
+    "check_theorem31": "thm31",
+    "clopper_pearson": "thm41",
+    "instability_bounds": "highdim.thm43",
+    "lemma_d2_log_threshold": "thm41",
+    "log_Lambda_density_ratio": "thm41",
+    "log_chi2_sf": "highdim.chi2",
+    "log_chi2_sf_chernoff": "highdim.chi2",
+    "log_p1_bound": "highdim.thm43",
+    "log_p2_bound": "highdim.thm43",
+    "log_standard_normal_density": "thm41",
+    "log_steiner_volume": "highdim.steiner",
+    "p1_bound_rate": "highdim.thm43",
+    "r_star": "highdim.thm43",
+    "r_star_squared": "highdim.thm43",
+    "steiner_rate": "highdim.steiner",
+    "theorem31_bounds": "thm31",
+    "theorem41_from_samples": "thm41",
+    "theorem41_lower_bound": "thm41",
+}
+
+__all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS)

@@ -7,27 +7,40 @@ import json
 import math
 from pathlib import Path
 
-from theory.highdim.curves import CURVE_DEFAULTS, write_theory_curves
-from theory.highdim.thm43 import instability_bounds
+from theory.highdim.defaults import CURVE_DEFAULTS
 
 __all__ = ["register"]
 
 
-def register(groups: argparse._SubParsersAction) -> None:
-    """Add the ``theory`` sub-commands to the ``pfode`` parser."""
+#: what each of the bounds' parameters means (the help of ``bound`` and ``curves`` alike)
+_PARAMETER_HELP = {
+    "m": "number of mixture components of p_g",
+    "sigma": "Gaussian neighbour width sigma of p_g",
+    "side": "side l of the cube holding each component's support",
+    "tau": "instability threshold on Lambda_G",
+    "eps": "c_n = (1 + eps) n, the threshold on ||F(x)||^2",
+    "rho_max": "density bound of p_r on [0,1]^n",
+    "density_ratio": "K >= 1 with p_r <= K p_g",
+}
+
+
+def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) -> None:
+    """Add the ``theory`` sub-commands to the ``pfode`` parser (imports nothing numeric: the
+    handlers import what they run)."""
     theory = groups.add_parser("theory", help="the paper's bounds (Theorem 4.3) in log space")
     cmds = theory.add_subparsers(dest="command", metavar="{bound,curves}")
     cmds.required = True
 
     bound = cmds.add_parser("bound", help="p1, p2 and P_inst bounds of Theorem 4.3 for one dimension n")
     bound.add_argument("--n", type=int, required=True, help="dimension n >= 1")
-    bound.add_argument("--m", type=int, default=int(CURVE_DEFAULTS["m"]), help="number of mixture components (default %(default)s)")
-    bound.add_argument("--sigma", type=float, default=CURVE_DEFAULTS["sigma"], help="Gaussian neighbour width (default %(default)s)")
-    bound.add_argument("--side", type=float, default=CURVE_DEFAULTS["side"], help="side l of the cube holding each support (default %(default)s)")
-    bound.add_argument("--tau", type=float, default=CURVE_DEFAULTS["tau"], help="instability threshold on Lambda_G (default %(default)s)")
-    bound.add_argument("--c", type=float, default=None, help="threshold on ||F(x)||^2 (default 1.1 n)")
-    bound.add_argument("--rho-max", type=float, default=CURVE_DEFAULTS["rho_max"], help="density bound of p_r on [0,1]^n (default %(default)s)")
-    bound.add_argument("--density-ratio", type=float, default=CURVE_DEFAULTS["density_ratio"], help="K >= 1 with p_r <= K p_g (default %(default)s)")
+    for key in ("m", "sigma", "side", "tau"):
+        kind = int if key == "m" else float
+        bound.add_argument(f"--{key}", type=kind, default=kind(CURVE_DEFAULTS[key]),
+                           help=f"{_PARAMETER_HELP[key]} (default %(default)s)")
+    bound.add_argument("--c", type=float, default=None, help="threshold c on ||F(x)||^2 (default 1.1 n)")
+    for key in ("rho_max", "density_ratio"):
+        bound.add_argument(f"--{key.replace('_', '-')}", type=float, default=CURVE_DEFAULTS[key],
+                           help=f"{_PARAMETER_HELP[key]} (default %(default)s)")
     bound.add_argument("--json", action="store_true", help="print one JSON object")
     bound.set_defaults(handler=_run_bound)
 
@@ -38,7 +51,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     for key in ("m", "sigma", "side", "tau", "eps", "rho_max", "density_ratio"):
         kind = int if key == "m" else float
         curves.add_argument(f"--{key.replace('_', '-')}", type=kind, default=kind(CURVE_DEFAULTS[key]),
-                            help="(default %(default)s)")
+                            help=f"{_PARAMETER_HELP[key]} (default %(default)s)")
     curves.set_defaults(handler=_run_curves)
 
 
@@ -58,6 +71,8 @@ def _json_number(value: float) -> float | None:
 
 
 def _run_bound(args: argparse.Namespace) -> int:
+    from theory.highdim.thm43 import instability_bounds
+
     c = 1.1 * args.n if args.c is None else args.c
     try:
         result = instability_bounds(args.n, args.m, args.sigma, args.side, args.tau, c, args.rho_max, args.density_ratio)
@@ -73,6 +88,7 @@ def _run_bound(args: argparse.Namespace) -> int:
 
 
 def _run_curves(args: argparse.Namespace) -> int:
+    from theory.highdim.curves import write_theory_curves
     from theory.output.files import claim_folder
 
     claim_folder(args.out, "curves", "pfode theory curves")

@@ -190,9 +190,11 @@ def calibration_figure(result: Mapping[str, Any], out_png: str | Path, *, bins: 
         prob = np.asarray(result["values"]["combined_logistic"])
         frac, mean_pred = calibration_curve(labels, prob, n_bins=bins, strategy="quantile")
         ax_cal.plot(mean_pred, frac, "o-", label="logistic combination (out of fold)")
-        ax_cal.plot([0, 1], [0, 1], color="gray", lw=0.8, ls="--", label="perfect calibration")
-        ax_cal.set(xlim=(0, 1), ylim=(0, 1))
-        ax_cal.legend(fontsize=8)
+        # axes fitted to the points (the probabilities of a worst-decile label stay far below 1)
+        top = min(1.0, 1.15 * float(max(np.max(mean_pred), np.max(frac), 1e-3)))
+        ax_cal.plot([0, top], [0, top], color="gray", lw=0.8, ls="--", label="perfect calibration")
+        ax_cal.set(xlim=(-0.03 * top, top), ylim=(-0.03 * top, top))
+        ax_cal.legend(fontsize=8, loc="upper left")
     ax_cal.set(xlabel="predicted probability of the worst decile", ylabel="observed frequency",
                title="calibration")
     if title:

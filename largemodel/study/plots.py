@@ -28,6 +28,7 @@ from scipy import stats as sps
 
 from largemodel.models.images import to_uint8
 from largemodel.study.stats import linear_fit_loglog
+from theory.figures import readable_log_ticks
 
 Record = Mapping[str, Any]
 
@@ -211,6 +212,9 @@ def _draw_scatter(
         extra.append(_text_handle(f"{dropped} point(s) not shown (non-finite or non-positive)"))
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
+    for axis, log in ((ax.xaxis, logx), (ax.yaxis, logy)):
+        if log:
+            readable_log_ticks(axis)
     ax.set_xlabel(xlabel or x_key)
     ax.set_ylabel(ylabel or y_key)
     ax.set_title(title)

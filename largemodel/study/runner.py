@@ -349,6 +349,8 @@ def summarize(
         summary["figure"] = scatter_instability(
             records, "mu_bar", "mse_latent", out / "scatter_mu_vs_error.png",
             title=title or "reconstruction error vs averaged instability coefficient", stats=main,
+            xlabel="averaged instability coefficient mu_bar of G",
+            ylabel="reconstruction error (mean squared error, latent space)",
         )
     atomic_write_text(out / "summary.json", json.dumps(json_ready(summary), indent=2))
     return summary

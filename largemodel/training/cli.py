@@ -31,20 +31,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heldout-images", type=int, default=None,
                         help="held-out images (default: 256; faces 20)")
     parser.add_argument("--out", default=None,
-                        help="output model folder, new or pfode's (~ is expanded; default: the model cache, reused if "
-                             "already trained)")
-    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"])
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    parser.add_argument("--ema-decay", type=float, default=DEFAULTS["ema_decay"])
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+                        help="output model folder, new or pfode's (~ is expanded; default: the model cache, reused if already trained)")
+    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="optimiser steps (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="images per step (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default %(default)s)")
+    parser.add_argument("--ema-decay", type=float, default=DEFAULTS["ema_decay"],
+                        help="decay of the weights' exponential moving average, in [0, 1) (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of the initial weights and batches (default %(default)s)")
     parser.add_argument("--data-seed", type=int, default=DEFAULTS["data_seed"], help="seed of the held-out split")
-    parser.add_argument("--sigma-sampling", choices=SIGMA_SAMPLINGS, default=DEFAULTS["sigma_sampling"])
+    parser.add_argument("--sigma-sampling", choices=SIGMA_SAMPLINGS, default=DEFAULTS["sigma_sampling"],
+                        help="distribution of the training noise levels sigma (default %(default)s)")
     parser.add_argument("--patch-size", type=int, default=None,
                         help="pixels per token side (default: about 4 x 4 tokens, e.g. 8 px -> 2, 16 px -> 4)")
-    parser.add_argument("--num-layers", type=int, default=DEFAULTS["num_layers"])
-    parser.add_argument("--num-heads", type=int, default=DEFAULTS["num_heads"])
-    parser.add_argument("--head-dim", type=int, default=DEFAULTS["head_dim"])
+    parser.add_argument("--num-layers", type=int, default=DEFAULTS["num_layers"], help="transformer blocks (default %(default)s)")
+    parser.add_argument("--num-heads", type=int, default=DEFAULTS["num_heads"], help="attention heads (default %(default)s)")
+    parser.add_argument("--head-dim", type=int, default=DEFAULTS["head_dim"], help="width of each attention head (default %(default)s)")
     parser.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (0: none)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads while training (default 1; 0: keep torch's setting)")

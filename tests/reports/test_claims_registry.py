@@ -150,13 +150,13 @@ def test_claim_row_json_keys_and_inverse() -> None:
 
 
 def test_markdown_names_where_each_claim_is_decided() -> None:
-    from reports.report import render_markdown
+    from reports.report import render_markdown, table_cell
 
     rows = {c.id: not_run(c.id, "test") for c in CLAIMS}
     meta = {"run": "r", "mode": "quick", "suites": ["theory"], "seconds": 1.0, "machine": "m"}
     md = render_markdown(rows, meta)
     for c in CLAIMS:
-        assert f"| {c.text} | not run: test | - |" in md
+        assert f"| {table_cell(c.text)} | not run | - | test |" in md
         assert f"Decided by `{c.decided_by}` (mathematics: {c.theory_section})." in md
 
 
@@ -182,13 +182,14 @@ def test_merge_replaces_bound_level_rows_and_adds_supplements() -> None:
     from reports.report import _merge
 
     rows: dict[str, ClaimRow] = {}
-    _merge(rows, ClaimRow.of("thm31", "verified", "k0", "bound.", section="Theorem 3.1", figures=["t.png"]), "theory")
-    _merge(rows, ClaimRow.of("thm31", "refuted", "k1", "measured.", figures=["s.png"]), "simulate")
-    _merge(rows, ClaimRow.of("thm31", SUPPLEMENT, "k2", "large.", figures=["l.png", "s.png"]), "largemodel")
-    _merge(rows, ClaimRow.of("lemma_d1", SUPPLEMENT, "k3", "large.", figures=["l.png"]), "largemodel")
+    origins: dict[str, str] = {}
+    _merge(rows, ClaimRow.of("thm31", "verified", "k0", "bound.", section="Theorem 3.1", figures=["t.png"]), "theory", origins)
+    _merge(rows, ClaimRow.of("thm31", "refuted", "k1", "measured.", figures=["s.png"]), "simulate", origins)
+    _merge(rows, ClaimRow.of("thm31", SUPPLEMENT, "k2", "large.", figures=["l.png", "s.png"]), "largemodel", origins)
+    _merge(rows, ClaimRow.of("lemma_d1", SUPPLEMENT, "k3", "large.", figures=["l.png"]), "largemodel", origins)
     assert {k: v.as_dict() for k, v in rows.items()} == {
         "thm31": {"claim_id": "thm31", "status": "refuted", "key_number": "k1",
-                  "evidence": "measured. Simulate suite before it: verified; bound. Large-model suite: large.",
+                  "evidence": "measured. The theory suite's verdict before it: verified; bound. Large-model suite: large.",
                   "section": "", "figures": ["s.png", "t.png", "l.png"], "data": {}},
         "lemma_d1": {"claim_id": "lemma_d1",
                      "status": "not run: the simulate suite was not selected (run with --suites theory,simulate,largemodel)",

@@ -11,6 +11,8 @@ import pytest
 
 from reports.claims import CLAIMS
 from reports.cli import main
+from reports.report import table_cell
+from simulate.verdict import Status
 from theory import BOUND_KEYS, instability_bounds
 
 
@@ -85,7 +87,7 @@ def test_report_quick_has_every_claim(tmp_path) -> None:
     assert set(rows) == {c.id for c in CLAIMS}
     for c in CLAIMS:
         claim_id, text = c.id, c.text
-        assert f"| {text} |" in md
+        assert f"| {table_cell(text)} |" in md
         assert f"Decided by `{c.decided_by}`" in md
         status = rows[claim_id]["status"]
         assert status.startswith(STATUSES)
@@ -131,7 +133,7 @@ def test_report_quick_all_suites(tmp_path, monkeypatch, capfd) -> None:
     md = (out / "report.md").read_text()
     for c in CLAIMS:
         row = rows[c.id]
-        assert f"| {c.text} | {row['status']} |" in md
+        assert f"| {table_cell(c.text)} | {Status(row['status']).kind.value} |" in md
         assert row["status"].startswith(STATUSES) and not row["status"].startswith("not run"), row
         assert row["key_number"] not in ("", "-") and row["evidence"]
         for fig in row["figures"]:

@@ -183,22 +183,22 @@ def test_report_checks_the_model_before_training(tmp_path: Path, capsys, no_work
 )
 def test_runtime_errors_of_the_machine_exit_2(tmp_path: Path, exc: BaseException, needle: str, capsys,
                                               monkeypatch) -> None:
-    import theory.cli
+    import theory.highdim.curves  # the handler imports write_theory_curves from here when it runs
 
     def fail(*_a, **_k):
         raise exc
 
-    monkeypatch.setattr(theory.cli, "write_theory_curves", fail)
+    monkeypatch.setattr(theory.highdim.curves, "write_theory_curves", fail)
     _one_line_error(capsys, ["theory", "curves", "--out", str(tmp_path / "c")], needle)
 
 
 def test_internal_failures_stay_exit_1_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
-    import theory.cli
+    import theory.highdim.curves
 
     def fail(*_a, **_k):
         raise KeyError("bug")
 
-    monkeypatch.setattr(theory.cli, "write_theory_curves", fail)
+    monkeypatch.setattr(theory.highdim.curves, "write_theory_curves", fail)
     assert main(["theory", "curves", "--out", str(tmp_path / "c")]) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "PFODE_DEBUG" in err

@@ -2,7 +2,7 @@
 
 Run at the ``default`` hypothesis profile in the default suite (100 draws per test); the ``deep``
 profile (``PFODE_HYPOTHESIS=deep`` or ``--hypothesis-profile deep``, tests/conftest.py) draws
-2,500 per test, 12,500 in all; the run ends with a line ``deep-profile draws: ...`` counting them.
+2,500 per test, 12,500 in all; a deep run ends with a line ``deep-profile draws: ...`` counting them.
 
 Also here: the posterior weights of a mixture sum to 1 even when ``|log p_i|`` is ~1e17
 (``simulate/fields/_mixture.py``, issue 12).
@@ -32,8 +32,11 @@ def _count(name: str) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_draws(request: pytest.FixtureRequest):
-    """Print the number of examples each property test ran (hypothesis' own count, measured)."""
+    """Print the number of examples each property test ran (hypothesis' own count, measured),
+    under the ``deep`` profile only: the default suite's output holds only pytest's own lines."""
     yield
+    if getattr(settings, "get_current_profile_name", lambda: None)() != "deep":
+        return
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None and capture is not None and DRAWS:

@@ -91,7 +91,9 @@ def test_claim_status_and_regime_text() -> None:
     assert claim_status({c: "holds" for c in CELLS}, SIGMAS) == "verified"
     assert claim_status({c: "fails" for c in CELLS}, SIGMAS) == "refuted"
     part = {c: ("holds" if c.geometry == "diagonal" else "fails") for c in CELLS}
-    assert claim_status(part, SIGMAS) == "holds in regime: diag m=2 g/s=8 (all sigma)"
+    assert claim_status(part, SIGMAS) == "holds in regime: diag m=2 g/s=8 (all sigma); fails on 2/4 cells"
+    part_undetermined = {c: ("holds" if c.geometry == "diagonal" else "undetermined") for c in CELLS}
+    assert claim_status(part_undetermined, SIGMAS) == "holds in regime: diag m=2 g/s=8 (all sigma)"
     assert claim_status({c: "undetermined" for c in CELLS}, SIGMAS).startswith("holds in regime")
     assert describe_cells([CELLS[1], CELLS[3]], SIGMAS) == "single box (sigma 1); diag m=2 g/s=8 (sigma 1)"
 

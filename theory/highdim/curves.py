@@ -16,21 +16,12 @@ import numpy as np
 
 from theory._validate import as_int_array, require_positive
 from theory.figures import save_png
+from theory.highdim.defaults import CURVE_DEFAULTS
 from theory.output.files import make_dirs, write_text
 from theory.highdim.thm43 import asymptotic_rbar_squared, asymptotic_verdict, c_schedule, instability_bounds, p1_bound_rate
 
 __all__ = ["CURVE_DEFAULTS", "dimension_grid", "theory_curves", "p1_rate_map", "plot_theory_curves", "write_theory_curves"]
 
-#: Default parameters of the curves (and of ``pfode theory bound``).
-CURVE_DEFAULTS: dict[str, float] = {
-    "m": 10,
-    "sigma": 0.05,
-    "side": 0.05,
-    "tau": 1.0,
-    "eps": 0.1,
-    "rho_max": 1.0,
-    "density_ratio": 1.0,
-}
 
 
 def dimension_grid(num: int = 200, n_max: float = 1e7) -> np.ndarray:
@@ -168,7 +159,8 @@ def plot_theory_curves(curves: dict[str, Any], rate_map: dict[str, Any] | None, 
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("dimension n")
     ax.set_ylabel("log-volume per dimension")
-    ax.set_title("Steiner rate of the cube's parallel body at r*", fontsize=10)
+    ax.set_title(f"Steiner rate of the cube's parallel body at r*\n(sigma = {p['sigma']}, side l = {p['side']}, "
+                 f"tau = {p['tau']}, c_n = (1 + {p['eps']}) n)", fontsize=10)
     ax.legend()
     paths.append(save_png(fig, out_dir / "theory_steiner_rate.png"))
 

@@ -109,15 +109,22 @@ def study_label(spec: ModelSpec) -> str:
 
 
 def _announce(step: Callable[[str], None], spec: ModelSpec) -> Path:
+    """Say whether the model ``spec`` is loaded from the model cache or trained now, then get it."""
+    from largemodel.training.cache import cache_entry, existing_model
+    from largemodel.training.options import config_key, train_config
+
     data, size, train_images, steps = spec
-    step(f"largemodel: model trained on {data} {size}px ({train_images or 'all'} images, {steps} steps; "
-         "trained once, then cached)")
+    key = config_key(train_config(data, size, train_images, steps=steps))
+    how = ("loaded from the model cache" if existing_model(cache_entry(data, size, key), key)
+           else "training it now, then cached")
+    step(f"largemodel: model trained on {data} {size}px ({train_images or 'all'} images, {steps} steps): {how}")
     return trained_model(spec)
 
 
-def _study(model_dir: Path, items: list, out: Path, cfg: Any, *, model: Any = None) -> dict[str, Any]:
+def _study(model_dir: Path, items: list, out: Path, cfg: Any, *, model: Any = None, title: str | None = None) -> dict[str, Any]:
     """Run (or resume) a study of ``items`` and summarise it. ``model``: the user's model, already
-    loaded (its images are saved); ``None``: a model trained here, loaded on the CPU in float32."""
+    loaded (its images are saved); ``None``: a model trained here, loaded on the CPU in float32.
+    ``title``: the scatter's title (default: the model folder's name)."""
     from largemodel.models.load import load_model
     from largemodel.study.runner import run_study, summarize
 
@@ -125,7 +132,7 @@ def _study(model_dir: Path, items: list, out: Path, cfg: Any, *, model: Any = No
     if not user:
         model = load_model(model_dir, device="cpu", dtype="float32")
     run_study(model, items, out, cfg, model_id=str(model_dir), progress=False, save_images=user)
-    return summarize(out, title=f"{model_dir.name}")
+    return summarize(out, title=title or model_dir.name)
 
 
 def theorem41_numbers(out: Path, tau: float = 1.0, c_over_n: float = 1.1) -> dict[str, Any]:
@@ -223,7 +230,8 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
     cfg = StudyConfig(steps=opts.steps, perturbations=opts.perturbations, eps_rms=opts.eps_rms, jvp_directions=1,
                       log_lambda="hutchinson", probes=opts.probes, images_per_batch=8, batch_size=256)
     step(f"largemodel: study on {label}, {opts.study_images} held-out images")
-    summary = _study(folder, heldout_items(folder, opts.study_images), root / "study-digits", cfg)
+    summary = _study(folder, heldout_items(folder, opts.study_images), root / "study-digits", cfg,
+                     title=f"Fig. 4(c): {label}\n{opts.study_images} held-out images, {opts.steps} Euler steps")
     numbers["study_digits"] = {"model": str(folder), **summary}
     fig4c_figures = ["study-digits/scatter_mu_vs_error.png"] if "figure" in summary else []
 

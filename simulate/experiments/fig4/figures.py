@@ -1,8 +1,10 @@
 r"""Figures of the Fig. 4(a, b) experiment.
 
 * ``fig4a_density.png``: ``p_g`` (the field's exact ``log_prob(x, 1)``) and the data box;
-* ``fig4b_scatter.png``: per pipeline, log-log error against ``mu_bar`` (with the exact-inversion
-  errors) above, the amplification ``e / ||z~ - z_ref||`` against ``mu_bar`` below (docs/theory.md §5.3).
+* ``fig4b_scatter.png``: per pipeline (one column), log-log error against ``mu_bar`` on the top row
+  (its y range the pipeline's own errors), the amplification ``e / ||z~ - z_ref||`` against
+  ``mu_bar`` in the middle, and the exact-inversion errors (round-off, ~1e-15) on a row of their own
+  (docs/theory.md §5.3).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from simulate.experiments.common import savefig
 from simulate.experiments.fig3.measure import DT
 from simulate.experiments.fig4.options import Fig4Options
+from theory.figures import readable_log_ticks
 
 __all__ = ["draw_figures"]
 
@@ -48,28 +51,41 @@ def draw_figures(out_dir: Path, opts: Fig4Options, field: Any, box: np.ndarray, 
     figs.append(savefig(fig, out_dir, "fig4a_density.png"))
 
     names = list(summaries)
-    fig, axes = plt.subplots(2, len(names), figsize=(5.2 * len(names), 8.6), squeeze=False)
+    exact = any(points[name]["exact_inversion_error"] is not None for name in names)
+    rows = 3 if exact else 2
+    fig, axes = plt.subplots(rows, len(names), figsize=(6.2 * len(names), 4.4 * rows), squeeze=False)
     for j, name in enumerate(names):
         s, p = summaries[name], points[name]
         c = s["correlation"]
         ax = axes[0, j]
-        ax.scatter(p["mu_bar"], p["error"], s=6, alpha=0.6, label=f"{s['inv_solver']} inv. + {s['gen_solver']} regen.")
-        if p["exact_inversion_error"] is not None:
-            ax.scatter(p["mu_bar"], np.maximum(p["exact_inversion_error"], 1e-17), s=6, marker="x", c="C3", alpha=0.6,
-                       label="exact (fixed-point) inversion")
+        ax.scatter(p["mu_bar"], p["error"], s=6, alpha=0.6)
         rho, ci = c["spearman_rho"], c["spearman_ci"]
         ci_txt = f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci[0] is not None and ci[1] is not None else "[n/a]"
-        ax.set(xscale="log", yscale="log", xlabel="averaged instability coefficient mu_bar(z~)", ylabel="reconstruction error ||x^ - x||",
-               title=f"{name}: Spearman {rho:.3f} {ci_txt}\nPearson(log) {c['pearson_r']:.3f}, N={s['steps']}")
-        ax.legend(fontsize=7, loc="lower right")
+        # the y range is the pipeline's own errors (the exact-inversion errors, ~1e-15, get their own row)
+        ax.set(xscale="log", yscale="log", xlabel="averaged instability coefficient mu_bar(z~)",
+               ylabel="reconstruction error ||x^ - x||",
+               title=f"{s['inv_solver']} inversion + {s['gen_solver']} regeneration, N = {s['steps']} steps\n"
+                     f"Spearman {rho:.2f} {ci_txt}, Pearson of logs {c['pearson_r']:.2f}\n{len(p['error'])} points")
+        readable_log_ticks(ax.yaxis)
         ax = axes[1, j]
         amp = p["error"] / np.maximum(p["disc_ref"], 1e-300)
         ax.scatter(p["mu_bar"], amp, s=6, alpha=0.6, c="C2")
         lim = [np.min(p["mu_bar"]), np.max(p["mu_bar"])]
         ax.plot(lim, lim, "k--", lw=0.8, label="amplification = mu_bar")
         d = s["decomposition"]
-        ax.set(xscale="log", yscale="log", xlabel="mu_bar(z~)", ylabel="error / ||z~ - z_ref||",
-               title=f"amplification, z_ref = {d['reference']}\nR^2 log e: disc {d['r2_disc']:.2f}, mu {d['r2_mu_bar']:.2f}, both {d['r2_both']:.2f}")
-        ax.legend(fontsize=7)
+        ax.set(xscale="log", yscale="log", xlabel="averaged instability coefficient mu_bar(z~)",
+               ylabel="error / inversion discrepancy ||z~ - z_ref||",
+               title=f"amplification, z_ref = {d['reference']}\nR^2 of the log error on: "
+                     f"discrepancy {d['r2_disc']:.2f}, mu_bar {d['r2_mu_bar']:.2f}, both {d['r2_both']:.2f}")
+        ax.legend(fontsize=8, loc="best")
+        if exact:
+            ax = axes[2, j]
+            if p["exact_inversion_error"] is None:
+                ax.set_axis_off()
+                continue
+            ax.scatter(p["mu_bar"], np.maximum(p["exact_inversion_error"], 1e-17), s=6, marker="x", c="C3", alpha=0.6)
+            ax.set(xscale="log", yscale="log", xlabel="averaged instability coefficient mu_bar(z~)",
+                   ylabel="reconstruction error ||x^ - x||",
+                   title=f"exact (fixed-point) inversion\nof the same {s['gen_solver']} scheme, N = {s['steps']} steps")
     figs.append(savefig(fig, out_dir, "fig4b_scatter.png"))
     return figs

@@ -1,4 +1,6 @@
-"""Figure of the Proposition 2.1 experiment (docs/theory.md §2.4): ``prop21.png`` (the Fig. 3(c) idea)."""
+"""Figure of the Proposition 2.1 experiment (docs/theory.md §2.4): ``prop21.png`` (coefficients along
+a line of noises, as in the paper's Fig. 3(c) but on this experiment's mixture, and the convergence
+of ``mu`` to ``lambda``)."""
 
 from __future__ import annotations
 
@@ -19,29 +21,32 @@ def draw_figures(out_dir: Path, units: dict[str, dict[str, Any]]) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     line = units.get("line_x", {}).get("curves", {})
     ax = axes[0]
     if line:
         x = line["x"]
-        ax.plot(x, line["lambda_x"], lw=2, label="lambda along x-axis")
-        ax.plot(x, line["lambda_y"], lw=2, label="lambda along y-axis")
-        ax.plot(x, line["spectral_norm"], "k--", lw=1.5, label="||J_G||_2")
-        for s, mu in line["mu_x"].items():
-            ax.plot(x, mu, lw=1, alpha=0.8, label=f"mu along x, s={s}")
+        ax.plot(x, line["lambda_x"], lw=2, color="C0", label="lambda_G along the x-axis")
+        ax.plot(x, line["lambda_y"], lw=2, color="C1", label="lambda_G along the y-axis")
+        ax.plot(x, line["spectral_norm"], "k--", lw=1.5, label="spectral norm ||J_G||_2")
+        shades = plt.get_cmap("Greens")(np.linspace(0.45, 0.95, max(1, len(line["mu_x"]))))
+        for shade, (s_, mu) in zip(shades, line["mu_x"].items()):
+            ax.plot(x, mu, lw=1.1, color=shade, label=f"mu_G along x at perturbation size s = {s_}")
         ax.axhline(1.0, color="gray", lw=0.8, ls=":")
-    ax.set(yscale="log", xlabel="x  (initial noise z = (x, 0))", ylabel="coefficient", title="Fig. 3(c): coefficients along z=(x,0)")
-    ax.legend(fontsize=7)
+    ax.set(yscale="log", xlabel="x (initial noise z = (x, 0))", ylabel="coefficient (log scale)",
+           title="Proposition 2.1 on the 2-D three-Gaussian mixture:\ncoefficients of G along z = (x, 0)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     ax = axes[1]
-    for name, u in units.items():
-        errs = np.array(u["errors"])
+    for k, (name, u) in enumerate(units.items()):
+        errs = np.maximum(np.array(u["errors"]), 1e-17)
         sc = np.array(u["scales"])
-        pick = np.unique(np.linspace(0, errs.shape[0] - 1, min(4, errs.shape[0])).astype(int))
-        for i in pick:
-            ax.plot(sc, np.maximum(errs[i], 1e-17), marker=".", lw=1, label=f"{name} #{i}")
+        lo, med, hi = np.quantile(errs, [0.1, 0.5, 0.9], axis=0)
+        ax.fill_between(sc, lo, hi, color=f"C{k}", alpha=0.2, lw=0)
+        ax.plot(sc, med, lw=1.8, color=f"C{k}", label=f"{name}: median of {errs.shape[0]} directions (band: 10-90%)")
     if units:
         sc = np.array(next(iter(units.values()))["scales"])
-        ax.plot(sc, sc, "k:", lw=1, label="slope 1")
-    ax.set(xscale="log", yscale="log", xlabel="s", ylabel="|mu(s u) - lambda(u)|", title="part (a): convergence as s -> 0")
-    ax.legend(fontsize=6, ncol=2)
+        ax.plot(sc, sc, "k:", lw=1.2, label="slope 1 (first order)")
+    ax.set(xscale="log", yscale="log", xlabel="perturbation size s", ylabel="|mu(s u) - lambda(u)|",
+           title="Proposition 2.1 (a): mu(s u) -> lambda(u) as s -> 0")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     return [savefig(fig, out_dir, "prop21.png")]

@@ -64,13 +64,18 @@ def describe_cells(chosen: list[Cell], all_sigmas: tuple[float, ...]) -> str:
 
 
 def claim_status(per_cell: dict[Cell, str], all_sigmas: tuple[float, ...]) -> str:
-    """``verified`` / ``refuted`` / ``holds in regime: ...`` from one claim's classes at one tau."""
+    """``verified`` / ``refuted`` / ``holds in regime: ...`` from one claim's classes at one tau; a
+    regime names how many cells fail outside it (``...; fails on 26/54 cells``), so that a claim that
+    fails on most of the grid does not read as holding."""
     holds = [c for c, k in per_cell.items() if k == "holds"]
+    fails = sum(k == "fails" for k in per_cell.values())
     if len(holds) == len(per_cell):
         return "verified"
-    if not holds and any(k == "fails" for k in per_cell.values()):
+    if not holds and fails:
         return "refuted"
-    return f"holds in regime: {describe_cells(holds, all_sigmas)}" if holds else "holds in regime: undetermined on every cell"
+    if not holds:
+        return "holds in regime: undetermined on every cell"
+    return f"holds in regime: {describe_cells(holds, all_sigmas)}" + (f"; fails on {fails}/{len(per_cell)} cells" if fails else "")
 
 
 def _seq(recs: list[dict], get: Any) -> list[Any]:

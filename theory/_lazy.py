@@ -1,7 +1,8 @@
-"""Lazy package attributes: the one loader behind ``largemodel/__init__.py`` and ``reports/__init__.py``.
+"""Lazy package attributes: the one loader behind the ``__init__`` of ``theory``, ``simulate``,
+``largemodel`` and ``reports``.
 
-Standard library only, so that ``import largemodel`` and ``import reports`` load no torch, no
-diffusers and no scipy: a package lists its public names (each with the module that defines it)
+Standard library only, so that importing any of the four packages loads no numpy, torch, diffusers
+or scipy (``pfode --help`` starts fast): a package lists its public names (each with the module that defines it)
 and its submodules, and :func:`lazy_package` returns the ``__all__``, ``__getattr__`` and
 ``__dir__`` that load each one on first access (PEP 562).
 """
@@ -17,7 +18,8 @@ __all__ = ["lazy_package"]
 
 
 def lazy_package(
-    package: str, exports: dict[str, str], submodules: tuple[str, ...]
+    package: str, exports: dict[str, str], submodules: tuple[str, ...] = (),
+    on_first_use: Callable[[], None] | None = None,
 ) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
     """``(__all__, __getattr__, __dir__)`` for the package named ``package``.
 
@@ -28,10 +30,14 @@ def lazy_package(
         submodules: submodules reachable as attributes (``package.sub``) without an import.
             Any other submodule is reachable too, if it exists; a name starting with ``_``
             that is neither exported nor listed raises ``AttributeError``.
+        on_first_use: called before an exported name is loaded (e.g. ``simulate.threads.apply_env``,
+            which applies ``PFODE_THREADS``).
     """
 
     def __getattr__(name: str) -> Any:
         if name in exports:
+            if on_first_use is not None:
+                on_first_use()
             value = getattr(importlib.import_module(f".{exports[name]}", package), name)
             setattr(sys.modules[package], name, value)
             return value
