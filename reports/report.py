@@ -17,7 +17,7 @@ __all__ = ["SUITES", "run_report", "render_markdown"]
 SUITES = ("theory", "simulate", "largemodel")
 
 #: bump when a suite's output format or content changes (invalidates cached suite results)
-REPORT_VERSION = 3
+REPORT_VERSION = 4
 
 
 def _anchor(claim_id: str) -> str:
@@ -41,17 +41,29 @@ def render_markdown(verdicts: dict[str, ClaimRow], meta: dict[str, Any], section
         row = verdicts[c.id]
         figs = ", ".join(f"[{f}]({f})" for f in row.figures)
         link = f"[section](#{_anchor(c.id)})" + (f"; {figs}" if figs else "")
+        if row.controls:
+            link += f"; negative controls failing: {sum(x['status'] == 'fails' for x in row.controls)}/{len(row.controls)}"
         lines.append(f"| {c.text} | {row.status} | {row.verdict.key_number} | {link} |")
     lines.append("")
     for c in CLAIMS:
         row = verdicts[c.id]
         lines += [f"<a id=\"{_anchor(c.id)}\"></a>", f"## {c.text}", "", f"*Paper: {c.paper_section}.* **{row.status}**",
                   "", f"Decided by `{c.decided_by}` (mathematics: {c.theory_section}).", "", row.verdict.evidence, ""]
+        lines += _control_lines(row)
         lines += [f"![{f}]({f})" for f in row.figures]
         lines.append("")
     for section in sections or []:
         lines += [section.rstrip(), ""]
     return "\n".join(lines)
+
+
+def _control_lines(row: ClaimRow) -> list[str]:
+    """The claim's negative controls (:mod:`reports.controls`): the same judge on an input where the claim is false."""
+    if not row.controls:
+        return []
+    out = ["Negative controls (the same judge on an input where the claim is known false; it must say fails):", ""]
+    out += [f"- {ctl['name']}: **{ctl['status']}** (judge: {ctl['judge_status']}; {ctl['key']})" for ctl in row.controls]
+    return out + [""]
 
 
 def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any, progress: Any) -> tuple[list[ClaimRow], Any]:

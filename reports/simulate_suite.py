@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from reports.claims import ClaimRow
+from reports.controls import run_controls
 from simulate.verdict import Status, StatusKind
 
 __all__ = ["run_simulate_suite"]
@@ -42,10 +43,12 @@ def run_simulate_suite(
             continue
         for claim_id in result.claim_ids:
             v = result.verdict_for(claim_id)
-            verdicts.append(ClaimRow.of(
+            row = ClaimRow.of(
                 claim_id, v.status, v.key_number,
                 f"{v.evidence} (experiment `{name}`, {result.seconds:.1f} s; data: simulate/{name}/result.json)",
                 figures=[f"simulate/{name}/{f}" for f in result.figures],
-            ))
+            )
+            row.controls = run_controls(claim_id, result)  # the same judge on inputs where the claim is false
+            verdicts.append(row)
         data[name] = {"seconds": time.perf_counter() - t0, "numbers_file": f"simulate/{name}/result.json"}
     return verdicts, data
