@@ -15,8 +15,8 @@ lemma_d1      the run's own units with the slogdet of ``2 J_G`` (a wrong log-det
               ``log 2`` per coordinate); :func:`~simulate.experiments.lemma_d1.judge.verdict_from_units`
 thm41         Gaussian samples whose ``log Lambda`` is off by -1 per coordinate (Lemma D.1 broken);
               the thm41 judge. (Its claim is otherwise a sample-wise identity: see "Checked identities".)
-thm42         a target the mixtures cannot approach at the tested ``m``: the ring at radius 6, outside
-              the tiled square ``[-1.5, 1.5]^2``; the thm42 judge
+thm42         a target the construction cannot approach: the ring at radius 2, outside the tiled square
+              ``[-1.5, 1.5]^2`` but for its corners; the thm42 judge
 thm43_*       cells measured by the thm43 code where the claim is false: a single box at sigma = 0.3
               (P_inst -> 1), at sigma = 0.05 (p2 -> 0), a nearly uniform p_g (box side 0.45,
               sigma = 0.3: p1 -> 0); the thm43 judge (the trend classifier, :mod:`simulate.decide`)
@@ -148,13 +148,13 @@ def thm41_wrong_log_lambda(result: Any) -> Control:
 
 # ------------------------------------------------------------------------------------------ thm42
 def thm42_outside_target(result: Any = None) -> Control:
-    """The ring at radius 6 lies outside the tiled square ``[-1.5, 1.5]^2``: no mixture of the tested m gets
-    closer (every box has zero target mass), so the L1 distance does not fall."""
+    """The ring at radius 2 lies outside the tiled square ``[-1.5, 1.5]^2`` but for its corners: the mixtures
+    of the construction (tilings of the square) cannot approach it at any m (L1 stays near 2)."""
     from simulate.experiments.thm42 import experiment as thm42
 
-    opts = thm42.make_options(radius=6.0, ms=(4, 16, 64), n_samples=256, eval_spacing=0.05)
+    opts = thm42.make_options(radius=2.0, ms=(4, 16, 64), n_samples=256)
     rows = [thm42.compute_unit(m, opts, thm42.sample_target(256, opts, np.random.default_rng(0)), 0)[0] for m in opts.ms]
-    return _ctl("ring of radius 6 outside the tiled square", thm42.judge(opts, rows, 0.0).overall)
+    return _ctl("ring of radius 2, outside the tiled square [-1.5, 1.5]^2", thm42.judge(opts, rows, 0.0).overall)
 
 
 # ------------------------------------------------------------------------------------------ thm43

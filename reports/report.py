@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.claims import CLAIMS, ClaimRow, not_run
+from reports.identities import identities_markdown, rows_from
 from simulate.store import atomic_write_text, foreign_entry, mark_owned, output_lock, remove_owned
 from simulate.verdict import StatusKind
 
@@ -129,6 +130,7 @@ def _merge(verdicts: dict[str, ClaimRow], row: ClaimRow, suite: str) -> None:
     if previous is not None:
         row.verdict.evidence += f" {suite.capitalize()} suite before it: {previous.status}; {previous.verdict.evidence}"
         row.figures += [f for f in previous.figures if f not in row.figures]
+        row.controls = previous.controls + row.controls
     verdicts[row.claim_id] = row
 
 
@@ -216,10 +218,22 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
     }
     large = suite_data.get("largemodel") or {}
     sections = [large[k]["markdown"] for k in ("explain", "failure") if (large.get(k) or {}).get("markdown")]
+    identities = _identities(suite_data)
+    if identities:
+        sections.append(identities_markdown(identities))
     atomic_write_text(out_dir / "report.md", render_markdown(verdicts, meta, sections))
-    results = {"meta": meta, "verdicts": [verdicts[c.id].as_dict() for c in CLAIMS], "suites": suite_data}
+    results = {"meta": meta, "verdicts": [verdicts[c.id].as_dict() for c in CLAIMS], "suites": suite_data,
+               "identities": identities}
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, default=_json_default))
     return {"report": out_dir / "report.md", "results": out_dir / "results.json", "verdicts": verdicts}
+
+
+def _identities(suite_data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The "Checked identities" rows (:mod:`reports.identities`): the simulator experiments' and the explain
+    experiment's (its ``identities`` hook)."""
+    rows = [r for exp in (suite_data.get("simulate") or {}).values() if isinstance(exp, dict) for r in exp.get("identities", [])]
+    explain = (suite_data.get("largemodel") or {}).get("explain") or {}
+    return rows + rows_from(explain)
 
 
 def _json_default(obj: Any) -> Any:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from reports.claims import ClaimRow
 from reports.controls import run_controls
+from reports.identities import identities_of
 from simulate.verdict import Status, StatusKind
 
 __all__ = ["run_simulate_suite"]
@@ -50,5 +51,6 @@ def run_simulate_suite(
             )
             row.controls = run_controls(claim_id, result)  # the same judge on inputs where the claim is false
             verdicts.append(row)
-        data[name] = {"seconds": time.perf_counter() - t0, "numbers_file": f"simulate/{name}/result.json"}
+        data[name] = {"seconds": time.perf_counter() - t0, "numbers_file": f"simulate/{name}/result.json",
+                      "identities": identities_of(name, result.numbers)}
     return verdicts, data
