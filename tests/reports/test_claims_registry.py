@@ -142,7 +142,7 @@ def test_claim_row_json_keys_and_inverse() -> None:
     d = row.as_dict()
     assert list(d) == ["claim_id", "status", "key_number", "evidence", "section", "figures", "data", "controls"]
     assert d == {"claim_id": "thm31", "status": "verified", "key_number": "k", "evidence": "ev",
-                 "section": "Theorem 3.1", "figures": ["a.png"], "data": {}}
+                 "section": "Theorem 3.1", "figures": ["a.png"], "data": {}, "controls": []}
     assert type(d["status"]) is str
     assert ClaimRow.from_dict(json.loads(json.dumps(d))).as_dict() == d
     nr = not_run("fig4c", "the largemodel suite was not selected").as_dict()
