@@ -96,9 +96,9 @@ class Thm43Options:
     atol: float = 1e-8
     max_placement_tries: int = 200
     lln_nodes: int = 800
-    level: float = 0.1
+    level: float = 0.2
     max_points: int = 64
-    max_cell_cost: int = 20000
+    max_cell_cost: int = 50000
     max_rounds: int = 4
     max_unit_nfe: int = 3600
     threads: int = 1

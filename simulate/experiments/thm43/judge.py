@@ -83,9 +83,15 @@ def _classify(props: list[dict], target: str, level: float, driver: Driver) -> s
                           _seq(props, lambda p: p["upper"]), target=target, level=level, driver=driver)
 
 
-def _decision(prop: dict, target: str, level: float) -> dict:
-    """The interval decision at the largest n (:func:`simulate.decide.decide_proportion`) with points to settle."""
-    return decide_proportion(prop["successes"], prop["trials"], level, target=target).as_dict()
+def _decision(prop: dict, target: str, level: float, trend: str) -> dict:
+    """The interval decision at the largest n (:func:`simulate.decide.decide_proportion`) with points to settle,
+    and why the trend ``trend`` is undetermined: the interval (more points would settle it) or the trend
+    toward the target (the interval excludes the level but the proportion or its driving mean still moves)."""
+    d = decide_proportion(prop["successes"], prop["trials"], level, target=target).as_dict()
+    if trend == "undetermined":
+        d["undetermined_by"] = ("interval" if d["status"] == "undetermined" else
+                                "trend toward the target (falling proportion or driver slope whose interval excludes 0)")
+    return d
 
 
 def _cell_row(cell: Cell, recs: list[dict], opts: Any, lln: dict[float, dict]) -> tuple[dict, dict[str, dict[str, str]]]:
@@ -111,7 +117,7 @@ def _cell_row(cell: Cell, recs: list[dict], opts: Any, lln: dict[float, dict]) -
         "all_separated": all(r["separated"] for r in recs),
         "p2": {"class": classes["thm43_p2"]["-"], "sequence": _seq(recs, lambda r: r["p2"]["estimate"]), "last": last["p2"],
                "intervals": _seq(recs, lambda r: [r["p2"]["lower"], r["p2"]["upper"]]),
-               "decision": _decision(last["p2"], "zero", level)},
+               "decision": _decision(last["p2"], "zero", level, classes["thm43_p2"]["-"])},
         "sqnorm_over_n": {"sequence": sq_m, "last": last["sqnorm_over_n"]},
         "log_Lambda": {"sequence": ll_m, "last": last["log_Lambda"], "slope_per_doubling": slope, "slope_se": slope_se,
                        "slope_last_step": slope_decision},
@@ -135,11 +141,11 @@ def _cell_row(cell: Cell, recs: list[dict], opts: Any, lln: dict[float, dict]) -
         row["taus"][tl] = {
             "p1": {"class": c1, "sequence": _seq(recs, lambda r: r["taus"][tl]["p1"]["estimate"]), "last": t_last["p1"],
                    "intervals": _seq(recs, lambda r: [r["taus"][tl]["p1"]["lower"], r["taus"][tl]["p1"]["upper"]]),
-                   "decision": _decision(t_last["p1"], "zero", level)},
+                   "decision": _decision(t_last["p1"], "zero", level, c1)},
             "p_inst": {"class": ci, "sequence": _seq(recs, lambda r: r["taus"][tl]["p_inst"]["estimate"]),
                        "last": t_last["p_inst"],
                        "intervals": _seq(recs, lambda r: [r["taus"][tl]["p_inst"]["lower"], r["taus"][tl]["p_inst"]["upper"]]),
-                       "decision": _decision(t_last["p_inst"], "one", level)},
+                       "decision": _decision(t_last["p_inst"], "one", level, ci)},
             "theorem41_lower_bound_last": 1.0 - t_last["p1"]["estimate"] - last["p2"]["estimate"],
             "bounds_last": {k: t_last[k] for k in ("p1_bound", "p2_bound_K1", "p_inst_lower_bound_K1")},
         }
