@@ -186,7 +186,10 @@ def judge(opts: Any, cells: list[Cell], records: dict[Cell, list[dict]], lln: di
         + f"; box side l = {opts.side:g}; p_r = U[0,1]^n; n = {opts.ns[0]}..{n_max}"
         + (f" ({len(capped)} cells stop earlier by the solver-cost cap, largest n there "
            f"{_span([rows[c]['n_max'] for c in capped])})" if capped else "")
-        + f"; {opts.num_points} inverted points per unit ({opts.num_points_p1} for p1); c = (1+{opts.eps:g})n; tau = {tl}"
+        + f"; {opts.num_points} inverted points per unit ({opts.num_points_p1} for p1), more at a cell's largest n where "
+        f"its interval was undecided (sequential sampling, up to {opts.max_points} points and {opts.max_cell_cost} "
+        f"evaluation-points per cell); a trend holds / fails only when the 95% Clopper-Pearson interval at the largest n "
+        f"lies below / above the level {opts.level:g} (simulate.decide); c = (1+{opts.eps:g})n; tau = {tl}"
     )
 
     def at(cid: str, cell: Cell) -> float:
