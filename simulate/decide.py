@@ -1,4 +1,4 @@
-r"""The one decision rule for proportion and trend verdicts (issue 25; docs/theory.md §11.6).
+r"""The one decision rule for proportion and trend verdicts (issue 25; docs/theory.md §11.9).
 
 A claim about a proportion ``q`` (``p1 -> 0``, ``p2 -> 0``, ``1 - P_inst -> 0``, "lambda > 1 on a
 fraction of the grid", "the bound holds at every point") is decided on the exact 95% Clopper-Pearson

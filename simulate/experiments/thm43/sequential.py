@@ -1,7 +1,7 @@
 r"""Sequential sampling of the Theorem 4.3 cells, and the merge of a unit's rounds into one record.
 
 A trend is decided on the Clopper-Pearson interval at the cell's largest ``n`` (:mod:`simulate.decide`,
-docs/theory.md §11.6). Round 0 measures every ``(cell, n)`` with ``num_points`` inverted points; then,
+docs/theory.md §11.9). Round 0 measures every ``(cell, n)`` with ``num_points`` inverted points; then,
 round after round, a cell whose ``p1``, ``p2`` or ``P_inst`` (at ``tau_main``) is still undetermined at
 its largest ``n`` gets more points there: as many as :func:`simulate.decide.points_to_settle` says
 would decide it at the current estimate (at least doubling), never beyond ``max_points`` in all, and

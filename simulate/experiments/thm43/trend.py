@@ -2,7 +2,7 @@ r"""Three-outcome trend classifier for the claims of Theorem 4.3 (``p1 -> 0``, `
 
 A claim is about ``n -> inf``; a run sees a finite grid ``n_1 < ... < n_K``. Per cell the sequence of
 proportions (with 95% Clopper-Pearson intervals) is classified by the one decision rule of
-:mod:`simulate.decide` applied at ``n_K`` (docs/theory.md §11.6):
+:mod:`simulate.decide` applied at ``n_K`` (docs/theory.md §11.9):
 
 * ``"holds"``: at ``n_K`` the whole interval of the quantity that should vanish (``q = p`` for ``-> 0``,
   ``q = 1 - p`` for ``-> 1``) lies below ``level`` (not its estimate), and no later estimate exceeds an
