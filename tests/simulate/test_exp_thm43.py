@@ -181,6 +181,18 @@ def test_tiny_run_writes_result_and_figures(tmp_path) -> None:
     assert numbers["theorem41_checks"]["failures"] == 0
     assert len(numbers["lln_limit_m1"]) == 2
     assert res.figures == ["thm43_regime_map.png", "thm43_log_lambda.png", "thm43_sqnorm.png"]
+    level = data["params"]["level"]
+    for cell in numbers["cells"]:  # per n: point count and interval; no verdict against its interval at the largest n
+        for d in (cell["p2"], cell["taus"]["1"]["p1"], cell["taus"]["1"]["p_inst"]):
+            assert len(d["intervals"]) == len(cell["ns"]) == len(cell["points"])
+            dec = d["decision"]
+            assert dec["trials"] == (cell["points_p1"][-1] if d is cell["taus"]["1"]["p1"] else cell["points"][-1])
+            if d["class"] == "holds":
+                assert dec["upper"] < level
+            if d["class"] == "fails":
+                assert dec["lower"] > level
+            if d["class"] == "undetermined":
+                assert dec["undetermined_by"]
     for f in res.figures:
         assert (tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
