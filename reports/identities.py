@@ -12,7 +12,7 @@ Sources (one function per experiment, :data:`EXTRACTORS`, reading the experiment
   ``P_inst >= 1 - p1 - p2`` at every case (it follows sample by sample); ``log Lambda`` by the density
   ratio and by the divergence integral (Lemma D.1, §6.1) on the same samples.
 * ``thm43`` -- the same Lemma D.2 / Theorem 4.1 check on every Theorem 4.3 unit.
-* ``lemma_d1`` -- ``log Lambda`` three ways (density ratio, divergence integral, slogdet), §6.1.
+* ``lemma-d1`` -- ``log Lambda`` three ways (density ratio, divergence integral, slogdet), §6.1.
 
 Other rooms add rows through the hook :func:`rows_from` (a result's ``numbers["identities"]``, a list of
 ``{name, checked, value, holds}``): the explain experiment (shares that sum to 1, differentiability of
@@ -77,7 +77,7 @@ def _lemma_d1(numbers: dict[str, Any]) -> list[Identity]:
 
 
 #: experiment name -> the identities read from its result numbers
-EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Identity]]] = {"thm41": _thm41, "thm43": _thm43, "lemma_d1": _lemma_d1}
+EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Identity]]] = {"thm41": _thm41, "thm43": _thm43, "lemma-d1": _lemma_d1}
 
 
 def rows_from(numbers: dict[str, Any]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ __all__ = ["draw_figures", "row_order"]
 
 #: the colour of each verdict in the regime map's verdict column (and its legend)
 _VERDICT_COLOUR = {"holds": "#1a9850", "fails": "#d73027", "undetermined": "#d9d9d9"}
+_SHORT = {"holds": "holds", "fails": "fails", "undetermined": "undet."}
 
 
 def row_order(cells: list[Cell], rows: dict[str, dict]) -> list[Cell]:
@@ -55,7 +56,7 @@ def draw_figures(out_dir: Path, opts: Any, cells: list[Cell], records: dict[Cell
     names: list[str] = []
 
     heights = [len([c for c in measured if c.m == m]) for m in ms] or [1]
-    fig, axes = plt.subplots(len(heights), 2, figsize=(5.5 + 0.9 * len(ns), 2.2 + 0.3 * sum(heights)), squeeze=False,
+    fig, axes = plt.subplots(len(heights), 2, figsize=(7.0 + 1.3 * len(ns), 2.6 + 0.3 * sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for row_ax, m in zip(axes, ms):
         order = row_order([c for c in measured if c.m == m], rows)
@@ -71,7 +72,8 @@ def draw_figures(out_dir: Path, opts: Any, cells: list[Cell], records: dict[Cell
                     ax.text(j, i, "cap", ha="center", va="center", fontsize=6.5, color="0.45")
                 cls = judged.classes[cid]["-" if cid == "thm43_p2" else tl][cell]
                 ax.add_patch(Rectangle((len(ns) - 0.5, i - 0.5), 1.0, 1.0, color=_VERDICT_COLOUR[cls], clip_on=False))
-                ax.text(len(ns), i, cls, ha="center", va="center", fontsize=6.5, color="white" if cls != "undetermined" else "k")
+                ax.text(len(ns), i, _SHORT[cls], ha="center", va="center", fontsize=6.5,
+                        color="white" if cls != "undetermined" else "k")
             ax.imshow(np.ma.masked_invalid(grid), cmap="Blues", vmin=0, vmax=1.6, aspect="auto")
             labels = []
             for cell in order:
@@ -83,14 +85,14 @@ def draw_figures(out_dir: Path, opts: Any, cells: list[Cell], records: dict[Cell
             ax.set_xticks(range(len(ns) + 1), [str(n) for n in ns] + ["verdict"], fontsize=7)
             ax.set_xlim(-0.5, len(ns) + 0.5)
             ax.set_xlabel("n", fontsize=7)
-            ax.set_title(f"m = {m}: {what} (estimate; (k) = points when more than {opts.num_points})", fontsize=7.5)
+            ax.set_title(f"m = {m}: {what}", fontsize=8)
     handles = [Patch(color=c, label=k) for k, c in _VERDICT_COLOUR.items()]
-    axes[-1][0].legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.25), ncol=3, fontsize=7, frameon=False,
-                       title=f"verdict at the largest n: 95% Clopper-Pearson interval vs level {opts.level:g} "
-                             "(simulate.decide); cap: the solver-cost cap stopped the cell's n sweep", title_fontsize=7,
-                       alignment="left")
-    fig.suptitle(f"Theorem 4.3 regime map, rows by g/sigma then sigma: P_inst -> 1 (left) vs the route's p2 -> 0 (right); "
-                 f"l = {opts.side:g}, tau = {tl}", fontsize=8)
+    axes[0][0].legend(handles=handles, loc="lower left", bbox_to_anchor=(-0.6, 1.08), ncol=3, fontsize=7, frameon=False,
+                      title=f"Theorem 4.3 regime map (rows by g/sigma, then sigma): P_inst -> 1 (left), the route's p2 -> 0 "
+                            f"(right); l = {opts.side:g}, tau = {tl}\ncells: estimate, (k) = points where more than "
+                            f"{opts.num_points}; cap = the solver-cost cap stopped the n sweep; verdict at the largest n: "
+                            f"95% Clopper-Pearson interval vs level {opts.level:g} (simulate.decide)",
+                      title_fontsize=7.5, alignment="left")
     names.append(savefig(fig, out_dir, "thm43_regime_map.png"))
 
     for fname, key, ref, ylabel in (
