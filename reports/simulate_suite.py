@@ -20,6 +20,19 @@ from simulate.verdict import Status, StatusKind
 __all__ = ["run_simulate_suite"]
 
 
+def _cells(cells: list[dict[str, Any]], tau: str = "1") -> list[dict[str, Any]]:
+    """Theorem 4.3's cells for ``results.json``: per cell and n the estimate, 95% interval and point count of p1,
+    p2 and P_inst (at ``tau``, else the first tau measured), the class and the decision at the largest n (the rest
+    stays in thm43's result.json)."""
+    keep = ("class", "sequence", "intervals", "decision")
+    out = []
+    for c in cells:
+        t = c["taus"].get(tau) or next(iter(c["taus"].values()))
+        out.append({"label": c["label"], "ns": c["ns"], "points": c["points"], "points_p1": c["points_p1"],
+                    **{k: {f: d[f] for f in keep} for k, d in (("p1", t["p1"]), ("p2", c["p2"]), ("p_inst", t["p_inst"]))}})
+    return out
+
+
 def run_simulate_suite(
     out_dir: Path, quick: bool = True, progress: Callable[[str], None] | None = None, fresh: bool = False
 ) -> tuple[list[ClaimRow], dict[str, Any]]:
@@ -53,4 +66,6 @@ def run_simulate_suite(
             verdicts.append(row)
         data[name] = {"seconds": time.perf_counter() - t0, "numbers_file": f"simulate/{name}/result.json",
                       "identities": identities_of(name, result.numbers)}
+        if "cells" in result.numbers:  # Theorem 4.3: per cell and n the estimates, intervals, point counts, decisions
+            data[name]["cells"] = _cells(result.numbers["cells"])
     return verdicts, data

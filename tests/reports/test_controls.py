@@ -69,3 +69,24 @@ def test_report_shows_each_control_next_to_its_claim() -> None:
     assert "negative controls failing: 1/1" in md
     again = ClaimRow.from_dict(rows["fig3"].as_dict())
     assert again.controls == rows["fig3"].controls
+
+
+def test_results_json_cells_carry_interval_and_points_per_n(tmp_path: Path) -> None:
+    """The simulate suite's thm43 data: per cell and n the estimate, interval and point count; verdicts agree."""
+    from reports.simulate_suite import _cells
+    from simulate.experiments.thm43 import experiment as thm43
+
+    res = thm43.run(tmp_path, progress=False, ns=(2, 8), sigmas=(2.0,), ms=(1, 2), gap_ratios=(4.0,), taus=(1.0,),
+                    num_points=6, num_points_p1=32, lln_nodes=0, max_points=24)
+    cells = _cells(res.numbers["cells"])
+    assert len(cells) == 3
+    for c in cells:
+        for key in ("p1", "p2", "p_inst"):
+            d = c[key]
+            assert len(d["sequence"]) == len(d["intervals"]) == len(c["ns"]) == len(c["points"])
+            assert all(lo <= est <= hi for est, (lo, hi) in zip(d["sequence"], d["intervals"]))
+            dec = d["decision"]
+            if d["class"] == "holds":
+                assert dec["upper"] < dec["level"]
+            if d["class"] == "fails":
+                assert dec["lower"] > dec["level"]

@@ -88,6 +88,7 @@ def _decision(prop: dict, target: str, level: float, trend: str) -> dict:
     and why the trend ``trend`` is undetermined: the interval (more points would settle it) or the trend
     toward the target (the interval excludes the level but the proportion or its driving mean still moves)."""
     d = decide_proportion(prop["successes"], prop["trials"], level, target=target).as_dict()
+    d["of"] = "the proportion" if target == "zero" else "1 - the proportion"  # what estimate / lower / upper are of
     if trend == "undetermined":
         d["undetermined_by"] = ("interval" if d["status"] == "undetermined" else
                                 "trend toward the target (falling proportion or driver slope whose interval excludes 0)")
