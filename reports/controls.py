@@ -84,7 +84,7 @@ def prop21_not_differentiable(result: Any = None) -> Control:
     z[:, 0] = 0.0
     u = torch.randn(6, 2, generator=g, dtype=torch.float64)
     check = check_proposition_21(torch.abs, z, u, scales=[10.0 ** -k for k in range(1, 7)], eps=1e-3, power_iters=20)
-    summ = prop21._summary(check, torch.diag_embed(torch.sign(z)), slice(0, 6))
+    summ = prop21.summarize_check(check, torch.diag_embed(torch.sign(z)), slice(0, 6))
     summ.update({"unit": "abs", "n": 2})
     return _ctl("f(z) = |z| at 6 points with z_1 = 0 (not differentiable)", verdict([summ], 1e-3))
 
@@ -104,8 +104,7 @@ def thm31_planted_offset(result: Any) -> Control:
             d["rows"] = [check_row(r["noise_error"] + delta, r["recon_error"] + r["kappa"] * delta, L, Lp, M, int(N), r["kappa"])
                          for r, L, Lp, M in zip(d["rows"], rec["L"], rec["L_path"], rec["M"])]
         rec.update(path_end_error=0.0, M_crosscheck_rel=0.0, seconds=0.0)
-    opts = None
-    return _ctl("solver error + a constant offset (O(h^0)), the run's points", judge(opts, records).overall)
+    return _ctl("solver error + a constant offset (O(h^0)), the run's points", judge(None, records).overall)
 
 
 # ------------------------------------------------------------------------------------------ lemma_d1

@@ -77,15 +77,13 @@ class Driver:
 
 
 def slope_per_doubling(ns: Sequence[int], means: Sequence[float], std_errors: Sequence[float]) -> tuple[float, float]:
-    """Change of a mean per doubling of ``n`` over the last step of the grid, and its standard error.
-
-    ``(mean_K - mean_{K-1}) / log2(n_K / n_{K-1})``; ``(nan, nan)`` with fewer than two points.
-    """
+    """Change of a mean per doubling of ``n`` over the last step of the grid, and its standard error
+    (:func:`simulate.decide.decide_slope`, whose interval is ``slope +- 1.96 se``); ``(nan, nan)`` with
+    fewer than two points."""
     if len(ns) < 2:
         return math.nan, math.nan
-    doublings = math.log2(ns[-1] / ns[-2])
-    slope = (means[-1] - means[-2]) / doublings
-    return float(slope), float(math.hypot(std_errors[-1], std_errors[-2]) / doublings)
+    d = decide_slope(ns[-2], ns[-1], means[-2], means[-1], std_errors[-2], std_errors[-1])
+    return d.slope, (d.upper - d.slope) / 1.96
 
 
 def classify_trend(
