@@ -80,7 +80,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("fig4b", "Fig. 4(b): reconstruction error correlates with the instability coefficient (2-D)", "Section 3.2",
           "docs/theory.md §5.3", "simulate.experiments.fig4.judge.judge", ("fig4b_shuffled",)),
     Claim("fig4c", "Fig. 4(c) / A1: the same correlation on SD3.5 / FLUX", "Section 3.2, App. B",
-          "docs/theory.md §10.4", "largemodel.experiments.fig4c.judge.judge", ("fig4c_reversed",)),
+          "docs/theory.md §10.4", "largemodel.experiments.fig4c.judge.judge", ("fig4c_reversed", "fig4c_shuffled")),
 )
 
 #: the registry's ids, in table order

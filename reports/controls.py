@@ -22,7 +22,9 @@ thm43_*       cells measured by the thm43 code where the claim is false: a singl
               sigma = 0.3: p1 -> 0); the thm43 judge (the trend classifier, :mod:`simulate.decide`)
 fig3          a contracting field (one Gaussian, std 0.5: ``G(z) = 0.5 z``, ``lambda = 0.5``); the fig3 judge
 fig4b         the run's own points with the errors shuffled against ``mu_bar``; the fig4 judge
-fig4c         the Fig. 4(c) judge on records whose errors fall as ``mu_bar`` rises (reversed ranks)
+fig4c         the Fig. 4(c) judge on planted records whose errors fall as ``mu_bar`` rises (must say fails),
+              and on the run's own study records with the errors shuffled (no correlation left: the
+              judge says inconclusive, reported as undetermined)
 ============  ===================================================================================
 
 A control's ``status`` is ``"fails"`` when the judge did not confirm the claim on it (refuted), ``"holds"``
@@ -218,6 +220,27 @@ def fig4b_shuffled(result: Any) -> Control:
         s["correlation"] = correlation_summary(err, np.asarray(pts["mu_bar"], dtype=float), seed=0,
                                                n_resamples=int(opts.n_resamples), confidence=float(opts.confidence))
     return _ctl("errors shuffled against mu_bar (the run's points)", judge(opts, np.asarray(result.numbers["box"]), summaries).overall)
+
+
+def fig4c_shuffled(result: Any) -> Control:
+    """The Fig. 4(c) judge on the run's own study records (``result["study_dir"]``) with the latent errors
+    permuted against ``mu_bar``: no correlation is left, so the judge must not confirm the claim (its interval
+    then contains 0: "inconclusive", which this control reports as undetermined)."""
+    import json
+    from pathlib import Path
+
+    from largemodel.experiments.fig4c.judge import judge_fig4c
+    from largemodel.study.items import load_records
+    from simulate.stats import correlate
+
+    study = Path(result["study_dir"])
+    meta = json.loads((study / "study.json").read_text())
+    recs = load_records(study, meta.get("signature"), keys=meta.get("keys"))
+    pairs = np.array([(r["mu_bar"], r["mse_latent"]) for r in recs if "mu_bar" in r and "mse_latent" in r], dtype=float)
+    log_mu, log_err = np.log(pairs).T
+    corr = correlate(log_mu, np.random.default_rng(0).permutation(log_err), n_boot=2000, seed=0)
+    return _ctl(f"errors shuffled against mu_bar ({len(pairs)} images of the run's study)",
+                judge_fig4c(corr, "shuffled study records", stand_in=False))
 
 
 def fig4c_reversed(result: Any = None) -> Control:

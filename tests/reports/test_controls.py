@@ -90,3 +90,22 @@ def test_results_json_cells_carry_interval_and_points_per_n(tmp_path: Path) -> N
                 assert dec["upper"] < dec["level"]
             if d["class"] == "fails":
                 assert dec["lower"] > dec["level"]
+
+
+def test_fig4c_shuffled_study_records_leave_no_correlation(tmp_path: Path) -> None:
+    """A study folder whose errors rise with mu_bar: shuffled, the Fig. 4(c) judge no longer confirms the claim."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    mu = np.exp(rng.normal(-0.7, 0.4, 60))
+    err = mu ** 3 * np.exp(rng.normal(0, 0.2, 60))
+    keys = [f"img{i:02d}" for i in range(60)]
+    (tmp_path / "study.json").write_text(json.dumps({"signature": "sig", "keys": keys}))
+    lines = [json.dumps({"signature": "sig"})] + [
+        json.dumps({"key": k, "value": {"key": k, "mu_bar": float(m), "mse_latent": float(e)}}) for k, m, e in zip(keys, mu, err)]
+    (tmp_path / "records.jsonl").write_text("\n".join(lines) + "\n")
+    ctl = controls.fig4c_shuffled({"study_dir": tmp_path})
+    assert ctl.status == "undetermined" and ctl.judge_status.startswith("inconclusive"), ctl
+    assert "60 images" in ctl.name
