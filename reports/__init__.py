@@ -16,6 +16,9 @@ Modules:
   docs/theory.md section) names the one function that decides it (``decided_by``, e.g.
   ``simulate.experiments.thm43.judge.judge``); ``ClaimRow`` is a row of the verdict table. The
   ``Verdict`` and its ``Status`` are defined once, in :mod:`simulate.verdict`.
+* :mod:`reports.controls` -- negative controls: each claim's judge on an input where the claim is false
+  (``Claim.controls`` names them; ``results.json`` rows carry ``controls``).
+* :mod:`reports.identities` -- the "Checked identities" section (consistency checks, not findings).
 * :mod:`reports.theory_suite` -- symbolic derivations, high-precision agreement, Theorem 4.3's
   bounds (docs/theory.md §8).
 * :mod:`reports.simulate_suite` -- every experiment of ``simulate.experiments``, measured.
@@ -50,8 +53,10 @@ _SUBMODULES: tuple[str, ...] = (
     "claims",
     "cli",
     "cli_checks",
+    "controls",
     "explain_suite",
     "failure_suite",
+    "identities",
     "largemodel_suite",
     "report",
     "report_cli",

@@ -32,6 +32,8 @@ class Claim:
         paper_section: where the paper states it.
         theory_section: where docs/theory.md states its mathematics.
         decided_by: dotted path ``package.module.function`` of the function that decides the verdict.
+        controls: the names of its negative controls in :mod:`reports.controls` (inputs where the claim is
+            known false, run through the same judge, which must say "fails"; issue 25).
     """
 
     id: str
@@ -39,6 +41,7 @@ class Claim:
     paper_section: str
     theory_section: str
     decided_by: str
+    controls: tuple[str, ...] = ()
 
     @property
     def suite(self) -> str:
@@ -57,27 +60,27 @@ class Claim:
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("prop21", "Prop. 2.1: mu_f(x, s u) -> lambda_f(x, u) and max mu >= ||J_f||_2 - eps", "Section 2.2",
-          "docs/theory.md §2.4", "simulate.experiments.prop21.judge.judge"),
+          "docs/theory.md §2.4", "simulate.experiments.prop21.judge.judge", ("prop21_not_differentiable",)),
     Claim("thm31", "Thm. 3.1: reconstruction error <= kappa (hM/2L)(e^L - 1) <= (hM/2L) e^L (e^L - 1)", "Section 3.2",
-          "docs/theory.md §5.1", "simulate.experiments.thm31.judge.judge"),
+          "docs/theory.md §5.1", "simulate.experiments.thm31.judge.judge", ("thm31_planted_offset",)),
     Claim("lemma_d1", "Lemma D.1: |det J_G(z)| = phi(z) / p_g(G(z)) (= exp of the divergence integral)", "Appendix D",
-          "docs/theory.md §6.1", "simulate.experiments.lemma_d1.judge.judge"),
+          "docs/theory.md §6.1", "simulate.experiments.lemma_d1.judge.judge", ("lemma_d1_wrong_logdet",)),
     Claim("thm41", "Thm. 4.1: P_inst(tau) >= 1 - p1(tau, c) - p2(c)", "Section 4.1",
-          "docs/theory.md §6.3", "simulate.experiments.thm41.judge.judge"),
+          "docs/theory.md §6.3", "simulate.experiments.thm41.judge.judge", ("thm41_wrong_log_lambda",)),
     Claim("thm42", "Thm. 4.2: mixtures of Gaussian neighbours are dense", "Section 4.2",
-          "docs/theory.md §7", "simulate.experiments.thm42.judge.judge"),
+          "docs/theory.md §7", "simulate.experiments.thm42.judge.judge", ("thm42_outside_target",)),
     Claim("thm43_p1", "Thm. 4.3: p1 -> 0 as n -> inf (c_n = (1 + eps) n)", "Section 4.3",
-          "docs/theory.md §8.2", "simulate.experiments.thm43.judge.judge"),
+          "docs/theory.md §8.2", "simulate.experiments.thm43.judge.judge", ("thm43_p1_nearly_uniform",)),
     Claim("thm43_p2", "Thm. 4.3: p2 -> 0 as n -> inf", "Section 4.3",
-          "docs/theory.md §8.4", "simulate.experiments.thm43.judge.judge"),
+          "docs/theory.md §8.4", "simulate.experiments.thm43.judge.judge", ("thm43_p2_single_box",)),
     Claim("thm43_pinst", "Thm. 4.3: P_inst -> 1 as n -> inf", "Section 4.3",
-          "docs/theory.md §8.5", "simulate.experiments.thm43.judge.judge"),
+          "docs/theory.md §8.5", "simulate.experiments.thm43.judge.judge", ("thm43_pinst_single_box",)),
     Claim("fig3", "Fig. 3: the 2-D generation map expands a region along the x-axis (lambda > 1)", "Section 3.1",
-          "docs/theory.md §11.7", "simulate.experiments.fig3.judge.judge"),
+          "docs/theory.md §11.7", "simulate.experiments.fig3.judge.judge", ("fig3_contracting",)),
     Claim("fig4b", "Fig. 4(b): reconstruction error correlates with the instability coefficient (2-D)", "Section 3.2",
-          "docs/theory.md §5.3", "simulate.experiments.fig4.judge.judge"),
+          "docs/theory.md §5.3", "simulate.experiments.fig4.judge.judge", ("fig4b_shuffled",)),
     Claim("fig4c", "Fig. 4(c) / A1: the same correlation on SD3.5 / FLUX", "Section 3.2, App. B",
-          "docs/theory.md §10.4", "largemodel.experiments.fig4c.judge.judge"),
+          "docs/theory.md §10.4", "largemodel.experiments.fig4c.judge.judge", ("fig4c_reversed", "fig4c_shuffled")),
 )
 
 #: the registry's ids, in table order
@@ -106,6 +109,8 @@ class ClaimRow:
     section: str = ""
     figures: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    controls: list[dict[str, str]] = field(default_factory=list)
+    """the claim's negative controls, each ``{name, status, key, judge_status}`` (:mod:`reports.controls`)"""
 
     def __post_init__(self) -> None:
         claim(self.claim_id)
@@ -120,7 +125,7 @@ class ClaimRow:
     def from_dict(cls, d: dict[str, Any]) -> ClaimRow:
         """The inverse of :meth:`as_dict` (a cached suite's rows)."""
         return cls(d["claim_id"], Verdict(d["status"], d["key_number"], d["evidence"]), d.get("section", ""),
-                   list(d.get("figures", [])), dict(d.get("data", {})))
+                   list(d.get("figures", [])), dict(d.get("data", {})), [dict(c) for c in d.get("controls", [])])
 
     @property
     def claim(self) -> Claim:
@@ -134,7 +139,7 @@ class ClaimRow:
         v = self.verdict
         return {"claim_id": self.claim_id, "status": str(v.status), "key_number": v.key_number,
                 "evidence": v.evidence, "section": self.section, "figures": list(self.figures),
-                "data": dict(self.data)}
+                "data": dict(self.data), "controls": [dict(c) for c in self.controls]}
 
 
 def not_run(claim_id: str, why: str) -> ClaimRow:

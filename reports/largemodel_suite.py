@@ -26,6 +26,7 @@ import torch
 # judge_fig4c is re-exported: the Fig. 4(c) verdict of one study
 from largemodel.experiments.fig4c.judge import judge_fig4c
 from reports.claims import SUPPLEMENT, ClaimRow
+from reports.controls import run_controls
 
 __all__ = ["run_largemodel_suite", "judge_fig4c", "SUPPLEMENT", "FOLDER"]
 
@@ -69,6 +70,8 @@ def _run(
     data["trend"], data["lemma_d1_trained"] = nums["trend"], nums["lemma_d1_trained"]
     figures = {k: [f"{FOLDER}/{f}" for f in v] for k, v in nums["claim_figures"].items()}
     rows = [ClaimRow(c, res.verdict_for(c), figures=figures.get(c, [])) for c in ("fig4c", "thm43_pinst", "lemma_d1")]
+    study_dir = out_dir / FOLDER / ("study-user" if "study_user" in nums else "study-digits")
+    rows[0].controls = run_controls("fig4c", {"study_dir": study_dir})  # the Fig. 4(c) judge where the claim is false
     explain_rows, data["explain"] = run_explain_suite(out_dir, quick=quick, progress=step)
     rows += explain_rows
     data["failure"] = run_failure_section(out_dir, quick=quick, progress=step)

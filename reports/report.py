@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.claims import CLAIMS, ClaimRow, not_run
+from reports.identities import identities_markdown, rows_from
 from simulate.store import atomic_write_text, claim_folder, describe_kept, foreign_entry, output_lock, remove_owned
 from simulate.verdict import StatusKind
 
@@ -19,7 +20,7 @@ __all__ = ["SUITES", "run_report", "render_markdown"]
 SUITES = ("theory", "simulate", "largemodel")
 
 #: bump when a suite's output format or content changes (invalidates cached suite results)
-REPORT_VERSION = 3
+REPORT_VERSION = 4
 
 
 def _anchor(claim_id: str) -> str:
@@ -72,8 +73,11 @@ def render_markdown(verdicts: dict[str, ClaimRow], meta: dict[str, Any], section
              "| claim | status | key number | where | details |", "|---|---|---|---|---|"]
     for c in CLAIMS:
         row = verdicts[c.id]
+        details = f"[section](#{_anchor(c.id)})"
+        if row.controls:
+            details += f"; negative controls failing: {sum(x['status'] == 'fails' for x in row.controls)}/{len(row.controls)}"
         cells = [c.text, row.status.kind.value, row.verdict.key_number, row.status.detail]
-        lines.append("| " + " | ".join(table_cell(x) for x in cells) + f" | [section](#{_anchor(c.id)}) |")
+        lines.append("| " + " | ".join(table_cell(x) for x in cells) + f" | {table_cell(details)} |")
     lines += ["", TABLE_LEGEND, ""]
     embedded_later = {f for s in sections for f in _figure_links(s)}
     shown: dict[str, str] = {}
@@ -81,6 +85,7 @@ def render_markdown(verdicts: dict[str, ClaimRow], meta: dict[str, Any], section
         row = verdicts[c.id]
         lines += [f"<a id=\"{_anchor(c.id)}\"></a>", f"## {c.text}", "", f"*Paper: {c.paper_section}.* **{row.status}**",
                   "", f"Decided by `{c.decided_by}` (mathematics: {c.theory_section}).", "", row.verdict.evidence, ""]
+        lines += _control_lines(row)
         elsewhere = []
         for f in row.figures:
             if f in shown or f in embedded_later:
@@ -117,6 +122,15 @@ def _header(meta: dict[str, Any]) -> str:
         took += f" ({', '.join(cached)} reused from the cache; this invocation {meta['seconds']:.1f} s)"
     return (f"{meta['mode'].capitalize()}-scale run, suites {', '.join(meta['suites'])}, written to `{meta['run']}`: "
             f"{took} on {meta['machine']}.")
+
+
+def _control_lines(row: ClaimRow) -> list[str]:
+    """The claim's negative controls (:mod:`reports.controls`): the same judge on an input where the claim is false."""
+    if not row.controls:
+        return []
+    out = ["Negative controls (the same judge on an input where the claim is known false; it must say fails):", ""]
+    out += [f"- {ctl['name']}: **{ctl['status']}** (judge: {ctl['judge_status']}; {ctl['key']})" for ctl in row.controls]
+    return out + [""]
 
 
 def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any, progress: Any,
@@ -196,6 +210,7 @@ def _merge(verdicts: dict[str, ClaimRow], row: ClaimRow, suite: str, origins: di
         before = origins.get(row.claim_id, "an earlier")
         row.verdict.evidence += f" The {before} suite's verdict before it: {previous.status}; {previous.verdict.evidence}"
         row.figures += [f for f in previous.figures if f not in row.figures]
+        row.controls = previous.controls + row.controls
     verdicts[row.claim_id] = row
     origins[row.claim_id] = suite
 
@@ -293,13 +308,25 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
     }
     large = suite_data.get("largemodel") or {}
     sections = [large[k]["markdown"] for k in ("explain", "failure") if (large.get(k) or {}).get("markdown")]
+    identities = _identities(suite_data)
+    if identities:
+        sections.append(identities_markdown(identities))
     # the figures of this run: the report folder's own and those of the selected suites' folders
     found = [*out_dir.glob("*.png"), *(f for s in suites if (out_dir / s).is_dir() for f in (out_dir / s).rglob("*.png"))]
     figures = sorted(str(f.relative_to(out_dir)) for f in found if f.is_file() and not f.is_symlink())
     atomic_write_text(out_dir / "report.md", render_markdown(verdicts, meta, sections, figures))
-    results = {"meta": meta, "verdicts": [verdicts[c.id].as_dict() for c in CLAIMS], "suites": suite_data}
+    results = {"meta": meta, "verdicts": [verdicts[c.id].as_dict() for c in CLAIMS], "suites": suite_data,
+               "identities": identities}
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, default=_json_default))
     return {"report": out_dir / "report.md", "results": out_dir / "results.json", "verdicts": verdicts}
+
+
+def _identities(suite_data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The "Checked identities" rows (:mod:`reports.identities`): the simulator experiments' and the explain
+    experiment's (its ``identities`` hook)."""
+    rows = [r for exp in (suite_data.get("simulate") or {}).values() if isinstance(exp, dict) for r in exp.get("identities", [])]
+    explain = (suite_data.get("largemodel") or {}).get("explain") or {}
+    return rows + rows_from(explain)
 
 
 def _json_default(obj: Any) -> Any:

@@ -140,9 +140,9 @@ def test_experiments_use_the_one_verdict() -> None:
 def test_claim_row_json_keys_and_inverse() -> None:
     row = ClaimRow.of("thm31", "verified", "k", "ev", section="Theorem 3.1", figures=["a.png"])
     d = row.as_dict()
-    assert list(d) == ["claim_id", "status", "key_number", "evidence", "section", "figures", "data"]
+    assert list(d) == ["claim_id", "status", "key_number", "evidence", "section", "figures", "data", "controls"]
     assert d == {"claim_id": "thm31", "status": "verified", "key_number": "k", "evidence": "ev",
-                 "section": "Theorem 3.1", "figures": ["a.png"], "data": {}}
+                 "section": "Theorem 3.1", "figures": ["a.png"], "data": {}, "controls": []}
     assert type(d["status"]) is str
     assert ClaimRow.from_dict(json.loads(json.dumps(d))).as_dict() == d
     nr = not_run("fig4c", "the largemodel suite was not selected").as_dict()
@@ -190,9 +190,9 @@ def test_merge_replaces_bound_level_rows_and_adds_supplements() -> None:
     assert {k: v.as_dict() for k, v in rows.items()} == {
         "thm31": {"claim_id": "thm31", "status": "refuted", "key_number": "k1",
                   "evidence": "measured. The theory suite's verdict before it: verified; bound. Large-model suite: large.",
-                  "section": "", "figures": ["s.png", "t.png", "l.png"], "data": {}},
+                  "section": "", "figures": ["s.png", "t.png", "l.png"], "data": {}, "controls": []},
         "lemma_d1": {"claim_id": "lemma_d1",
                      "status": "not run: the simulate suite was not selected (run with --suites theory,simulate,largemodel)",
                      "key_number": "k3", "evidence": "Large-model suite: large.", "section": "", "figures": ["l.png"],
-                     "data": {}},
+                     "data": {}, "controls": []},
     }

@@ -223,8 +223,10 @@ def test_thm31_verdict_refutes_a_broken_bound() -> None:
                                                                      "noise_Lpath", "reconstruction_Lpath", "gronwall_Lpath")},
                                "tightness": {b: {"median": -1.0, "min": -2.0, "max": -0.5} for b in thm31_judge.BOUNDS}}},
                "L_median": 1.0, "L_path_median": 1.0, "L_tube_over_path_max": 1.0, "M_median": 1.0, "slope": -1.0,
-               "slope_per_point_median": -1.0}
+               "slope_per_point_median": -1.0, "points": 40, "failing_points": 0}
     assert thm31_judge.verdict({"f": summary}).status == "verified"
+    assert "40/40 (point, N) checks" in thm31_judge.verdict({"f": summary}).key_number
+    assert "upper end 0.088" in thm31_judge.verdict({"f": summary}).key_number  # 1 - 0.025**(1/40)
     summary["by_N"]["10"]["holds_fraction"]["noise"] = 0.75
     assert thm31_judge.verdict({"f": summary}).status.startswith("refuted")
 

@@ -13,6 +13,7 @@ from simulate.experiments.thm43 import experiment as thm43
 from simulate.experiments.thm43.geometry import Cell, diagonal_boxes, place_boxes
 from simulate.experiments.thm43.judge import claim_status, describe_cells
 from simulate.experiments.thm43.lln import lln_limits
+from simulate.experiments.thm43.sequential import points_to_add, summarize
 from simulate.experiments.thm43.trend import Driver, classify_trend, slope_per_doubling
 
 TINY = {
@@ -128,7 +129,7 @@ def test_place_boxes_inside_cube_and_separated() -> None:
 def test_single_gaussian_unit_matches_closed_form() -> None:
     """A point box (side 0) is N(mu, sigma^2 I): G(z) = mu + sigma z, so log Lambda = log sigma."""
     opts = thm43.make_options(num_points=6, num_points_p1=6, taus=(1.0,), side=0.0)
-    rec = thm43.compute_unit(Cell("single", 0.5, 1), 4, opts, seed=3)
+    rec = summarize(Cell("single", 0.5, 1), 4, opts, [thm43.compute_unit(Cell("single", 0.5, 1), 4, opts, seed=3)])
     assert rec["log_Lambda"]["mean"] == pytest.approx(math.log(0.5), abs=1e-5)
     assert rec["log_Lambda"]["sd"] < 1e-5
     assert rec["taus"]["1"]["lemma_d2_violations"] == 0 and rec["taus"]["1"]["theorem41_holds"]
@@ -182,6 +183,18 @@ def test_tiny_run_writes_result_and_figures(tmp_path) -> None:
     assert numbers["theorem41_checks"]["failures"] == 0
     assert len(numbers["lln_limit_m1"]) == 2
     assert res.figures == ["thm43_regime_map.png", "thm43_log_lambda.png", "thm43_sqnorm.png"]
+    level = data["params"]["level"]
+    for cell in numbers["cells"]:  # per n: point count and interval; no verdict against its interval at the largest n
+        for d in (cell["p2"], cell["taus"]["1"]["p1"], cell["taus"]["1"]["p_inst"]):
+            assert len(d["intervals"]) == len(cell["ns"]) == len(cell["points"])
+            dec = d["decision"]
+            assert dec["trials"] == (cell["points_p1"][-1] if d is cell["taus"]["1"]["p1"] else cell["points"][-1])
+            if d["class"] == "holds":
+                assert dec["upper"] < level
+            if d["class"] == "fails":
+                assert dec["lower"] > level
+            if d["class"] == "undetermined":
+                assert dec["undetermined_by"]
     for f in res.figures:
         assert (tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -190,12 +203,12 @@ def test_resume_does_not_recompute_and_cost_cap_stops_a_cell(tmp_path, monkeypat
     calls: list[tuple] = []
     real = thm43.compute_unit
 
-    def counting(cell, n, opts, seed=0):
+    def counting(cell, n, opts, seed=0, round=0, points=0):
         calls.append((cell.label, n))
-        return real(cell, n, opts, seed)
+        return real(cell, n, opts, seed, round, points)
 
     monkeypatch.setattr(thm43, "compute_unit", counting)
-    small = {**TINY, "sigmas": (1.0,), "ms": (2,), "random_placement": False, "lln_nodes": 0}
+    small = {**TINY, "sigmas": (1.0,), "ms": (2,), "random_placement": False, "lln_nodes": 0, "max_rounds": 0}
     first = thm43.run(tmp_path, progress=False, **small)
     assert len(calls) == 2 and first.numbers["units_computed_this_run"] == 2
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 1 + 2
@@ -207,3 +220,50 @@ def test_resume_does_not_recompute_and_cost_cap_stops_a_cell(tmp_path, monkeypat
     capped = thm43.run(tmp_path, progress=False, **{**small, "ns": (2, 8, 16, 4096), "max_unit_nfe": nfe8 * 2})
     assert len(calls) == 3 and capped.numbers["cost_capped_cells"] == {"diag m=2 g/s=4 s=1": 4096}
     assert "n = 2..16" in capped.verdict_for("thm43_p2").evidence
+
+
+# ------------------------------------------------------------------ sequential sampling
+def test_rounds_merge_to_the_counts_of_their_points() -> None:
+    """Two rounds merged = their points pooled: counts add, the mean is the pooled mean."""
+    opts = thm43.make_options(num_points=6, num_points_p1=12, taus=(1.0,))
+    cell = Cell("diagonal", 1.0, 2, 4.0)
+    r0 = thm43.compute_unit(cell, 8, opts, seed=0)
+    r1 = thm43.compute_unit(cell, 8, opts, seed=0, round=1, points=10)
+    assert len(r1["points"]["sq_norm"]) == 10 and r1["p1_points"]["count"] == 20
+    assert r1["points"]["sq_norm"] != r0["points"]["sq_norm"][:1] * 10  # a fresh draw
+    both = summarize(cell, 8, opts, [r0, r1])
+    one = [summarize(cell, 8, opts, [r]) for r in (r0, r1)]
+    assert both["points"] == 16 and both["p2"]["trials"] == 16 and both["taus"]["1"]["p1"]["trials"] == 32
+    assert both["taus"]["1"]["p_inst"]["successes"] == sum(o["taus"]["1"]["p_inst"]["successes"] for o in one)
+    pooled = np.concatenate([r0["points"]["log_Lambda"], r1["points"]["log_Lambda"]])
+    assert both["log_Lambda"]["mean"] == pytest.approx(pooled.mean()) and both["log_Lambda"]["sd"] == pytest.approx(pooled.std(ddof=1))
+    # p1 moments: the pooled mean of log p_g / n over the 12 + 20 p1 points
+    assert both["log_pg_over_n"]["mean"] == pytest.approx(
+        (one[0]["log_pg_over_n"]["mean"] * 12 + one[1]["log_pg_over_n"]["mean"] * 20) / 32)
+
+
+def test_points_go_only_where_the_interval_is_undecided_and_decidable() -> None:
+    opts = thm43.make_options(taus=(1.0,), level=0.1, max_points=64, max_cell_cost=0)
+
+    def rec(p_inst: int, p2: int, p1: int, points: int = 8, nfe: int = 100) -> dict:
+        prop = lambda k, t: {"successes": k, "trials": t}  # noqa: E731
+        return {"points": points, "nfe_round0": nfe, "p2": prop(p2, points),
+                "taus": {"1": {"p_inst": prop(p_inst, points), "p1": prop(p1, 512)}}}
+
+    assert points_to_add(rec(8, 8, 0), opts) == 36 - 8  # 8/8 unstable: 0/36 clears 0.1 (1 - 0.025**(1/36) < 0.1)
+    assert points_to_add(rec(8, 0, 0, points=36), opts) == 0  # every interval decided
+    assert points_to_add(rec(0, 8, 512), opts) == 0  # P_inst 0/8, p2 8/8, p1 512/512: every claim fails already
+    assert points_to_add(rec(0, 0, 512), opts) == 36 - 8  # ... but p2 = 0/8 is undecided: 0/36 would hold
+    assert points_to_add(rec(4, 8, 512), opts) == 0  # 1 - P_inst = 4/8: [0.16, 0.84] excludes 0.1, fails
+    assert points_to_add(rec(8, 8, 0, nfe=4000), thm43.make_options(taus=(1.0,), max_cell_cost=20000)) == 0  # too costly
+
+
+def test_sequential_rounds_add_points_at_the_largest_n(tmp_path) -> None:
+    small = {**TINY, "sigmas": (2.0,), "ms": (1,), "lln_nodes": 0, "num_points": 8, "max_points": 40}
+    res = thm43.run(tmp_path, progress=False, **small)
+    cells = res.numbers["cells"]
+    units = {(u["cell"], u["n"]): u for u in res.numbers["units"]}
+    assert units[("single s=2", 2)]["points"] == 8  # only the largest n gets rounds
+    last = units[("single s=2", 8)]
+    assert last["points"] == 8 + sum(res.numbers["sequential_points_added"].get("single s=2", []))
+    assert last["points"] > 8 and cells[0]["p2"]["decision"]["trials"] == last["points"]

@@ -10,6 +10,7 @@ import torch
 
 from simulate.experiments.thm43 import experiment as thm43
 from simulate.experiments.thm43.geometry import Cell, diagonal_boxes
+from simulate.experiments.thm43.sequential import summarize
 from simulate.experiments.thm43.trend import Driver, classify_trend
 from simulate.fields import BoxMixture
 from simulate.instability import log_Lambda_G, log_Lambda_G_at_inverse
@@ -17,7 +18,7 @@ from simulate.instability import log_Lambda_G, log_Lambda_G_at_inverse
 
 def _sweep(cell: Cell, ns: tuple[int, ...], points: int) -> list[dict]:
     opts = thm43.make_options(num_points=points, num_points_p1=64, taus=(1.0,))
-    return [thm43.compute_unit(cell, n, opts, seed=0) for n in ns]
+    return [summarize(cell, n, opts, [thm43.compute_unit(cell, n, opts, seed=0)]) for n in ns]
 
 
 def test_two_separated_modes_are_unstable_while_p2_goes_to_one() -> None:

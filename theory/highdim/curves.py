@@ -115,8 +115,16 @@ def p1_rate_map(
     }
 
 
-def plot_theory_curves(curves: dict[str, Any], rate_map: dict[str, Any] | None, out_dir: Path) -> list[Path]:
-    """Write the PNG figures of the curves (and the rate map) into ``out_dir``; return their paths."""
+def plot_theory_curves(curves: dict[str, Any], rate_map: dict[str, Any] | None, out_dir: Path,
+                       measured: dict[str, Any] | None = None) -> list[Path]:
+    """Write the PNG figures of the curves (and the rate map) into ``out_dir``; return their paths.
+
+    The ``P_inst`` lower bound ``1 - p1 - p2`` (docs/theory.md §8.5) needs the hypothesis ``p_r <= K p_g``;
+    it is drawn with ``K = density_ratio`` and labelled as conditional on it. ``measured`` (optional) puts
+    a measured ``P_inst`` on the same axes with its 95% interval, next to the same conditional bound at
+    the measured ``p_g``'s parameters: ``{"label", "params": {m, sigma, side}, "n", "estimate", "lower",
+    "upper", "bound_K1"}``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,16 +137,26 @@ def plot_theory_curves(curves: dict[str, Any], rate_map: dict[str, Any] | None, 
              f"rho_max={p['rho_max']}, K={p['density_ratio']}")
     paths = []
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     ax = axes[0]
     ax.semilogx(n, curves["p1_bound"], label="p1 bound")
     ax.semilogx(n, curves["p2_bound"], label="p2 bound")
-    ax.semilogx(n, curves["p_inst_lower_bound"], label="P_inst lower bound", lw=2)
+    ax.semilogx(n, curves["p_inst_lower_bound"], ls="--", lw=2,
+                label=f"P_inst lower bound 1 - p1 - p2, IF p_r <= K p_g with K = {p['density_ratio']:g} (hypothesis)")
+    if measured is not None:
+        mp = measured["params"]
+        mn = np.asarray(measured["n"], dtype=float)
+        est = np.asarray(measured["estimate"], dtype=float)
+        err = np.vstack([est - np.asarray(measured["lower"]), np.asarray(measured["upper"]) - est])
+        ax.semilogx(mn, measured["bound_K1"], ls=":", lw=2, color="tab:purple",
+                    label=f"same bound IF K = 1, at m={mp['m']}, sigma={mp['sigma']:g}, l={mp['side']:g}")
+        ax.errorbar(mn, est, yerr=err, fmt="o", color="k", capsize=3,
+                    label=f"measured P_inst there ({measured['label']}), 95% Clopper-Pearson")
     ax.set_xlabel("dimension n")
     ax.set_ylabel("probability")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend()
-    ax.set_title("Theorem 4.3 bounds")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=7)
+    ax.set_title("Theorem 4.3 bounds (the P_inst curves assume p_r <= K p_g)", fontsize=9)
     ax = axes[1]
     log10 = np.log10(np.e)
     for key, label in (("log_p1_bound", "p1 bound"), ("log_p2_bound", "p2 bound")):
@@ -146,8 +164,8 @@ def plot_theory_curves(curves: dict[str, Any], rate_map: dict[str, Any] | None, 
         ax.loglog(n, np.where(vals > 0, vals, np.nan), label=label)
     ax.set_xlabel("dimension n")
     ax.set_ylabel("-log10(bound)")
-    ax.set_title("Decay of the bounds, in log space (far below double precision)")
-    ax.legend()
+    ax.set_title("Decay of the bounds, in log space (far below double precision)", fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=7)
     fig.suptitle(title, fontsize=9)
     paths.append(save_png(fig, out_dir / "theory_bounds_vs_n.png"))
 
@@ -181,12 +199,13 @@ def plot_theory_curves(curves: dict[str, Any], rate_map: dict[str, Any] | None, 
     return paths
 
 
-def write_theory_curves(out_dir: str | Path, **params: Any) -> dict[str, Any]:
-    """Compute the curves and the rate map, write ``theory_curves.json`` and the PNGs to ``out_dir``."""
+def write_theory_curves(out_dir: str | Path, measured: dict[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+    """Compute the curves and the rate map, write ``theory_curves.json`` and the PNGs to ``out_dir``
+    (``measured``: see :func:`plot_theory_curves`; kept in the JSON as ``measured_p_inst``)."""
     out = Path(out_dir)
     curves = theory_curves(**params)
     rate_map = p1_rate_map(tau=curves["params"]["tau"], eps=curves["params"]["eps"])
-    figures = plot_theory_curves(curves, rate_map, out)
-    data = {"curves": curves, "p1_rate_map": rate_map, "figures": [f.name for f in figures]}
+    figures = plot_theory_curves(curves, rate_map, out, measured)
+    data = {"curves": curves, "p1_rate_map": rate_map, "figures": [f.name for f in figures], "measured_p_inst": measured}
     write_text(out / "theory_curves.json", json.dumps(data, indent=1))
     return {"json": out / "theory_curves.json", "figures": figures, "data": data}

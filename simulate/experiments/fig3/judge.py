@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from theory.thm41 import clopper_pearson
+
 from simulate.experiments.common import Judged, Verdict
 from simulate.experiments.fig3.options import Fig3Options
 
@@ -52,10 +54,13 @@ def judge(opts: Fig3Options, lam_x: np.ndarray, expansion: dict[str, Any], lambd
           line: dict[str, Any]) -> Judged:
     """The Fig. 3 verdict (:func:`classify_expansion`) with its key number and evidence."""
     status, reason = classify_expansion(lam_x, expansion["x_extent_ratio"], min_region_points=int(opts.min_region_points))
+    lam = np.asarray(lam_x, dtype=float).ravel()
+    share = clopper_pearson(int(np.sum(lam > 1.0)), max(lam.size, 1))  # the grid's points as a sample of the square
     c, a, lim = opts.green_center, float(opts.green_half), float(opts.grid_lim)
     key = (f"max lambda_x = {lambda_numbers['max_lambda_x']:.3g} on the grid (JVP at the green centre "
            f"{lambda_numbers['lambda_x_jvp_at_green_center']:.3g}); lambda_x > 1 on "
-           f"{lambda_numbers['fraction_lambda_x_gt_1']:.1%} of the grid; x-extent ratio red/green "
+           f"{lambda_numbers['fraction_lambda_x_gt_1']:.1%} of the grid (95% Clopper-Pearson [{share.lower:.1%}, "
+           f"{share.upper:.1%}] of the square, {lam.size} grid points); x-extent ratio red/green "
            f"{expansion['x_extent_ratio']:.3g}")
     evidence = (
         f"{reason}. 2-D mixture means {np.asarray(opts.means).tolist()}, std {opts.stds}, weights "

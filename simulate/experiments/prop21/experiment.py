@@ -70,7 +70,7 @@ from simulate.experiments.prop21.judge import groups_of, judge
 from simulate.experiments.runner import sweep
 
 __all__ = ["NAME", "DESCRIPTION", "CLAIM_IDS", "Prop21Options", "FAST", "FULL", "make_options", "run", "LinearizedMap",
-           "ad_jacobian", "compute_unit"]
+           "ad_jacobian", "compute_unit", "summarize_check"]
 
 NAME = "prop21"
 DESCRIPTION = "Proposition 2.1: mu(s u) -> lambda(u) and max mu >= ||J||_2 - eps on the generation map (Fig. 3(c))"
@@ -178,7 +178,9 @@ def _scales(min_scale: float) -> list[float]:
     return [10.0 ** (-1.0 - 0.5 * i) for i in range(k)]
 
 
-def _summary(check: Any, J: Tensor, rows: slice) -> dict[str, Any]:
+def summarize_check(check: Any, J: Tensor, rows: slice) -> dict[str, Any]:
+    """The judge's per-group summary of a :func:`theory.prop21.check_proposition_21` result (rows ``rows``;
+    ``J`` the Jacobians at those points, for the SVD cross-check of ``||J||_2``)."""
     conv = check.converged[rows].numpy()
     holds = check.holds[rows].numpy()
     order = check.order[rows].numpy()
@@ -249,7 +251,7 @@ def compute_unit(name: str, opts: Prop21Options, seed: int) -> dict[str, Any]:
     ad_vs_fd = float((torch.linalg.matrix_norm(lin.J0 - J_fd) / torch.linalg.matrix_norm(lin.J0)).max())
     summaries = {}
     for gname, rows in groups.items():
-        summ = _summary(check, lin.J0, rows)
+        summ = summarize_check(check, lin.J0, rows)
         summ.update({"unit": gname, "n": int(z.shape[1]), "jacobian_ad_vs_fd_max_rel": ad_vs_fd})
         summaries[gname] = summ
     if name == "gmm2d":  # the figure's curves: lambda along x and y, ||J||_2, mu along x at finite s

@@ -153,6 +153,24 @@ def _second_derivative(field: Any, X: Tensor, T: Tensor, V: Tensor, J: Tensor, d
     return dvdt + torch.einsum("rij,rj->ri", J, V)
 
 
+def check_row(noise: float, recon: float, L: float, L_path: float, M: float, N: int, kappa: float) -> dict[str, Any]:
+    """One point's record: Theorem 3.1's bounds checked (:func:`theory.thm31.check_theorem31`, docs/theory.md §5.1)
+    with ``L`` (path and tube) and with ``L_path`` alone, the tightness ``log(measured / bound)`` and the bounds."""
+    c = check_theorem31(noise, recon, L, M, N, kappa=kappa)
+    cp = check_theorem31(noise, recon, L_path, M, N, kappa=kappa)
+    return {
+        "noise_error": noise, "recon_error": recon, "kappa": kappa,
+        "holds": {"noise": c.noise_bound_holds, "reconstruction": c.reconstruction_bound_holds,
+                  "gronwall": c.gronwall_bound_holds, "amplification": c.amplification_holds,
+                  "kappa": c.kappa_bound_holds, "noise_Lpath": cp.noise_bound_holds,
+                  "reconstruction_Lpath": cp.reconstruction_bound_holds, "gronwall_Lpath": cp.gronwall_bound_holds},
+        "tightness": {"noise": c.tightness_noise, "reconstruction": c.tightness_reconstruction,
+                      "gronwall": c.tightness_gronwall,
+                      "noise_discrete": math.log(noise) - c.bounds.log_noise_error_discrete if noise > 0 else None},
+        "log_bounds": c.bounds.as_dict(),
+    }
+
+
 def compute_unit(kind: str, opts: Thm31Options, seed: int) -> dict[str, Any]:
     """Everything for one field (one resumable unit): the path quantities ``L``, ``M`` of Theorem 3.1
     (docs/theory.md §5.1), then per ``N`` the Euler inversion, reconstruction and ``kappa``, checked per point."""
@@ -223,22 +241,8 @@ def compute_unit(kind: str, opts: Thm31Options, seed: int) -> dict[str, Any]:
     out_N: dict[str, Any] = {}
     for N in Ns:
         d = per_N[N]
-        rows = []
-        for b in range(B):
-            noise, recon, kap = float(d["noise_error"][b]), float(d["recon_error"][b]), float(d["kappa"][b])
-            c = check_theorem31(noise, recon, float(L[b]), float(M[b]), N, kappa=kap)
-            cp = check_theorem31(noise, recon, float(L_path[b]), float(M[b]), N, kappa=kap)
-            rows.append({
-                "noise_error": noise, "recon_error": recon, "kappa": kap,
-                "holds": {"noise": c.noise_bound_holds, "reconstruction": c.reconstruction_bound_holds,
-                          "gronwall": c.gronwall_bound_holds, "amplification": c.amplification_holds,
-                          "kappa": c.kappa_bound_holds, "noise_Lpath": cp.noise_bound_holds,
-                          "reconstruction_Lpath": cp.reconstruction_bound_holds, "gronwall_Lpath": cp.gronwall_bound_holds},
-                "tightness": {"noise": c.tightness_noise, "reconstruction": c.tightness_reconstruction,
-                              "gronwall": c.tightness_gronwall,
-                              "noise_discrete": math.log(noise) - c.bounds.log_noise_error_discrete if noise > 0 else None},
-                "log_bounds": c.bounds.as_dict(),
-            })
+        rows = [check_row(float(d["noise_error"][b]), float(d["recon_error"][b]), float(L[b]), float(L_path[b]), float(M[b]), N,
+                          float(d["kappa"][b])) for b in range(B)]
         out_N[str(N)] = {"rows": rows}
     return {
         "field": kind,

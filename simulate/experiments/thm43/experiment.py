@@ -36,7 +36,6 @@ signature covers only what changes a unit's result, so extending the grid reuses
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -49,14 +48,13 @@ import torch
 from theory._validate import require_int
 from simulate.fields import BoxMixture
 from simulate.instability import log_Lambda_G_at_inverse
-from theory.highdim.chi2 import log_chi2_sf
-from theory.thm41 import clopper_pearson, lemma_d2_log_threshold, theorem41_from_samples
-from theory.highdim.thm43 import instability_bounds
+from theory.thm41 import lemma_d2_log_threshold
 
 from simulate.experiments.common import ExperimentResult, RecordStore, replace_options, write_result
 from simulate.experiments.runner import Unit, sweep
 from simulate.experiments.thm43.geometry import Cell, boxes_for
 from simulate.experiments.thm43.lln import lln_limits
+from simulate.experiments.thm43.sequential import points_to_add, summarize
 
 __all__ = ["NAME", "DESCRIPTION", "CLAIM_IDS", "Thm43Options", "FAST", "FULL", "make_options", "compute_unit", "run"]
 
@@ -66,7 +64,7 @@ DESCRIPTION = (
     "regime map over g/sigma (gap between modes in kernel widths), sigma and m"
 )
 CLAIM_IDS = ["thm43_p1", "thm43_p2", "thm43_pinst"]
-_VERSION = 2
+_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,10 @@ class Thm43Options:
     ``m >= 2``), ``side`` (box side ``l``). Measurement: ``taus``, ``eps`` (``c = (1 + eps) n``),
     ``num_points`` (inverted points per unit), ``num_points_p1`` (points for p1, no solve),
     ``rtol`` / ``atol`` (dopri5), ``max_placement_tries``, ``lln_nodes`` (quadrature of the m = 1
-    limit; 0 skips it), ``level`` (the classifier's 0.05), ``max_unit_nfe`` (cost cap per unit,
+    limit; 0 skips it), ``level`` (a claim "q -> 0" holds at a cell when q's 95% interval at its largest
+    n lies below it, :mod:`simulate.decide`), sequential sampling at the largest n (:mod:`.sequential`):
+    ``max_points`` inverted points in all, ``max_cell_cost`` (dopri5 evaluations x points),
+    ``max_rounds``; ``max_unit_nfe`` (cost cap per unit,
     0 = none), ``threads`` (torch CPU threads during the run; 0 keeps torch's), ``device``.
     """
 
@@ -96,7 +97,10 @@ class Thm43Options:
     atol: float = 1e-8
     max_placement_tries: int = 200
     lln_nodes: int = 800
-    level: float = 0.05
+    level: float = 0.2
+    max_points: int = 64
+    max_cell_cost: int = 50000
+    max_rounds: int = 4
     max_unit_nfe: int = 3600
     threads: int = 1
     device: str = "cpu"
@@ -123,8 +127,11 @@ class Thm43Options:
             raise ValueError(f"eps must be > 0, got {self.eps}")
         if not 0 < float(self.level) < 0.5:
             raise ValueError(f"level must lie in (0, 0.5), got {self.level}")
+        if int(self.max_points) < int(self.num_points):
+            raise ValueError(f"need max_points >= num_points, got {self.max_points} < {self.num_points}")
         for name, low in (("num_points", 2), ("num_points_p1", 1), ("max_placement_tries", 1), ("lln_nodes", 0),
-                          ("max_unit_nfe", 0), ("threads", 0)):
+                          ("max_unit_nfe", 0), ("threads", 0), ("max_points", 2), ("max_cell_cost", 0),
+                          ("max_rounds", 0)):
             put(name, require_int(name, getattr(self, name), low))
         for name in ("side", "eps", "rtol", "atol", "level"):
             put(name, float(getattr(self, name)))
@@ -159,6 +166,9 @@ FULL = Thm43Options(
     gap_ratios=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
     num_points=64,
     num_points_p1=4096,
+    level=0.05,
+    max_points=512,
+    max_cell_cost=0,
     lln_nodes=4000,
     max_unit_nfe=0,
 )
@@ -173,80 +183,53 @@ def _unit_key(cell: Cell, n: int) -> str:
     return f"{cell.label}|n={n}"
 
 
-def _prop(successes: int, trials: int) -> dict[str, Any]:
-    est = clopper_pearson(int(successes), int(trials), 0.95)
-    return {"estimate": est.estimate, "lower": est.lower, "upper": est.upper, "successes": est.successes, "trials": est.trials}
+def compute_unit(cell: Cell, n: int, opts: Thm43Options, seed: int = 0, round: int = 0, points: int = 0) -> dict[str, Any]:
+    """One round of points of the unit ``(cell, n)``: per inverted point ``(1/n) log Lambda``, ``||F(x)||^2``
+    and ``log p_g``; the p1 points' counts and moments (no solve). :func:`.sequential.summarize` merges rounds.
 
-
-def _mean_interval(values: np.ndarray) -> dict[str, float]:
-    k = values.size
-    mean = float(values.mean())
-    sd = float(values.std(ddof=1)) if k > 1 else 0.0
-    se = sd / math.sqrt(k) if k > 1 else math.inf
-    return {"mean": mean, "sd": sd, "se": se, "lower": mean - 1.96 * se, "upper": mean + 1.96 * se, "count": int(k)}
-
-
-def compute_unit(cell: Cell, n: int, opts: Thm43Options, seed: int = 0) -> dict[str, Any]:
-    """Measure ``P_inst``, ``p1``, ``p2``, ``||F||^2/n``, ``(1/n) log Lambda``, the density ratio and the bounds.
-
-    Points ``x ~ U[0, 1]^n`` depend on ``(seed, n)`` only (common random numbers across cells; the
-    first ``num_points`` are inverted); random boxes on ``(seed, m, n)``. ``log Lambda`` comes from
-    the inversion pass (Lemma D.1 at ``x``), never from regenerating ``G(F(x))``.
+    Round 0 has ``num_points`` inverted points (``num_points_p1`` for p1) drawn from ``(seed, n)`` only
+    (common random numbers across cells); a later round ``r`` (sequential sampling, :mod:`.sequential`)
+    has ``points`` inverted points (and ``num_points_p1 / num_points`` times as many for p1) drawn from
+    ``(seed, n, r)``. Random boxes depend on ``(seed, m, n)``. ``log Lambda`` comes from the inversion
+    pass (Lemma D.1 at ``x``), never from regenerating ``G(F(x))``.
     """
     t0 = time.perf_counter()
     c = (1.0 + opts.eps) * n
     boxes = boxes_for(cell, n, opts.side, np.random.default_rng([seed, 1, cell.m, n]), opts.max_placement_tries)
     device = torch.device(opts.device)
     field = BoxMixture(boxes.lower, boxes.upper, np.full(cell.m, 1.0 / cell.m), cell.sigma, dtype=torch.float64, device=device)
-    k_inv, k_p1 = opts.num_points, opts.num_points_p1
-    x_all = torch.from_numpy(np.random.default_rng([seed, 2, n]).random((max(k_inv, k_p1), n))).to(device)
+    if round == 0:
+        k_inv, k_p1, rng = opts.num_points, opts.num_points_p1, np.random.default_rng([seed, 2, n])
+    else:
+        k_inv = int(points)
+        k_p1, rng = max(1, k_inv * opts.num_points_p1 // opts.num_points), np.random.default_rng([seed, 2, n, int(round)])
+    x_all = torch.from_numpy(rng.random((max(k_inv, k_p1), n))).to(device)
     with torch.no_grad():
         log_pg_all = field.log_prob(x_all, 1.0).cpu().numpy()
         inv = log_Lambda_G_at_inverse(field, x_all[:k_inv], method="density_ratio", solver="dopri5",
                                       rtol=opts.rtol, atol=opts.atol)
-    sq = inv.sq_norm.cpu().numpy()
-    log_lambda = inv.log_Lambda.cpu().numpy()
-    log_pg = log_pg_all[:k_inv]
-    far = sq >= c
-    per_tau: dict[str, Any] = {}
-    for tau in opts.taus:
-        thr = float(lemma_d2_log_threshold(n, tau, c))  # the p1 level (Lemma D.2)
-        t41 = theorem41_from_samples(log_lambda, log_pg, sq, n, tau, c)
-        bounds = instability_bounds(n, cell.m, cell.sigma, opts.side, tau, c, rho_max=1.0, density_ratio=1.0)
-        p1 = _prop(int((log_pg_all[:k_p1] >= thr).sum()), k_p1)
-        per_tau[f"{tau:g}"] = {
-            "p_inst": _prop(t41.p_inst.successes, t41.p_inst.trials),
-            "p1": p1,
-            "theorem41_holds": t41.holds,
-            "lemma_d2_violations": t41.lemma_d2_violations,
-            "log_p1_threshold_per_dim": thr / n,
-            "p1_bound": bounds["p1_bound"],
-            "p2_bound_K1": bounds["p2_bound"],
-            "p_inst_lower_bound_K1": bounds["p_inst_lower_bound"],
-            "p1_bound_violated": bool(p1["lower"] > bounds["p1_bound"]),
-        }
-    p2 = _prop(int(far.sum()), k_inv)
-    log_tail = float(log_chi2_sf(n, c))
-    quantiles = np.quantile(log_lambda, [0.0, 0.1, 0.5, 0.9, 1.0])
+    log_pg_p1 = log_pg_all[:k_p1]
+    thresholds = {f"{tau:g}": float(lemma_d2_log_threshold(n, tau, c)) for tau in opts.taus}  # the p1 level (Lemma D.2)
     return {
         "cell": cell.label,
         "n": n,
+        "round": int(round),
         "c": c,
         "separation": boxes.separation,
         "separated": boxes.separated,
         "mean_coordinate_gap": boxes.mean_coordinate_gap,
-        "sqnorm_over_n": _mean_interval(sq / n),
-        "log_Lambda": {**_mean_interval(log_lambda), "quantiles_0_10_50_90_100": quantiles.tolist()},
-        "log_pg_over_n": _mean_interval(log_pg_all[:k_p1] / n),
-        "log_ratio_sup_over_n": float((-log_pg_all[:k_p1]).max() / n),
-        "log_ratio_sup_far_over_n": float((-log_pg[far]).max() / n) if far.any() else None,
-        "p2": p2,
-        "log_chi2_sf": log_tail,
-        "log_K_needed": math.log(p2["lower"]) - log_tail if p2["lower"] > 0 else None,
-        "taus": per_tau,
+        "points": {"log_Lambda": inv.log_Lambda.cpu().numpy().tolist(), "sq_norm": inv.sq_norm.cpu().numpy().tolist(),
+                   "log_pg": log_pg_all[:k_inv].tolist()},
+        "p1_points": {"count": int(k_p1), "sum": float((log_pg_p1 / n).sum()), "sumsq": float(((log_pg_p1 / n) ** 2).sum()),
+                      "max_neg_log_pg_over_n": float((-log_pg_p1).max() / n),
+                      "successes": {tl: int((log_pg_p1 >= thr).sum()) for tl, thr in thresholds.items()}},
         "nfe": int(inv.inversion.nfe),
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _round_key(cell: Cell, n: int, rnd: int, points: int) -> str:
+    return f"{cell.label}|n={n}|round={rnd}|points={points}"
 
 
 def _lln_key(sigma: float) -> str:
@@ -300,7 +283,26 @@ def run(out_dir: Path, *, full: bool = False, seed: int = 0, progress: bool = Tr
     stopped: dict[Cell, int] = {}
     sweep(store, limits, desc="thm43 m=1 limits", progress=False, threads=opts.threads)
     stats = sweep(store, units, desc="thm43", progress=progress, threads=opts.threads, skip=_cost_cap(opts, store, stopped))
-    records = {cell: [store.get(_unit_key(cell, n)) for n in opts.ns if store.done(_unit_key(cell, n))] for cell in cells}
+    raw = {cell: {n: [store.get(_unit_key(cell, n))] for n in opts.ns if store.done(_unit_key(cell, n))} for cell in cells}
+    added: dict[str, list[int]] = {}
+    for rnd in range(1, opts.max_rounds + 1):  # sequential sampling at each cell's largest n
+        more: list[Unit] = []
+        for cell in cells:
+            if raw[cell]:
+                n_last = max(raw[cell])
+                k = points_to_add(summarize(cell, n_last, opts, raw[cell][n_last]), opts)
+                if k:
+                    more.append((_round_key(cell, n_last, rnd, k), partial(compute_unit, cell, n_last, opts, seed, rnd, k)))
+        if not more:
+            break
+        stats = dataclasses.replace(stats, computed=stats.computed + sweep(
+            store, more, desc=f"thm43 round {rnd}", progress=progress, threads=opts.threads).computed)
+        for key, _ in more:
+            rec = store.get(key)
+            cell = next(c for c in cells if c.label == rec["cell"])
+            raw[cell][rec["n"]].append(rec)
+            added.setdefault(cell.label, []).append(len(rec["points"]["sq_norm"]))
+    records = {cell: [summarize(cell, n, opts, raw[cell][n]) for n in sorted(raw[cell])] for cell in cells}
     lln = {s: store.get(_lln_key(s)) for s in opts.sigmas if store.done(_lln_key(s))}
     judged = judge(opts, cells, records, lln)
     figures = draw_figures(out_dir, opts, cells, records, judged)
@@ -310,6 +312,8 @@ def run(out_dir: Path, *, full: bool = False, seed: int = 0, progress: bool = Tr
         "lln_limit_m1": list(lln.values()),
         "units_computed_this_run": stats.computed,
         "cost_capped_cells": {cell.label: n for cell, n in stopped.items()},
+        "sequential_points_added": added,
+        "points_inverted": sum(r["points"] for cell in cells for r in records[cell]),
     }
     result = ExperimentResult(
         name=NAME,

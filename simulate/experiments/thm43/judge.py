@@ -17,6 +17,7 @@ from typing import Any
 
 from theory.thm41 import lemma_d2_log_threshold
 
+from simulate.decide import decide_proportion, decide_slope
 from simulate.experiments import common
 from simulate.experiments.common import Verdict
 from simulate.experiments.thm43.geometry import Cell
@@ -87,6 +88,18 @@ def _classify(props: list[dict], target: str, level: float, driver: Driver) -> s
                           _seq(props, lambda p: p["upper"]), target=target, level=level, driver=driver)
 
 
+def _decision(prop: dict, target: str, level: float, trend: str) -> dict:
+    """The interval decision at the largest n (:func:`simulate.decide.decide_proportion`) with points to settle,
+    and why the trend ``trend`` is undetermined: the interval (more points would settle it) or the trend
+    toward the target (the interval excludes the level but the proportion or its driving mean still moves)."""
+    d = decide_proportion(prop["successes"], prop["trials"], level, target=target).as_dict()
+    d["of"] = "the proportion" if target == "zero" else "1 - the proportion"  # what estimate / lower / upper are of
+    if trend == "undetermined":
+        d["undetermined_by"] = ("interval" if d["status"] == "undetermined" else
+                                "trend toward the target (falling proportion or driver slope whose interval excludes 0)")
+    return d
+
+
 def _cell_row(cell: Cell, recs: list[dict], opts: Any, lln: dict[float, dict]) -> tuple[dict, dict[str, dict[str, str]]]:
     ns = [r["n"] for r in recs]
     eps, level = opts.eps, opts.level
@@ -101,14 +114,19 @@ def _cell_row(cell: Cell, recs: list[dict], opts: Any, lln: dict[float, dict]) -
     use_far = len(recs) >= 2 and ratio[-1] is not None and ratio[-2] is not None
     k_step = ns[-1] * ratio[-1] - ns[-2] * ratio[-2] if use_far else None
     slope, slope_se = slope_per_doubling(ns, ll_m, ll_se)
+    slope_decision = decide_slope(ns[-2], ns[-1], ll_m[-2], ll_m[-1], ll_se[-2], ll_se[-1]).as_dict() if len(ns) > 1 else None
     gap = last["mean_coordinate_gap"]
     row: dict[str, Any] = {
         "label": cell.label, "geometry": cell.geometry, "sigma": cell.sigma, "m": cell.m, "gap_ratio": cell.gap_ratio,
         "mean_gap_over_sigma": None if gap is None else gap / cell.sigma, "ns": ns, "n_max": ns[-1],
+        "points": _seq(recs, lambda r: r["points"]), "points_p1": _seq(recs, lambda r: r["points_p1"]),
         "all_separated": all(r["separated"] for r in recs),
-        "p2": {"class": classes["thm43_p2"]["-"], "sequence": _seq(recs, lambda r: r["p2"]["estimate"]), "last": last["p2"]},
+        "p2": {"class": classes["thm43_p2"]["-"], "sequence": _seq(recs, lambda r: r["p2"]["estimate"]), "last": last["p2"],
+               "intervals": _seq(recs, lambda r: [r["p2"]["lower"], r["p2"]["upper"]]),
+               "decision": _decision(last["p2"], "zero", level, classes["thm43_p2"]["-"])},
         "sqnorm_over_n": {"sequence": sq_m, "last": last["sqnorm_over_n"]},
-        "log_Lambda": {"sequence": ll_m, "last": last["log_Lambda"], "slope_per_doubling": slope, "slope_se": slope_se},
+        "log_Lambda": {"sequence": ll_m, "last": last["log_Lambda"], "slope_per_doubling": slope, "slope_se": slope_se,
+                       "slope_last_step": slope_decision},
         "density_ratio": {
             "over": "samples with ||F(x)||^2 >= c (where the p2 bound needs p_r <= K p_g)",
             "log_sup_over_n": ratio,
@@ -127,9 +145,13 @@ def _cell_row(cell: Cell, recs: list[dict], opts: Any, lln: dict[float, dict]) -
         classes["thm43_p1"][tl], classes["thm43_pinst"][tl] = c1, ci
         t_last = last["taus"][tl]
         row["taus"][tl] = {
-            "p1": {"class": c1, "sequence": _seq(recs, lambda r: r["taus"][tl]["p1"]["estimate"]), "last": t_last["p1"]},
+            "p1": {"class": c1, "sequence": _seq(recs, lambda r: r["taus"][tl]["p1"]["estimate"]), "last": t_last["p1"],
+                   "intervals": _seq(recs, lambda r: [r["taus"][tl]["p1"]["lower"], r["taus"][tl]["p1"]["upper"]]),
+                   "decision": _decision(t_last["p1"], "zero", level, c1)},
             "p_inst": {"class": ci, "sequence": _seq(recs, lambda r: r["taus"][tl]["p_inst"]["estimate"]),
-                       "last": t_last["p_inst"]},
+                       "last": t_last["p_inst"],
+                       "intervals": _seq(recs, lambda r: [r["taus"][tl]["p_inst"]["lower"], r["taus"][tl]["p_inst"]["upper"]]),
+                       "decision": _decision(t_last["p_inst"], "one", level, ci)},
             "theorem41_lower_bound_last": 1.0 - t_last["p1"]["estimate"] - last["p2"]["estimate"],
             "bounds_last": {k: t_last[k] for k in ("p1_bound", "p2_bound_K1", "p_inst_lower_bound_K1")},
         }
@@ -170,7 +192,10 @@ def judge(opts: Any, cells: list[Cell], records: dict[Cell, list[dict]], lln: di
         + f"; box side l = {opts.side:g}; p_r = U[0,1]^n; n = {opts.ns[0]}..{n_max}"
         + (f" ({len(capped)} cells stop earlier by the solver-cost cap, largest n there "
            f"{_span([rows[c]['n_max'] for c in capped])})" if capped else "")
-        + f"; {opts.num_points} inverted points per unit ({opts.num_points_p1} for p1); c = (1+{opts.eps:g})n; tau = {tl}"
+        + f"; {opts.num_points} inverted points per unit ({opts.num_points_p1} for p1), more at a cell's largest n where "
+        f"its interval was undecided (sequential sampling, up to {opts.max_points} points and {opts.max_cell_cost} "
+        f"evaluation-points per cell); a trend holds / fails only when the 95% Clopper-Pearson interval at the largest n "
+        f"lies below / above the level {opts.level:g} (simulate.decide); c = (1+{opts.eps:g})n; tau = {tl}"
     )
 
     def at(cid: str, cell: Cell) -> float:

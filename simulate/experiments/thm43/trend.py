@@ -1,16 +1,19 @@
 r"""Three-outcome trend classifier for the claims of Theorem 4.3 (``p1 -> 0``, ``p2 -> 0``, ``P_inst -> 1``).
 
 A claim is about ``n -> inf``; a run sees a finite grid ``n_1 < ... < n_K``. Per cell the sequence of
-proportions (with 95% Clopper-Pearson intervals) is classified as
+proportions (with 95% Clopper-Pearson intervals) is classified by the one decision rule of
+:mod:`simulate.decide` applied at ``n_K`` (docs/theory.md §11.9):
 
-* ``"holds"``: at ``n_K`` the quantity that should vanish (``q = p`` for ``-> 0``, ``q = 1 - p`` for
-  ``-> 1``) is below ``level`` and no later estimate exceeds an earlier interval's upper end;
+* ``"holds"``: at ``n_K`` the whole interval of the quantity that should vanish (``q = p`` for ``-> 0``,
+  ``q = 1 - p`` for ``-> 1``) lies below ``level`` (not its estimate), and no later estimate exceeds an
+  earlier interval's upper end;
 * ``"fails"``: at ``n_K`` the whole interval of ``q`` is above ``level`` *and* nothing moves toward the
   target: ``q`` does not fall over the second half of the grid (neither significantly, nor as a
   monotone run of estimates), and the optional *driver* (the mean whose threshold decides the
   proportion, e.g. the mean of ``(1/n) log Lambda`` against ``log tau`` for ``P_inst``) is on the
-  wrong side of its threshold at ``n_K`` and not approaching it (by more than one standard error over
-  the last step of ``n``, or two over the second half of the grid);
+  wrong side of its threshold at ``n_K`` and not approaching it (a slope toward it whose 95% interval
+  excludes 0, :func:`simulate.decide.decide_slope`, over the last step of ``n`` or the second half of
+  the grid);
 * ``"undetermined"`` otherwise. In particular a rising trend that has not crossed by ``n_K`` is
   never ``"fails"``.
 """
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from simulate.decide import decide_slope
 
 __all__ = ["TRENDS", "Driver", "classify_trend", "slope_per_doubling"]
 
@@ -54,19 +59,17 @@ class Driver:
         d = np.asarray(self.means, dtype=float) - self.threshold
         return d if self.want == "below" else -d
 
-    def approaching(self, z_last: float = 1.0, z_half: float = 2.0) -> bool:
-        """The mean moves toward the threshold: by more than ``z_last`` standard errors over the last
-        step of ``n``, or by more than ``z_half`` over the second half of the grid (middle point to end).
-
-        The last-step test is deliberately loose: a refutation ("fails") needs no sign of movement.
-        """
+    def approaching(self) -> bool:
+        """The mean moves toward the threshold: its slope per doubling of ``n`` (over the last step, or
+        from the middle of the grid to its end) has a 95% interval excluding 0 on the threshold's side
+        (:func:`simulate.decide.decide_slope`)."""
         if len(self.means) < 2:
             return False
-        gap = self.wrong_side_gap()
-        se = np.asarray(self.std_errors, dtype=float)
-        mid = (gap.size - 1) // 2
-        last = gap[-2] - gap[-1] > z_last * math.hypot(se[-2], se[-1])
-        return bool(last or gap[mid] - gap[-1] > z_half * math.hypot(se[mid], se[-1]))
+        toward = "falling" if self.want == "below" else "rising"
+        mid = (len(self.means) - 1) // 2
+        pairs = {(len(self.means) - 2, len(self.means) - 1), (mid, len(self.means) - 1)}
+        return any(decide_slope(self.ns[i], self.ns[j], self.means[i], self.means[j], self.std_errors[i],
+                                self.std_errors[j]).direction == toward for i, j in pairs if i < j)
 
     def settled_wrong_side(self, z: float = 2.0) -> bool:
         """At the largest ``n`` the mean is more than ``z`` standard errors on the wrong side."""
@@ -74,15 +77,13 @@ class Driver:
 
 
 def slope_per_doubling(ns: Sequence[int], means: Sequence[float], std_errors: Sequence[float]) -> tuple[float, float]:
-    """Change of a mean per doubling of ``n`` over the last step of the grid, and its standard error.
-
-    ``(mean_K - mean_{K-1}) / log2(n_K / n_{K-1})``; ``(nan, nan)`` with fewer than two points.
-    """
+    """Change of a mean per doubling of ``n`` over the last step of the grid, and its standard error
+    (:func:`simulate.decide.decide_slope`, whose interval is ``slope +- 1.96 se``); ``(nan, nan)`` with
+    fewer than two points."""
     if len(ns) < 2:
         return math.nan, math.nan
-    doublings = math.log2(ns[-1] / ns[-2])
-    slope = (means[-1] - means[-2]) / doublings
-    return float(slope), float(math.hypot(std_errors[-1], std_errors[-2]) / doublings)
+    d = decide_slope(ns[-2], ns[-1], means[-2], means[-1], std_errors[-2], std_errors[-1])
+    return d.slope, (d.upper - d.slope) / 1.96
 
 
 def classify_trend(
@@ -112,7 +113,7 @@ def classify_trend(
     if est.size < 2:
         return "undetermined"
     monotone = all(est[j] <= hi[i] + 1e-12 for i in range(est.size) for j in range(i + 1, est.size))
-    if est[-1] < level and monotone:
+    if hi[-1] < level and monotone:
         return "holds"
     mid = (est.size - 1) // 2
     significant_fall = hi[-1] < lo[mid]
