@@ -302,9 +302,13 @@ def check_args(args: argparse.Namespace) -> None:
             check_in_dir(getattr(args, flag), f"--{flag}")
     if isinstance(getattr(args, "model", None), Path):
         from largemodel.models.folder import inspect_folder  # a model folder is checked whole before any work
+        from largemodel.models.load import check_model_folder  # ... and every tensor its configs define
 
         try:
-            inspect_folder(args.model)
+            if getattr(args, "plan", None) is not None:
+                inspect_folder(args.model)  # a plan may be for a device larger than this machine
+            else:
+                check_model_folder(args.model, device=getattr(args, "device", None), dtype=getattr(args, "dtype", "auto"))
         except ValueError as exc:
             raise ValueError(f"--model {exc}") from None
     if getattr(args, "out", None) is not None:
