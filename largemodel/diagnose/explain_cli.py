@@ -36,6 +36,22 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(",") if v.strip())
 
 
+def _sizes(text: str) -> tuple[float, ...]:
+    """``--sizes``: comma-separated sizes, each in ``[PERTURBATION_RMS_MIN, 10]``."""
+    from largemodel.study.config import check_perturbation_size
+
+    try:
+        values = _floats(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("must give at least one size")
+    try:
+        return tuple(check_perturbation_size(v, "--sizes") for v in values)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--sizes ")) from None
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
@@ -56,9 +72,10 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iter", type=int, default=50, help="exact inversion: iterations per step (default %(default)s)")
     p.add_argument("--perturbations", type=int, default=8, help="K for mu_bar(z*) (default %(default)s)")
     p.add_argument("--eps-rms", type=float, default=1e-2,
-                   help="RMS size per coordinate of the mu_bar perturbations (default %(default)s)")
-    p.add_argument("--sizes", type=_floats, default=(1e-4, 1e-3, 1e-2, 1e-1),
-                   help="causal test: comma-separated RMS sizes of delta (default 1e-4,1e-3,1e-2,1e-1)")
+                   help="RMS size per coordinate of the mu_bar perturbations, in [1e-5, 10] (default %(default)s)")
+    p.add_argument("--sizes", type=_sizes, default=(1e-4, 1e-3, 1e-2, 1e-1),
+                   help="causal test: comma-separated RMS sizes of delta, each in [1e-5, 10] (below, float32 "
+                        "rounding swamps the perturbation) (default 1e-4,1e-3,1e-2,1e-1)")
     p.add_argument("--fixed-size", type=float, default=1e-2, help="size (one of --sizes) for the ranking Spearman")
     p.add_argument("--causal-directions", type=int, default=4, help="random directions per size (default %(default)s)")
     p.add_argument("--power-iters", type=int, default=5, help="power iterations, top direction; 0 disables (default %(default)s)")
@@ -135,7 +152,7 @@ def run_explain(
         out: the output folder (locked for the run).
         model_id: identifies the model in the resume signature.
     """
-    from largemodel.study.items import group_generator, pixel_digest, record_key
+    from largemodel.study.items import image_generators, pixel_digest, record_key
 
     out = Path(out)
     with output_lock(out, command=command):
@@ -149,18 +166,23 @@ def run_explain(
             for it in group_items:
                 pixels = it.load()
                 key = f"{record_key(it.key, it.content_hash or pixel_digest(pixels))}@{res}px"
-                if not store.done(key):
-                    todo.append((it.key, key, pixels))
+                todo.append((it.key, key, pixels))
+            # fixed groups of the whole list: a group cut by a kill is computed whole again and only
+            # its missing records are added, so a resume changes no number
             for i in range(0, len(todo), images_per_batch):
                 chunk = todo[i : i + images_per_batch]
+                if all(store.done(c[1]) for c in chunk):
+                    continue
                 x = torch.stack([c[2] for c in chunk])
-                # seeded by the chunk's first record key: a resumed run draws what a fresh one would
-                gen = group_generator(cfg.seed, chunk[0][1])
+                # each image's draws from its own record key: a resumed run draws what a fresh one would
+                gen = image_generators(cfg.seed, [c[1] for c in chunk])
                 y = model.encode(x)
                 recs, recon = explain_batch(model.velocity, y, grid, cfg, gen)
                 img = x.to(model.device, model.state_dtype)
                 vae, total = _mse01(model.decode(y), img), _mse01(model.decode(recon), img)
                 for (name, key, _), rec, v, t in zip(chunk, recs, vae, total):
+                    if store.done(key):
+                        continue
                     rec.update(name=name, key=key, resolution=res, vae_mse_pixel=v, mse_pixel=t,
                                vae_share_pixel=(v / t if t > 0 else math.nan))
                     store.add(key, rec)

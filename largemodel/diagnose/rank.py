@@ -29,7 +29,7 @@ from simulate.store import RecordStore, atomic_write_text, output_lock
 from theory.figures import save_png
 
 from largemodel.models.images import file_digest
-from largemodel.diagnose.scores import ONE_PASS_SCORES, ScoreConfig, available_scores, score_group, study_generator
+from largemodel.diagnose.scores import ONE_PASS_SCORES, ScoreConfig, available_scores, score_group, image_generators
 
 __all__ = ["add_rank_parser", "run_rank", "rank_folder", "DEFAULT_RISK"]
 
@@ -106,17 +106,21 @@ def rank_folder(model: Any, images: Path, out: Path, cfg: ScoreConfig, *, risk: 
     keyed = [(content_hash(p), p) for p in paths]
     params = {"model": model_id, "config": cfg.__dict__, "resolution": model.resolution, "dtype": str(model.dtype)}
     store = RecordStore(out, params, name="scores.jsonl")
-    todo: dict[str, Path] = {}
+    unique: dict[str, Path] = {}
     for key, path in keyed:
-        if not store.done(key):
-            todo.setdefault(key, path)
-    items = list(todo.items())
+        unique.setdefault(key, path)
+    items = list(unique.items())
+    # fixed groups of the whole list, each image's draws from its own key: a group cut by a kill is
+    # computed whole again and only its missing records are added, so a resume changes no number
     for start in range(0, len(items), images_per_batch):
         group = items[start : start + images_per_batch]
+        if all(store.done(k) for k, _ in group):
+            continue
         imgs = torch.stack([load_image(p, model.resolution, channels=model.image_channels) for _, p in group])
-        recs, _ = score_group(model, imgs, cfg, study_generator(cfg.seed, group[0][0]))
+        recs, _ = score_group(model, imgs, cfg, image_generators(cfg.seed, [k for k, _ in group]))
         for (key, _), rec in zip(group, recs):
-            store.add(key, {k: rec[k] for k in (*names, "log_p_g", "n") if k in rec})
+            if not store.done(key):
+                store.add(key, {k: rec[k] for k in (*names, "log_p_g", "n") if k in rec})
     rows = [{"file": str(p.relative_to(images)), "sha256": key, **store.get(key)} for key, p in keyed]
     rows.sort(key=lambda r: (-r[risk], r["file"]))
     for i, r in enumerate(rows, start=1):

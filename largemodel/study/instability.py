@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -80,9 +80,29 @@ def _flat_norm(x: Tensor) -> Tensor:
     return x.flatten(1).norm(dim=1)
 
 
-def unit_directions(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
-    """``shape[0]`` directions uniform on the unit sphere of ``R^{prod(shape[1:])}``."""
-    d = torch.randn(shape, generator=generator, dtype=torch.float64).to(like.device, like.dtype)
+#: one generator for every row, or one per image (rows image-major: image i's rows are contiguous)
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def draw_per_image(draw: Callable[[tuple[int, ...], torch.Generator | None], Tensor], shape: tuple[int, ...],
+                   generator: Generators) -> Tensor:
+    """``draw(shape, generator)``, or with one generator per image (``largemodel.study.items.image_generators``)
+    each image's ``shape[0] / len(generator)`` contiguous rows drawn from its own generator, so an
+    image's draws do not depend on the images batched with it."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return draw(shape, generator)
+    gens = list(generator)
+    if not gens or shape[0] % len(gens):
+        raise ValueError(f"{shape[0]} rows cannot be split among {len(gens)} per-image generators")
+    rows = shape[0] // len(gens)
+    return torch.cat([draw((rows, *shape[1:]), g) for g in gens])
+
+
+def unit_directions(shape: tuple[int, ...], generator: Generators, like: Tensor) -> Tensor:
+    """``shape[0]`` directions uniform on the unit sphere of ``R^{prod(shape[1:])}`` (per image with
+    one generator per image, ``draw_per_image``)."""
+    d = draw_per_image(lambda sh, g: torch.randn(sh, generator=g, dtype=torch.float64), shape, generator)
+    d = d.to(like.device, like.dtype)
     return d / _flat_norm(d).view(-1, *([1] * (len(shape) - 1)))
 
 
@@ -107,7 +127,7 @@ def averaged_instability(
     solver: str = "euler",
     num_perturbations: int = 8,
     eps_rms: float = 1e-2,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     gz: Tensor | None = None,
     batch_size: int | None = None,
 ) -> Tensor:
@@ -263,7 +283,7 @@ def spectral_norm_G(
     *,
     solver: str = "euler",
     iters: int = 10,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     progress: Callable[[int, float], None] | None = None,
     normalize_w: bool = True,
     unit_dtype: torch.dtype | None = None,
@@ -293,7 +313,7 @@ def spectral_norm_G(
 
 
 def _velocity_and_divergence(
-    velocity: Velocity, x: Tensor, s: Tensor, probes: int, generator: torch.Generator | None, exact: bool, chunk: int
+    velocity: Velocity, x: Tensor, s: Tensor, probes: int, generator: Generators, exact: bool, chunk: int
 ) -> tuple[Tensor, Tensor]:
     """``u(x, s)`` and ``div_x u(x, s)`` per row (Hutchinson with Rademacher probes, or exact)."""
     b, shape = x.shape[0], x.shape[1:]
@@ -314,7 +334,8 @@ def _velocity_and_divergence(
             trace += (jv.reshape(b, m, n) * basis.unsqueeze(0)).sum((1, 2)).to(torch.float64)
         assert u is not None
         return u, trace
-    e = torch.randint(0, 2, (b * probes, *shape), generator=generator).to(x.device, x.dtype) * 2 - 1
+    e = draw_per_image(lambda sh, g: torch.randint(0, 2, sh, generator=g), (b * probes, *shape), generator)
+    e = e.to(x.device, x.dtype) * 2 - 1
     with math_attention():
         out, jv = torch.func.jvp(f, (x.repeat_interleave(probes, dim=0),), (e,))
     div = (e * jv).flatten(1).sum(1).to(torch.float64).view(b, probes).mean(1)
@@ -331,7 +352,7 @@ def log_lambda_one_pass(
     probes: int = 1,
     exact: bool = False,
     chunk: int = 64,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> dict[str, Tensor]:
     r"""Invert ``x`` and get ``log Lambda_G`` at the inverted noise in the same pass (Lemma D.1).
 
