@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -163,8 +164,15 @@ def run_explain(
             shape = model.latent_shape(res)
             grid = (lambda s, shape=shape: model.sigmas(s, shape))
             todo = []
-            for it in group_items:
-                pixels = it.load()
+            for it in group_items:  # one image policy: an unreadable image is skipped, one warning, a record
+                try:
+                    pixels = it.load()
+                except (ValueError, OSError) as err:
+                    key = f"{record_key(it.key, it.content_hash)}@{res}px"
+                    if not store.done(key):
+                        store.add(key, {"name": it.key, "key": key, "resolution": res, "skipped": str(err)})
+                    print(f"pfode: warning: skipped {it.key}: {err}", file=sys.stderr, flush=True)
+                    continue
                 key = f"{record_key(it.key, it.content_hash or pixel_digest(pixels))}@{res}px"
                 todo.append((it.key, key, pixels))
             # fixed groups of the whole list: a group cut by a kill is computed whole again and only
@@ -188,7 +196,9 @@ def run_explain(
                     store.add(key, rec)
                     if on_record is not None:
                         on_record(key, rec)
-        records = [r for r in store.values()]
+        records = [r for r in store.values() if "skipped" not in r]
+        if not records:
+            raise ValueError("--images: none of the selected images can be read")
         write_csv(records, out / "explain.csv")
         summary = summarize(records)
         summary["figures"] = _figures(records, out)

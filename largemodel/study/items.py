@@ -46,12 +46,13 @@ def items_from_folder(folder: str | Path, n_images: int, seed: int, resolution: 
     an unreadable file does not change which other images are chosen; each item's content hash
     is the SHA-256 of its file's bytes.
     """
-    from largemodel.models.images import file_digest, list_images, load_image, select_images
+    from largemodel.models.images import file_digest, list_images, load_image, select_images, shown_name
 
     root = Path(folder)
     paths = select_images(list_images(root), n_images, seed, root=root)
     return [
-        ImageItem(key=p.relative_to(root).as_posix(), load=(lambda p=p: load_image(p, resolution, channels=channels)),
+        ImageItem(key=shown_name(p.relative_to(root).as_posix()),
+                  load=(lambda p=p: load_image(p, resolution, channels=channels)),
                   content_hash=file_digest(p))
         for p in paths
     ]
