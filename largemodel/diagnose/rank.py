@@ -224,6 +224,9 @@ def run_rank(args: argparse.Namespace) -> int:
     from largemodel.models.load import load_model
 
     cfg = _check_args(args)
+    from largemodel.plan.cost import check_resolution_fits
+
+    check_resolution_fits(args.model, args.resolution, dtype=args.dtype, device=args.device)  # before allocating
     with output_lock(args.out, command="pfode largemodel rank"):
         model = load_model(args.model, device=args.device, dtype=args.dtype, resolution=args.resolution)
         rows = rank_folder(model, args.images, args.out, cfg, risk=args.risk,

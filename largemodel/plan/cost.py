@@ -46,7 +46,7 @@ from largemodel.plan.memory import MEMORY_MODEL, activation_bytes, fit_memory_mo
 __all__ = [
     "MEMORY_MODEL", "KNOWN_MODELS", "PlanError", "PlanArch", "EstimatorCost", "Plan", "arch_from_config",
     "flux_forward_flops", "load_memory_model", "fit_memory_model", "make_plan", "format_plan", "check_fits",
-    "activation_bytes", "known_arch",
+    "activation_bytes", "known_arch", "check_resolution_fits",
 ]
 
 GIB = 2**30
@@ -281,3 +281,33 @@ def check_before_run(model: str | Path, cfg: Any, *, resolution: int | None, dty
     if dev_bytes is not None:
         check_fits(study_plan(model, cfg, resolution=resolution, dtype=dtype, device_bytes=dev_bytes,
                               lambda_method=cfg.lambda_method))
+
+
+def check_resolution_fits(model: str | Path, resolution: int | None, *, dtype: str, device: str | None,
+                          flag: str = "--resolution") -> None:
+    """Refuse, before any weight is loaded, a resolution at which a single row of the heaviest
+    per-row estimator (a JVP row under the math attention kernel: ``rank``'s and ``explain``'s
+    one-pass scores) does not fit the device: weights + runtime reserve + one row's activation
+    peak (``activation_bytes``) over the memory of ``device`` (a CUDA device's total memory, the
+    host's available memory on the CPU). The message gives the estimate.
+
+    Raises:
+        PlanError: naming ``flag``, the resolution, the estimate and the memory.
+    """
+    from largemodel.models.weights import available_memory
+
+    import torch
+
+    arch, res = _arch_and_resolution(model, resolution)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = "bf16" if dtype == "auto" and dev.type == "cuda" else ("fp32" if dtype == "auto" else dtype)
+    if name not in _DTYPE_BYTES:
+        return  # an unknown dtype is refused by the loader, with its own message
+    tokens = arch.image_tokens(res) + arch.text_tokens
+    row = activation_bytes(load_memory_model(), "jvp_row", arch, tokens) * _DTYPE_BYTES[name] / 2
+    need = arch.parameters * _DTYPE_BYTES[name] + RUNTIME_RESERVE + row
+    have = available_memory(dev)
+    if need > have:
+        raise PlanError(f"{flag} {res}: one image at {res} px ({tokens:,} tokens) needs about {need / 1e9:,.1f} GB "
+                        f"(plan: weights, reserve and one JVP row), more than the {have / 1e9:,.1f} GB of "
+                        f"{dev.type} memory; refused before loading")

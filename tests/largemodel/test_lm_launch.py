@@ -118,14 +118,21 @@ def test_two_processes_give_the_one_process_records_and_refuse_a_foreign_run(tin
     assert sorted(p.name for p in busy.iterdir()) == [".lock"]
 
 
+EXPLAIN = ["largemodel", "explain", "--n-images", "6", "--steps", "3", "--device", "cpu", "--images-per-batch", "3",
+           "--power-iters", "0", "--budgets", "1", "--causal-directions", "1", "--sizes", "1e-3,1e-2",
+           "--perturbations", "2"]
+RANK = ["largemodel", "rank", "--steps", "3", "--device", "cpu", "--images-per-batch", "3"]
+RECORDS = {"study": "records.jsonl", "rank": "scores.jsonl", "explain": "explain.jsonl"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("command", [STUDY, ["largemodel", "rank", "--steps", "3", "--device", "cpu"]])
+@pytest.mark.parametrize("command", [STUDY, RANK, EXPLAIN], ids=["study", "rank", "explain"])
 def test_kill_9_then_rerun_gives_the_uninterrupted_records(command, tiny, tmp_path):
     images = _images(tmp_path / "imgs", 6)
     args = [sys.executable, "-m", "reports.cli", *command, "--model", str(tiny), "--images", str(images)]
     whole = subprocess.run([*args, "--out", str(tmp_path / "whole")], env=_env(), capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr
-    name = "records.jsonl" if command is STUDY else "scores.jsonl"
+    name = RECORDS[command[1]]
     proc = subprocess.Popen([*args, "--out", str(tmp_path / "cut")], env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240

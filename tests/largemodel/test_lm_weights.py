@@ -118,3 +118,21 @@ def test_deep_config_count_is_exact(family, layers):
     """The extrapolated count of a deep config equals the count of the network built block by block."""
     cfg = {**dict(tiny_transformer(family).config), **layers}
     assert count_parameters(cfg) == _count_on_meta(cfg)
+
+
+@pytest.mark.parametrize("command", [["largemodel", "rank", "--resolution", "4096"],
+                                     ["largemodel", "explain", "--resolutions", "16,4096"]])
+def test_a_resolution_beyond_memory_is_refused_before_loading(command, intact, images, tmp_path, capsys):
+    rc = main([*command, "--model", str(intact), "--images", str(images), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "4096" in err and "GB" in err and "refused before loading" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_resolution_check_passes_at_the_native_resolution(intact):
+    """The control: the model's own resolution fits this machine."""
+    from largemodel.plan.cost import check_resolution_fits
+
+    check_resolution_fits(intact, None, dtype="float32", device="cpu")
+    check_resolution_fits(intact, 16, dtype="auto", device="cpu")
