@@ -147,3 +147,15 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_records(command, tiny, tmp_pa
     assert rerun.returncode == 0, rerun.stderr
     assert _record_lines(tmp_path / "cut", name) == _record_lines(tmp_path / "whole", name)
     shutil.rmtree(tmp_path / "imgs")
+
+
+def test_perturbation_floor_is_one_number():
+    """The CLI's literal bound of --eps-rms is the library's PERTURBATION_RMS_MIN, and the library
+    refuses below it (the control: the floor itself is accepted)."""
+    from largemodel.study.config import PERTURBATION_RMS_MIN, check_perturbation_size
+    from reports.cli_checks import PERTURBATION_RMS_MIN as CLI_MIN
+
+    assert CLI_MIN == PERTURBATION_RMS_MIN
+    assert check_perturbation_size(PERTURBATION_RMS_MIN, "--eps-rms") == PERTURBATION_RMS_MIN
+    with pytest.raises(ValueError, match="--eps-rms must be in"):
+        StudyConfig(eps_rms=PERTURBATION_RMS_MIN / 2)
