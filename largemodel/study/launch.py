@@ -26,7 +26,7 @@ from typing import Callable, Collection
 
 from simulate.locking import LOCK_FILE, OutputBusy
 
-__all__ = ["Launch", "check_owner", "launch_from_env", "owner_command", "wait_for_owner", "wait_for_ranks"]
+__all__ = ["Launch", "check_owner", "launch_from_env", "owed", "owner_command", "wait_for_owner", "wait_for_ranks"]
 
 
 @dataclass(frozen=True)
