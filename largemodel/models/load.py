@@ -17,7 +17,7 @@ from torch import Tensor
 
 from largemodel.models.flow_model import FlowModel, math_attention, resolve_dtype
 from largemodel.models.folder import FolderInfo, ModelFolderError, inspect_folder
-from largemodel.models.weights import check_config, check_finite, check_weights
+from largemodel.models.weights import check_config, check_finite, check_weights, scan_finite
 
 __all__ = ["FlowModel", "check_model_folder", "load_model", "math_attention", "NULL_PROMPT_CACHE_NAME"]
 
@@ -150,8 +150,9 @@ def check_model_folder(
 ) -> FolderInfo:
     """Everything ``load_model`` refuses that can be seen without loading a weight: the folder
     (``inspect_folder``), the transformer config (buildable, within the memory of ``device``) and
-    every tensor the configs define (``largemodel.models.weights``). The CLI calls it on ``--model``
-    before any work; ``load_model`` calls it again (a header read) and checks NaN/inf after loading.
+    every tensor the configs define, and no NaN/inf weight (sampled in files over 1 GiB;
+    ``largemodel.models.weights``). The CLI calls it on ``--model`` before any work; ``load_model``
+    checks the headers again and every value for NaN/inf after loading.
     """
     from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
 
@@ -159,6 +160,8 @@ def check_model_folder(
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tf_cls = FluxTransformer2DModel if info.family == "flux" else SD3Transformer2DModel
     _check_complete(info, tf_cls, AutoencoderKL, resolve_dtype(dtype, dev), dev)
+    for name in ("transformer", "vae") if info.has_vae else ("transformer",):
+        scan_finite(info.path / name)
     return info
 
 

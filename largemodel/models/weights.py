@@ -5,8 +5,9 @@ diffusers' ``from_pretrained`` leaves a tensor the safetensors lack at its rando
 different model. ``check_config`` refuses a config diffusers would build wrongly or not at all
 (``patch_size: 0``...) and one whose declared size exceeds the machine's memory, before anything is
 allocated; ``check_weights`` reads only the safetensors headers (keys, shapes, dtypes) and refuses a
-missing, misshapen or non-floating tensor; ``check_finite`` refuses a NaN/inf weight of the loaded
-module. Each raises a one-line ``ModelFolderError`` naming the file and the first bad tensor.
+missing, misshapen or non-floating tensor; ``scan_finite`` refuses a NaN/inf weight before loading
+(every value of files up to 1 GiB, the first rows of each tensor of larger ones) and ``check_finite``
+every value of the loaded module. Each raises a one-line ``ModelFolderError`` naming the file and the first bad tensor.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from largemodel.models.folder import ModelFolderError
 
-__all__ = ["available_memory", "check_config", "check_finite", "check_weights", "expected_tensors"]
+__all__ = ["available_memory", "check_config", "check_finite", "check_weights", "expected_tensors", "scan_finite"]
 
 #: transformer config entries that must be positive integers (``num_single_layers`` may be 0)
 _POSITIVE_INT_KEYS = ("patch_size", "in_channels", "num_layers", "attention_head_dim", "num_attention_heads",
@@ -137,6 +138,37 @@ def check_weights(folder: Path, module_cls: type, config: dict[str, Any]) -> Non
             raise ModelFolderError(f"{file}: tensor {key!r} has shape {list(got)}, the config defines {list(shape)}")
         if code not in _FLOAT_CODES:
             raise ModelFolderError(f"{file}: tensor {key!r} has dtype {code}, not a floating type")
+
+
+#: weight files up to this size are scanned whole for NaN/inf before loading; larger ones are sampled
+FULL_SCAN_BYTES = 1 << 30
+#: values read per tensor of a sampled file (its first rows)
+SAMPLE_VALUES = 1 << 16
+
+
+def scan_finite(folder: Path) -> None:
+    """Refuse a component folder whose safetensors hold a NaN or infinite weight, before anything is
+    loaded: each tensor is read alone, whole in files up to ``FULL_SCAN_BYTES``, else its first rows
+    (about ``SAMPLE_VALUES`` values; ``check_finite`` checks every value after loading).
+
+    Raises:
+        ModelFolderError: naming the file and the first such tensor.
+    """
+    from safetensors import safe_open
+
+    for file in _weight_files(folder).values():
+        whole = file.stat().st_size <= FULL_SCAN_BYTES
+        with safe_open(str(file), framework="pt") as fh:
+            for key in fh.keys():
+                sl = fh.get_slice(key)
+                shape = sl.get_shape()
+                if whole or not shape:
+                    t = fh.get_tensor(key)
+                else:
+                    row = max(1, int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1)
+                    t = sl[: max(1, min(shape[0], SAMPLE_VALUES // row))]
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    raise ModelFolderError(f"{file}: tensor {key!r} holds NaN or infinite values")
 
 
 def check_finite(module: torch.nn.Module, folder: Path) -> None:

@@ -108,9 +108,33 @@ def test_nan_weight_is_refused_on_load(intact, tmp_path):
         return t
 
     broken = _variant(intact, tmp_path, lambda f: _edit_tensors(f, poison))
-    check_model_folder(broken, device="cpu", dtype="float32")  # the headers are fine
+    with pytest.raises(ModelFolderError, match=r"diffusion_pytorch_model.safetensors: tensor 'proj_out.weight' holds NaN"):
+        check_model_folder(broken, device="cpu", dtype="float32")  # before loading: the file is scanned
     with pytest.raises(ModelFolderError, match=r"transformer: tensor 'proj_out.weight' holds NaN"):
-        load_model(broken, device="cpu", dtype="float32")
+        load_model(broken, device="cpu", dtype="float32")  # and every value after loading
+
+
+def test_nan_scan_of_a_huge_file_samples_the_first_rows(intact, tmp_path, monkeypatch):
+    """Above FULL_SCAN_BYTES only the first rows are read: a NaN there is found, one in the last row
+    is left to the check after loading (the control that the sampling is what it says)."""
+    from largemodel.models import weights
+
+    monkeypatch.setattr(weights, "FULL_SCAN_BYTES", 0)
+    monkeypatch.setattr(weights, "SAMPLE_VALUES", 16)
+
+    def poison(row):
+        def edit(t):
+            t["proj_out.weight"][row, 0] = float("nan")
+            return t
+        return edit
+
+    first = _variant(intact, tmp_path / "a", lambda f: _edit_tensors(f, poison(0)))
+    with pytest.raises(ModelFolderError, match="'proj_out.weight' holds NaN"):
+        weights.scan_finite(first / "transformer")
+    last = _variant(intact, tmp_path / "b", lambda f: _edit_tensors(f, poison(-1)))
+    weights.scan_finite(last / "transformer")
+    with pytest.raises(ModelFolderError, match="'proj_out.weight' holds NaN"):
+        load_model(last, device="cpu", dtype="float32")
 
 
 @pytest.mark.parametrize("family, layers", [("sd3.5", {"num_layers": 13}), ("flux", {"num_layers": 5, "num_single_layers": 7})])
