@@ -420,6 +420,8 @@ def issue30_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
     cases.append(Case("issue30 explain", "--resolutions 8,4096 on the CPU",
                       ["largemodel", "explain", "--out", str(scratch / "i30-e"), *small["explain"], *good,
                        "--resolutions", "8,4096"]))
+    cases.append(Case("issue30 explain", "--budgets 1,100000", ["largemodel", "explain", "--out", str(scratch / "i30-b"),
+                                                                 *small["explain"], *good, "--budgets", "1,100000"]))
     for cmd in ("study", "gallery", "explain"):
         base = ["largemodel", cmd, "--out", str(scratch / f"i30-eps-{cmd}"), *small[cmd], *good]
         for value in ("1e-300", "1e-6", "0", "nan"):

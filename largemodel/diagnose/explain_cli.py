@@ -116,11 +116,13 @@ def _run_cli(args: argparse.Namespace) -> int:
     from largemodel.models.load import load_model
     from largemodel.study.items import items_from_folder
 
-    from largemodel.plan.cost import check_resolution_fits
+    from largemodel.plan.cost import check_explain_budgets, check_resolution_fits
 
     cfg = config_from_args(args)
     for res in args.resolutions or (None,):  # before allocating: a resolution the device cannot hold
         check_resolution_fits(args.model, res, dtype=args.dtype, device=args.device, flag="--resolutions")
+    check_explain_budgets(args.model, cfg.budgets, inverters=len(INVERTERS), steps=cfg.steps, solver=cfg.solver,
+                          resolution=max(args.resolutions) if args.resolutions else None)
     model = load_model(args.model, device=args.device, dtype=args.dtype, guidance=args.guidance)
     resolutions = args.resolutions or (model.resolution,)
     for res in resolutions:  # one cheap call per resolution: the model must accept that latent size

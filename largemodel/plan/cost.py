@@ -46,7 +46,7 @@ from largemodel.plan.memory import MEMORY_MODEL, activation_bytes, fit_memory_mo
 __all__ = [
     "MEMORY_MODEL", "KNOWN_MODELS", "PlanError", "PlanArch", "EstimatorCost", "Plan", "arch_from_config",
     "flux_forward_flops", "load_memory_model", "fit_memory_model", "make_plan", "format_plan", "check_fits",
-    "activation_bytes", "known_arch", "check_resolution_fits",
+    "activation_bytes", "known_arch", "check_resolution_fits", "check_explain_budgets", "EXPLAIN_MAX_EVALUATIONS",
 ]
 
 GIB = 2**30
@@ -311,3 +311,31 @@ def check_resolution_fits(model: str | Path, resolution: int | None, *, dtype: s
         raise PlanError(f"{flag} {res}: one image at {res} px ({tokens:,} tokens) needs about {need / 1e9:,.1f} GB "
                         f"(plan: weights, reserve and one JVP row), more than the {have / 1e9:,.1f} GB of "
                         f"{dev.type} memory; refused before loading")
+
+
+#: most network evaluations per image that ``explain``'s inverter comparison may spend (inverters x
+#: sum of ``--budgets`` x the plain inversion's NFE): the defaults spend 2,100 at N = 100
+EXPLAIN_MAX_EVALUATIONS = 1_000_000
+
+
+def check_explain_budgets(model: str | Path, budgets: tuple[int, ...], *, inverters: int, steps: int, solver: str,
+                          resolution: int | None) -> None:
+    """Refuse, before loading, ``explain --budgets`` whose inverter comparison the plan prices above
+    ``EXPLAIN_MAX_EVALUATIONS`` network evaluations per image; the message gives the count and the
+    plan's time per image at its GPU rate (forward rows, ``EFFICIENCY`` of ``DEFAULT_TFLOPS``).
+
+    Raises:
+        PlanError: naming ``--budgets``, the evaluations and the priced time.
+    """
+    from largemodel.study.ode import nfe_per_map
+
+    evaluations = int(inverters) * sum(int(b) for b in budgets) * nfe_per_map(solver, steps)
+    if evaluations <= EXPLAIN_MAX_EVALUATIONS:
+        return
+    arch, res = _arch_and_resolution(model, resolution)
+    seconds = evaluations * arch.forward_flops(res) / (DEFAULT_TFLOPS * 1e12 * EFFICIENCY["forward_row"])
+    priced = f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds:,.2g} s"
+    raise PlanError(f"--budgets {','.join(str(b) for b in budgets)}: the inverter comparison would spend "
+                    f"{evaluations:,} network evaluations per image ({inverters} inverters x {sum(budgets):,} x "
+                    f"{nfe_per_map(solver, steps)}), over the limit of {EXPLAIN_MAX_EVALUATIONS:,} (plan: {priced} "
+                    f"per image on a {DEFAULT_TFLOPS:.0f} TFLOP/s GPU); refused before loading")

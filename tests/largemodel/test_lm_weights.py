@@ -145,12 +145,13 @@ def test_deep_config_count_is_exact(family, layers):
 
 
 @pytest.mark.parametrize("command", [["largemodel", "rank", "--resolution", "4096"],
-                                     ["largemodel", "explain", "--resolutions", "16,4096"]])
+                                     ["largemodel", "explain", "--resolutions", "16,4096"],
+                                     ["largemodel", "explain", "--budgets", "1,4096"]])
 def test_a_resolution_beyond_memory_is_refused_before_loading(command, intact, images, tmp_path, capsys):
     rc = main([*command, "--model", str(intact), "--images", str(images), "--out", str(tmp_path / "o"), "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
-    assert "4096" in err and "GB" in err and "refused before loading" in err
+    assert "4096" in err and ("GB" in err or "network evaluations" in err) and "refused before loading" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -160,3 +161,12 @@ def test_the_resolution_check_passes_at_the_native_resolution(intact):
 
     check_resolution_fits(intact, None, dtype="float32", device="cpu")
     check_resolution_fits(intact, 16, dtype="auto", device="cpu")
+
+
+def test_explain_budgets_priced_by_the_plan(intact):
+    """The default budgets pass (the control); a budget over the evaluation limit is refused."""
+    from largemodel.plan.cost import EXPLAIN_MAX_EVALUATIONS, PlanError, check_explain_budgets
+
+    check_explain_budgets(intact, (1, 2, 4), inverters=4, steps=100, solver="euler", resolution=None)
+    with pytest.raises(PlanError, match=f"over the limit of {EXPLAIN_MAX_EVALUATIONS:,}"):
+        check_explain_budgets(intact, (1, 100_000), inverters=4, steps=100, solver="euler", resolution=None)
