@@ -2,7 +2,7 @@
 the folder, and how rank 0 gathers the other ranks' records without a fatal barrier.
 
 * ``launch_from_env``: this process's rank, the number of processes and the launch's run id. The run
-  id is drawn by rank 0 and broadcast once over the process group (gloo on the CPU, NCCL on GPUs),
+  id is drawn by rank 0 and broadcast once over the process group (the launcher's, or gloo),
   so every rank of one launch carries the same id and no other run does.
 * The folder's lock (``simulate.locking.output_lock``) is taken by rank 0 with the run id in its
   command; every other rank reads the lock file and goes on only when it names its own run id
@@ -44,8 +44,9 @@ def launch_from_env() -> Launch:
     """The launch this process belongs to, from the launcher's environment (``WORLD_SIZE``, ``RANK``,
     ``LOCAL_RANK`` as ``torchrun`` and ``accelerate launch`` set them); one process without them.
 
-    Initialises the default process group where the launcher did not (gloo on the CPU, NCCL where
-    CUDA is available), then broadcasts rank 0's run id once.
+    Initialises the default process group where the launcher did not (gloo: the run id is its only
+    collective), then broadcasts rank 0's run id once; each rank's device is ``cuda:<LOCAL_RANK>``
+    where CUDA is available, else the CPU.
     """
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
@@ -55,10 +56,10 @@ def launch_from_env() -> Launch:
 
     local = int(os.environ.get("LOCAL_RANK", "0") or 0)
     cuda = torch.cuda.is_available()
-    if not dist.is_initialized():
-        if cuda:
-            torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if cuda else "gloo")
+    if not dist.is_initialized():  # the run id is the only collective: gloo, on the CPU, whatever the device
+        dist.init_process_group("gloo")
+    if cuda:
+        torch.cuda.set_device(local)
     box = [uuid.uuid4().hex if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, src=0)
     return Launch(rank=dist.get_rank(), world=dist.get_world_size(), run_id=str(box[0]),
