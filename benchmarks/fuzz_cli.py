@@ -33,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -376,6 +377,100 @@ def extra_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
     return cases
 
 
+# ---- issue 30, models / inputs / processes (h30b): incomplete models, refusals before allocating,
+# one image policy, perturbation sizes ------------------------------------------------------------
+def _issue30_models(fx: dict[str, Path], root: Path) -> dict[str, Path]:
+    """Damaged copies of the tiny model: one tensor removed, a NaN weight, no matching tensors, a
+    non-floating tensor, ``patch_size: 0``, 10^6 layers, a custom pipeline class, a remote-code config."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    def variant(name: str, edit: Any) -> Path:
+        folder = root / f"tiny-{name}"
+        if not folder.exists():
+            shutil.copytree(fx["model"], folder)
+            edit(folder)
+        return folder
+
+    def tensors(folder: Path, fn: Any) -> None:
+        f = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+        save_file(fn(load_file(str(f))), str(f))
+
+    def config(folder: Path, file: str, **changes: Any) -> None:
+        path = folder / file
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+    def nan(t: dict[str, Any]) -> dict[str, Any]:
+        t["proj_out.weight"][0, 0] = float("nan")
+        return t
+
+    return {
+        "one tensor removed": variant("drop-one", lambda f: tensors(f, lambda t: {k: v for k, v in t.items() if k != "proj_out.bias"})),
+        "NaN weight": variant("nan", lambda f: tensors(f, nan)),
+        "no matching tensors": variant("renamed", lambda f: tensors(f, lambda t: {"x." + k: v for k, v in t.items()})),
+        "integer tensor": variant("int", lambda f: tensors(f, lambda t: {**t, "proj_out.bias": t["proj_out.bias"].to(torch.int32)})),
+        "patch_size 0": variant("patch0", lambda f: config(f, "transformer/config.json", patch_size=0)),
+        "10^6 layers": variant("layers", lambda f: config(f, "transformer/config.json", num_layers=10**6)),
+        "custom pipeline class": variant("custom", lambda f: config(f, "model_index.json", _class_name=["pipe", "MyPipeline"])),
+        "remote-code config": variant("remote", lambda f: config(f, "transformer/config.json", auto_map={"AutoModel": "m.X"})),
+    }
+
+
+def _issue30_images(fx: dict[str, Path], root: Path) -> Path:
+    """Good images plus a zero-byte, a truncated, a decompression-bomb image and a non-UTF-8 name."""
+    from PIL import Image
+
+    folder = root / "images-issue30"
+    if not folder.exists():
+        shutil.copytree(fx["images"], folder)
+        (folder / "zero.png").write_bytes(b"")
+        (folder / "truncated.png").write_bytes((fx["images"] / "img0.png").read_bytes()[:120])
+        Image.new("1", (10_000, 10_000)).save(folder / "bomb.png")  # 1e8 pixels > Image.MAX_IMAGE_PIXELS
+        shutil.copy(fx["images"] / "img1.png", os.fsencode(folder) + b"/caf\xe9.png")
+    return folder
+
+
+def issue30_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
+    models = _issue30_models(fx, scratch.parent / "issue30-fixtures")
+    images = _issue30_images(fx, scratch.parent / "issue30-fixtures")
+    study = ["--n-images", "2", "--steps", "2", "--perturbations", "1", "--device", "cpu", "--no-progress"]
+    small = {
+        "study": study,
+        "gallery": study,
+        "rank": ["--steps", "2", "--device", "cpu"],
+        "explain": ["--n-images", "2", "--steps", "2", "--power-iters", "0", "--budgets", "1", "--causal-directions", "1",
+                    "--sizes", "1e-3,1e-2", "--perturbations", "1", "--device", "cpu"],
+    }
+    cases: list[Case] = []
+    for cmd, args in small.items():
+        group = f"issue30 {cmd}"
+        base = ["largemodel", cmd, "--out", str(scratch / f"i30-{cmd}"), *args]
+        for what, folder in models.items():
+            cases.append(Case(group, f"--model {what}", [*base, "--model", str(folder), "--images", str(fx["images"])]))
+        cases.append(Case(group, "--images zero-byte/truncated/bomb/non-UTF-8 name",
+                          [*base, "--model", str(fx["model"]), "--images", str(images)], ACCEPT, timeout=240))
+    for what, folder in models.items():
+        cases.append(Case("issue30 report", f"--model {what}", ["report", "--suites", "largemodel", "--out",
+                                                                 str(scratch / "i30-report"), "--model", str(folder),
+                                                                 "--images", str(fx["images"])]))
+    good = ["--model", str(fx["model"]), "--images", str(fx["images"])]
+    cases.append(Case("issue30 rank", "--resolution 4096 on the CPU",
+                      ["largemodel", "rank", "--out", str(scratch / "i30-r"), *small["rank"], *good, "--resolution", "4096"]))
+    cases.append(Case("issue30 explain", "--resolutions 8,4096 on the CPU",
+                      ["largemodel", "explain", "--out", str(scratch / "i30-e"), *small["explain"], *good,
+                       "--resolutions", "8,4096"]))
+    cases.append(Case("issue30 explain", "--budgets 1,100000", ["largemodel", "explain", "--out", str(scratch / "i30-b"),
+                                                                 *small["explain"], *good, "--budgets", "1,100000"]))
+    for cmd in ("study", "gallery", "explain"):
+        base = ["largemodel", cmd, "--out", str(scratch / f"i30-eps-{cmd}"), *small[cmd], *good]
+        for value in ("1e-300", "1e-6", "0", "nan"):
+            cases.append(Case(f"issue30 {cmd}", f"--eps-rms {value}", [*base, "--eps-rms", value]))
+    base = ["largemodel", "explain", "--out", str(scratch / "i30-sizes"), *small["explain"], *good]
+    for value in ("1e-300,1e-2", "1e-6,1e-2", ",", "nan,1e-2", "x"):
+        cases.append(Case("issue30 explain", f"--sizes {value}", [*base, "--sizes", value]))
+    return cases
+
+
 # ---- running -------------------------------------------------------------------------------
 def run_case(case: Case, scratch: Path, timeout: float) -> Result:
     """``reports.cli.main(case.argv)`` in a forked child; classify its outcome."""
@@ -480,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fx = build_fixtures(root / "fixtures")
         cases = (theory_cases(fx, scratch) + simulate_cases(fx, scratch) + largemodel_cases(fx, scratch)
-                 + report_cases(fx, scratch) + extra_cases(fx, scratch) + output_folder_cases(fx, scratch))
+                 + report_cases(fx, scratch) + extra_cases(fx, scratch) + output_folder_cases(fx, scratch)
+                 + issue30_cases(fx, scratch))
         if args.only:
             cases = [c for c in cases if args.only in c.group]
         results = []

@@ -59,7 +59,8 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
     st.add_argument("--steps", type=int, default=500, help="ODE steps each way (default %(default)s, as the paper)")
     st.add_argument("--perturbations", type=int, default=8, help="K for the averaged coefficient mu_bar (default %(default)s)")
     st.add_argument("--eps-rms", type=float, default=1e-2,
-                    help="RMS perturbation size per coordinate, ||D|| = eps_rms sqrt(n) (default %(default)s)")
+                    help="RMS perturbation size per coordinate, ||D|| = eps_rms sqrt(n), in [1e-5, 10] (below, float32 "
+                         "rounding of the regenerations swamps the perturbation) (default %(default)s)")
     st.add_argument("--jvp-directions", type=int, default=1, help="directions for lambda_G by JVP; 0 disables (default %(default)s)")
     st.add_argument("--power-iters", type=int, default=0, help="power iterations for ||J_G||_2; 0 disables (default %(default)s)")
     st.add_argument("--log-lambda", choices=("none", "hutchinson", "exact"), default="none",
@@ -81,7 +82,7 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
     ga.add_argument("--n-images", type=int, default=24, help="images to reconstruct (default %(default)s)")
     ga.add_argument("--steps", type=int, default=100, help="ODE steps each way (default %(default)s, as App. F)")
     ga.add_argument("--perturbations", type=int, default=4, help="K for mu_bar shown beside each case (default %(default)s)")
-    ga.add_argument("--eps-rms", type=float, default=1e-2, help="RMS perturbation size per coordinate (default %(default)s)")
+    ga.add_argument("--eps-rms", type=float, default=1e-2, help="RMS perturbation size per coordinate, in [1e-5, 10] (default %(default)s)")
     ga.add_argument("--top", type=int, default=6, help="worst cases shown (default %(default)s)")
     ga.set_defaults(handler=_run_gallery, jvp_directions=0, power_iters=0, log_lambda="none", probes=1,
                     lambda_method="auto", jvp_reductions="fp32", plan=None)
@@ -105,14 +106,23 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
             add_explain_parser(sub)
 
 
-def _distributed() -> tuple[int, int, Any]:
-    """(rank, world, accelerate state or None)."""
+def _distributed() -> Any:
+    """This process's ``largemodel.study.launch.Launch`` (rank, world, run id, device); under
+    ``accelerate launch`` its ``PartialState`` sets up the process group and picks the device."""
+    from largemodel.study.launch import Launch, launch_from_env
+
+    device = None
     try:
-        from accelerate import PartialState
-    except ImportError:  # accelerate is optional: one process
-        return 0, 1, None
-    state = PartialState()
-    return state.process_index, state.num_processes, state
+        import os
+
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            from accelerate import PartialState
+
+            device = str(PartialState().device)
+    except ImportError:  # accelerate is optional: torch.distributed is set up by launch_from_env
+        pass
+    launch = launch_from_env()
+    return Launch(launch.rank, launch.world, launch.run_id, device or launch.device)
 
 
 def _study(args: argparse.Namespace, kind: str = "study") -> tuple[Path, dict[str, Any] | None, Any]:
@@ -120,8 +130,9 @@ def _study(args: argparse.Namespace, kind: str = "study") -> tuple[Path, dict[st
     from largemodel.study.runner import items_from_folder, run_study, summarize
     from simulate.store import claim_folder
 
-    rank, world, state = _distributed()
-    device = args.device if args.device is not None else (str(state.device) if state is not None and world > 1 else None)
+    launch = _distributed()
+    rank, world = launch.rank, launch.world
+    device = args.device if args.device is not None else (launch.device if world > 1 else None)
     cfg = _study_config(args)
     if args.n_images < 1:
         raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
@@ -134,9 +145,9 @@ def _study(args: argparse.Namespace, kind: str = "study") -> tuple[Path, dict[st
     items = items_from_folder(args.images, args.n_images, args.seed, model.resolution, model.image_channels,
                               exclude=args.out)
     progress = not args.no_progress and sys.stderr.isatty() and rank == 0
-    run_study(model, items, args.out, cfg, model_id=str(args.model.resolve()), rank=rank, world=world, progress=progress)
-    if state is not None and world > 1:
-        state.wait_for_everyone()
+    # no barrier after the run: rank 0 waits for the other ranks' records while they progress
+    run_study(model, items, args.out, cfg, model_id=str(args.model.resolve()), rank=rank, world=world,
+              run_id=launch.run_id, progress=progress)
     summary = summarize(args.out, title=f"{model.family}: {args.model.name}") if rank == 0 else None
     return args.out, summary, (model, items)
 

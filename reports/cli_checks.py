@@ -203,6 +203,9 @@ _INF = math.inf
 #: = theory.highdim.steiner.N_MAX (kept literal so that the CLI starts without importing scipy; a test checks it)
 STEINER_N_MAX = 10**10
 _Rule = Callable[[str], object]
+#: = largemodel.study.config.PERTURBATION_RMS_MIN (``--eps-rms``, ``explain --sizes``): below it float32
+#: rounding of the regenerations swamps the perturbation (kept literal: no torch import; a test checks it)
+PERTURBATION_RMS_MIN = 1e-5
 
 FLAG_RULES: dict[tuple[str, ...], dict[str, _Rule]] = {
     # theory: Theorem 4.3's parameters (docs/theory.md §8). --n <= theory.highdim.steiner.N_MAX (1e10): the
@@ -232,7 +235,7 @@ FLAG_RULES: dict[tuple[str, ...], dict[str, _Rule]] = {
     (): {
         "--seed": seed, "--data-seed": seed, "--threads": threads,
         "--steps": bounded_int(1, 100_000), "--perturbations": bounded_int(1, 1024),
-        "--eps": bounded_float(0, 10, lo_open=True), "--eps-rms": bounded_float(0, 10, lo_open=True),
+        "--eps": bounded_float(0, 10, lo_open=True), "--eps-rms": bounded_float(PERTURBATION_RMS_MIN, 10),
         "--jvp-directions": bounded_int(0, 1024),
         "--power-iters": bounded_int(0, 10_000), "--probes": bounded_int(1, 1024),
         "--resolution": bounded_int(1, 8192), "--batch-size": bounded_int(1, 65_536),
@@ -307,9 +310,13 @@ def check_args(args: argparse.Namespace) -> None:
             check_in_dir(getattr(args, flag), f"--{flag}")
     if isinstance(getattr(args, "model", None), Path):
         from largemodel.models.folder import inspect_folder  # a model folder is checked whole before any work
+        from largemodel.models.load import check_model_folder  # ... and every tensor its configs define
 
         try:
-            inspect_folder(args.model)
+            if getattr(args, "plan", None) is not None:
+                inspect_folder(args.model)  # a plan may be for a device larger than this machine
+            else:
+                check_model_folder(args.model, device=getattr(args, "device", None), dtype=getattr(args, "dtype", "auto"))
         except ValueError as exc:
             raise ValueError(f"--model {exc}") from None
     if getattr(args, "out", None) is not None:

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -34,6 +35,22 @@ RECORDS = "explain.jsonl"
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _sizes(text: str) -> tuple[float, ...]:
+    """``--sizes``: comma-separated sizes, each in ``[PERTURBATION_RMS_MIN, 10]``."""
+    from largemodel.study.config import check_perturbation_size
+
+    try:
+        values = _floats(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("must give at least one size")
+    try:
+        return tuple(check_perturbation_size(v, "--sizes") for v in values)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--sizes ")) from None
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -56,9 +73,10 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iter", type=int, default=50, help="exact inversion: iterations per step (default %(default)s)")
     p.add_argument("--perturbations", type=int, default=8, help="K for mu_bar(z*) (default %(default)s)")
     p.add_argument("--eps-rms", type=float, default=1e-2,
-                   help="RMS size per coordinate of the mu_bar perturbations (default %(default)s)")
-    p.add_argument("--sizes", type=_floats, default=(1e-4, 1e-3, 1e-2, 1e-1),
-                   help="causal test: comma-separated RMS sizes of delta (default 1e-4,1e-3,1e-2,1e-1)")
+                   help="RMS size per coordinate of the mu_bar perturbations, in [1e-5, 10] (default %(default)s)")
+    p.add_argument("--sizes", type=_sizes, default=(1e-4, 1e-3, 1e-2, 1e-1),
+                   help="causal test: comma-separated RMS sizes of delta, each in [1e-5, 10] (below, float32 "
+                        "rounding swamps the perturbation) (default 1e-4,1e-3,1e-2,1e-1)")
     p.add_argument("--fixed-size", type=float, default=1e-2, help="size (one of --sizes) for the ranking Spearman")
     p.add_argument("--causal-directions", type=int, default=4, help="random directions per size (default %(default)s)")
     p.add_argument("--power-iters", type=int, default=5, help="power iterations, top direction; 0 disables (default %(default)s)")
@@ -98,7 +116,13 @@ def _run_cli(args: argparse.Namespace) -> int:
     from largemodel.models.load import load_model
     from largemodel.study.items import items_from_folder
 
+    from largemodel.plan.cost import check_explain_budgets, check_resolution_fits
+
     cfg = config_from_args(args)
+    for res in args.resolutions or (None,):  # before allocating: a resolution the device cannot hold
+        check_resolution_fits(args.model, res, dtype=args.dtype, device=args.device, flag="--resolutions")
+    check_explain_budgets(args.model, cfg.budgets, inverters=len(INVERTERS), steps=cfg.steps, solver=cfg.solver,
+                          resolution=max(args.resolutions) if args.resolutions else None)
     claim_folder(args.out, "explain", "pfode largemodel explain")
     model = load_model(args.model, device=args.device, dtype=args.dtype, guidance=args.guidance)
     resolutions = args.resolutions or (model.resolution,)
@@ -137,7 +161,7 @@ def run_explain(
         out: the output folder (locked for the run).
         model_id: identifies the model in the resume signature.
     """
-    from largemodel.study.items import group_generator, pixel_digest, record_key
+    from largemodel.study.items import image_generators, pixel_digest, record_key
 
     out = Path(out)
     with output_lock(out, command=command):
@@ -149,28 +173,42 @@ def run_explain(
             shape = model.latent_shape(res)
             grid = (lambda s, shape=shape: model.sigmas(s, shape))
             todo = []
-            for it in group_items:
-                pixels = it.load()
+            for it in group_items:  # one image policy: an unreadable image is skipped, one warning, a record
+                try:
+                    pixels = it.load()
+                except (ValueError, OSError) as err:
+                    key = f"{record_key(it.key, it.content_hash)}@{res}px"
+                    if not store.done(key):
+                        store.add(key, {"name": it.key, "key": key, "resolution": res, "skipped": str(err)})
+                    print(f"pfode: warning: skipped {it.key}: {err}", file=sys.stderr, flush=True)
+                    continue
                 key = f"{record_key(it.key, it.content_hash or pixel_digest(pixels))}@{res}px"
                 current.append(key)
-                if not store.done(key):
-                    todo.append((it.key, key, pixels))
+                todo.append((it.key, key, pixels))
+            # fixed groups of the whole list: a group cut by a kill is computed whole again and only
+            # its missing records are added, so a resume changes no number
             for i in range(0, len(todo), images_per_batch):
                 chunk = todo[i : i + images_per_batch]
+                if all(store.done(c[1]) for c in chunk):
+                    continue
                 x = torch.stack([c[2] for c in chunk])
-                # seeded by the chunk's first record key: a resumed run draws what a fresh one would
-                gen = group_generator(cfg.seed, chunk[0][1])
+                # each image's draws from its own record key: a resumed run draws what a fresh one would
+                gen = image_generators(cfg.seed, [c[1] for c in chunk])
                 y = model.encode(x)
                 recs, recon = explain_batch(model.velocity, y, grid, cfg, gen)
                 img = x.to(model.device, model.state_dtype)
                 vae, total = _mse01(model.decode(y), img), _mse01(model.decode(recon), img)
                 for (name, key, _), rec, v, t in zip(chunk, recs, vae, total):
+                    if store.done(key):
+                        continue
                     rec.update(name=name, key=key, resolution=res, vae_mse_pixel=v, mse_pixel=t,
                                vae_share_pixel=(v / t if t > 0 else math.nan))
                     store.add(key, rec)
                     if on_record is not None:
                         on_record(key, rec)
-        records = [store.get(k) for k in dict.fromkeys(current) if store.done(k)]
+        records = [store.get(k) for k in dict.fromkeys(current) if store.done(k)]  # this run's images only
+        if not records:
+            raise ValueError("--images: none of the selected images can be read")
         write_csv(records, out / "explain.csv")
         summary = summarize(records)
         summary["figures"] = _figures(records, out)

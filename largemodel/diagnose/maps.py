@@ -2,8 +2,8 @@ r"""Per-pixel instability maps: where in the image does the regeneration amplify
 
 For an image with latent ``x``, inverted noise ``z~ = F~(x)`` and reconstruction ``x^ = G(z~)``,
 the study's ``K`` perturbed regenerations ``G(z~ + D_k)`` (``||D_k|| = eps_rms sqrt(n)``, App. E) are
-recomputed here with the study's seeding rule (``largemodel.study.runner``: the generator seeded from
-``StudyConfig.seed`` and the image key, the Hutchinson probes drawn first when ``log_lambda`` is
+recomputed here with the study's seeding rule (``largemodel.study.items.image_generators``: the
+generator seeded from ``StudyConfig.seed`` and the image's record key, the Hutchinson probes drawn first when ``log_lambda`` is
 ``"hutchinson"``, then the directions), so their ``mu_bar`` equals the study's. Decoded to pixels
 (``[0, 1]`` scale, ``D(.)`` the decoder; the identity for pixel-space models):
 
@@ -30,25 +30,26 @@ from theory.figures import save_png
 
 from largemodel.study import instability as ins
 from largemodel.study.ode import generate, invert
-from largemodel.study.runner import ImageItem, StudyConfig
+from largemodel.study.runner import ImageItem, StudyConfig, pixel_digest, record_key
 
 __all__ = ["instability_map", "maps_figure"]
 
 
 @torch.no_grad()
 def instability_map(model: Any, image: Tensor, key: str, cfg: StudyConfig) -> dict[str, Any]:
-    """The instability and error maps of one image ``(C, R, R)`` in ``[-1, 1]`` (module docstring).
+    """The instability and error maps of one image ``(C, R, R)`` in ``[-1, 1]`` (module docstring);
+    ``key`` is the image's record key (``record_key``), which seeds its draws as in the study.
 
     Returns:
         ``instability_map`` and ``error_map`` (``(R, R)`` float64 numpy arrays), ``reconstruction``
         (``(C, R, R)`` tensor), ``mu_bar`` (latent, as the study computes it), ``spatial_spearman``,
         ``spatial_spearman_live`` (unclamped pixels only) and ``live_fraction``.
     """
-    from largemodel.diagnose.scores import study_generator
+    from largemodel.diagnose.scores import image_generators
 
     if cfg.perturbations < 1:
         raise ValueError(f"--perturbations must be >= 1 for an instability map, got {cfg.perturbations}")
-    gen = study_generator(cfg.seed, key)
+    gen = image_generators(cfg.seed, [key])
     vel = model.velocity
     images = image.unsqueeze(0)
     x = model.encode(images)
@@ -101,7 +102,7 @@ def maps_figure(model: Any, items: Sequence[ImageItem], cfg: StudyConfig, out_pn
     rows = []
     for ax, it in zip(axes, items):
         img = it.load()
-        m = instability_map(model, img, it.key, cfg)
+        m = instability_map(model, img, record_key(it.key, it.content_hash or pixel_digest(img)), cfg)
         show = lambda t: ((t.clamp(-1, 1) + 1) / 2).mean(0).numpy()  # noqa: E731 - grey view
         ax[0].imshow(show(img), cmap="gray", vmin=0, vmax=1)
         ax[0].set_title(f"{it.key[:20]}", fontsize=8)

@@ -20,6 +20,7 @@ import argparse
 import csv
 import io
 import math
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,7 +30,7 @@ from simulate.store import RecordStore, atomic_write_text, claim_folder, output_
 from theory.figures import save_png
 
 from largemodel.models.images import file_digest
-from largemodel.diagnose.scores import ONE_PASS_SCORES, ScoreConfig, available_scores, score_group, study_generator
+from largemodel.diagnose.scores import ONE_PASS_SCORES, ScoreConfig, available_scores, score_group, image_generators
 
 __all__ = ["add_rank_parser", "run_rank", "rank_folder", "DEFAULT_RISK"]
 
@@ -74,13 +75,13 @@ def _check_args(args: argparse.Namespace) -> ScoreConfig:
     return cfg
 
 
-def content_hash(path: Path) -> str:
-    """The first 16 hex digits of the SHA-256 of a file's bytes (``images.file_digest``; the resume
-    key of an image)."""
+def _resume_key(path: Path) -> str:
+    """The resume key of an image: the first 16 hex digits of the SHA-256 of its file's bytes
+    (``images.file_digest``), or ``unreadable:<name>`` for a file that cannot be read."""
+    from largemodel.models.images import shown_name
+
     digest = file_digest(path)
-    if digest is None:
-        raise OSError(f"cannot read {path}")
-    return digest[:16]
+    return digest[:16] if digest is not None else f"unreadable:{shown_name(path)}"
 
 
 def rank_folder(model: Any, images: Path, out: Path, cfg: ScoreConfig, *, risk: str = DEFAULT_RISK,
@@ -99,21 +100,49 @@ def rank_folder(model: Any, images: Path, out: Path, cfg: ScoreConfig, *, risk: 
     paths = list_images(images, exclude=out)  # not our own outputs
     if not paths:
         raise ValueError(f"--images: no images found in {images}")
-    keyed = [(content_hash(p), p) for p in paths]
+    from largemodel.models.images import shown_name
+
+    # one image policy (largemodel.models.images): an unreadable image is skipped with one warning and
+    # a record; names are shown escaped where they are not UTF-8
+    keyed = [(_resume_key(p), p) for p in paths]
     params = {"model": model_id, "config": cfg.__dict__, "resolution": model.resolution, "dtype": str(model.dtype)}
     store = RecordStore(out, params, name="scores.jsonl")
-    todo: dict[str, Path] = {}
+    unique: dict[str, Path] = {}
     for key, path in keyed:
+        unique.setdefault(key, path)
+    items = list(unique.items())
+
+    def skip(key: str, path: Path, why: str) -> None:
         if not store.done(key):
-            todo.setdefault(key, path)
-    items = list(todo.items())
+            store.add(key, {"file": shown_name(path.relative_to(images)), "skipped": why})
+        print(f"pfode: warning: skipped {shown_name(path.relative_to(images))}: {why}", file=sys.stderr, flush=True)
+
+    # fixed groups of the whole list, each image's draws from its own key: a group cut by a kill is
+    # computed whole again and only its missing records are added, so a resume changes no number
     for start in range(0, len(items), images_per_batch):
-        group = items[start : start + images_per_batch]
-        imgs = torch.stack([load_image(p, model.resolution, channels=model.image_channels) for _, p in group])
-        recs, _ = score_group(model, imgs, cfg, study_generator(cfg.seed, group[0][0]))
+        chunk = items[start : start + images_per_batch]
+        if all(store.done(k) for k, _ in chunk):
+            for k, p in chunk:
+                if "skipped" in store.get(k):
+                    skip(k, p, store.get(k)["skipped"])
+            continue
+        group, imgs = [], []
+        for key, path in chunk:
+            try:
+                imgs.append(load_image(path, model.resolution, channels=model.image_channels))
+                group.append((key, path))
+            except (ValueError, OSError) as err:
+                skip(key, path, str(err))
+        if not group:
+            continue
+        recs, _ = score_group(model, torch.stack(imgs), cfg, image_generators(cfg.seed, [k for k, _ in group]))
         for (key, _), rec in zip(group, recs):
-            store.add(key, {k: rec[k] for k in (*names, "log_p_g", "n") if k in rec})
-    rows = [{"file": str(p.relative_to(images)), "sha256": key, **store.get(key)} for key, p in keyed]
+            if not store.done(key):
+                store.add(key, {k: rec[k] for k in (*names, "log_p_g", "n") if k in rec})
+    rows = [{"file": shown_name(p.relative_to(images)), "sha256": key, "_path": p, **store.get(key)}
+            for key, p in keyed if "skipped" not in store.get(key)]
+    if not rows:
+        raise ValueError(f"--images: none of the {len(paths)} images in {shown_name(images)} can be read")
     rows.sort(key=lambda r: (-r[risk], r["file"]))
     for i, r in enumerate(rows, start=1):
         r["rank"] = i
@@ -146,7 +175,7 @@ def _gallery(model: Any, images: Path, rows: Sequence[dict[str, Any]], out_png: 
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, r in zip(axes.flat, rows):
-        img = load_image(images / r["file"], model.resolution, channels=model.image_channels)
+        img = load_image(r["_path"], model.resolution, channels=model.image_channels)
         arr = ((img.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
         ax.imshow(arr[:, :, 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None,
                   vmin=0, vmax=1, interpolation="nearest")
@@ -164,7 +193,7 @@ def _verify(model: Any, images: Path, rows: list[dict[str, Any]], out: Path, cfg
 
     k = min(k, len(rows) // 2) if len(rows) > 1 else 1
     chosen = rows[:k] + [r for r in rows[-k:] if r not in rows[:k]]
-    imgs = torch.stack([load_image(images / r["file"], model.resolution, channels=model.image_channels) for r in chosen])
+    imgs = torch.stack([load_image(r["_path"], model.resolution, channels=model.image_channels) for r in chosen])
     sig = model.sigmas(cfg.steps)
     with torch.no_grad():
         x = model.encode(imgs)
@@ -191,6 +220,9 @@ def run_rank(args: argparse.Namespace) -> int:
     from largemodel.models.load import load_model
 
     cfg = _check_args(args)
+    from largemodel.plan.cost import check_resolution_fits
+
+    check_resolution_fits(args.model, args.resolution, dtype=args.dtype, device=args.device)  # before allocating
     claim_folder(args.out, "rank", "pfode largemodel rank")  # never a user's folder: its ranking.csv stays theirs
     with output_lock(args.out, command="pfode largemodel rank"):
         model = load_model(args.model, device=args.device, dtype=args.dtype, resolution=args.resolution)

@@ -31,13 +31,13 @@ import torch
 from torch import Tensor
 
 from largemodel.study import instability as ins
-from largemodel.study.instability import log_lambda_one_pass
+from largemodel.study.instability import Generators, log_lambda_one_pass
 from largemodel.study.ode import SOLVERS, Velocity, generate, invert, nfe_per_map
-from largemodel.study.items import group_generator as study_generator  # the study's seeding rule, re-exported
+from largemodel.study.items import image_generators  # the study's seeding rule, re-exported
 
 __all__ = [
     "INVERSION_SCORES", "ONE_PASS_SCORES", "REGENERATION_SCORES", "ScoreConfig", "available_scores", "one_pass_scores",
-    "score_costs", "study_generator", "score_group",
+    "score_costs", "image_generators", "score_group",
 ]
 
 #: one-pass scores (larger = riskier), in the order of tables and CSV columns
@@ -133,7 +133,7 @@ def available_scores(cfg: ScoreConfig) -> tuple[str, ...]:
 
 @torch.no_grad()
 def one_pass_scores(
-    velocity: Velocity, x: Tensor, sigmas: Tensor, cfg: ScoreConfig, generator: torch.Generator | None
+    velocity: Velocity, x: Tensor, sigmas: Tensor, cfg: ScoreConfig, generator: Generators
 ) -> dict[str, Any]:
     r"""All one-pass scores of a batch of latents ``x`` ``(B, C, H, W)`` from one inversion pass.
 
@@ -215,7 +215,7 @@ def score_group(
     model: Any,
     images: Tensor,
     cfg: ScoreConfig,
-    generator: torch.Generator | None,
+    generator: Generators,
     *,
     reconstruct: bool = False,
     perturbations: int = 0,

@@ -2,7 +2,8 @@
 
 Owns: ``load`` (``load_model``: a local SD3 / SD3.5 / FLUX folder, offline, safetensors only),
 ``flow_model`` (``FlowModel``: the velocity field ``u(x, sigma)`` of the PF-ODE, docs/theory.md §10.1),
-``folder`` (reading and writing model folders), ``transformer_configs`` (the one ``build_transformer``
+``folder`` (reading and writing model folders), ``weights`` (complete models only: the tensors the
+configs define, present, shaped, floating, finite; the declared size within memory), ``transformer_configs`` (the one ``build_transformer``
 and the configs kept in ``configs/``), ``tiny`` / ``fullsize`` (random models from configs for tests and
 benchmarks), ``images`` (listing, seeded subsets, loading).
 

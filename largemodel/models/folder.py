@@ -179,6 +179,9 @@ def inspect_folder(path: str | Path) -> FolderInfo:
         raise ModelFolderError(f"model folder {root} does not exist or is not a directory")
     index = _read_json(root / "model_index.json", "not a diffusers model folder")
     cls = index.get("_class_name")
+    if not isinstance(cls, str):  # ["module", "Class"]: a custom pipeline shipped with the model
+        raise ModelFolderError(f"{root / 'model_index.json'}: _class_name {cls!r} names a custom pipeline "
+                               "(remote code); pfode loads diffusers' own classes only")
     if cls not in SUPPORTED_PIPELINES:
         supported = ", ".join(sorted(SUPPORTED_PIPELINES))
         raise ModelFolderError(f"unsupported model {cls!r} in {root} (supported: {supported})")

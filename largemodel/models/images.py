@@ -13,6 +13,8 @@ file does not shift the others.
 from __future__ import annotations
 
 import hashlib
+import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -21,6 +23,12 @@ import torch
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+#: the image policy of every sub-command (study, gallery, rank, explain): a file that cannot be read
+#: as an image (zero bytes, truncated, corrupt, over Pillow's decompression-bomb limit of
+#: ``Image.MAX_IMAGE_PIXELS`` pixels, which is refused rather than warned about) makes
+#: ``load_image`` raise ``ValueError``; the sub-command skips it with one warning line and a record.
+#: File names are shown by ``shown_name`` (bytes that are not UTF-8 escaped as ``\\xNN``).
 
 #: Pillow modes holding more than 8 bits per sample, rescaled by hand before conversion
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -94,8 +102,8 @@ def select_images(paths: Sequence[str | Path], n: int, seed: int, *, root: str |
     base = Path(root) if root is not None else None
 
     def rank(p: Path) -> tuple[str, str]:
-        name = p.relative_to(base).as_posix() if base is not None else p.as_posix()
-        return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest(), name
+        name = shown_name(p.relative_to(base).as_posix() if base is not None else p.as_posix())
+        return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest(), name  # UTF-8 names: unchanged ranks
 
     return sorted(ordered, key=rank)[: min(n, len(ordered))]
 
@@ -110,6 +118,12 @@ def file_digest(path: str | Path) -> str | None:
     except OSError:
         return None
     return digest.hexdigest()
+
+
+def shown_name(path: str | Path) -> str:
+    """A file name as text that any stream can print and any UTF-8 file can hold: bytes of the name
+    that are not UTF-8 (kept by Python as surrogates) are shown escaped, ``caf\\xe9.png``."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 def center_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
@@ -137,8 +151,8 @@ def load_image(path: str | Path, resolution: int, channels: int = 3) -> torch.Te
 
     Raises:
         ValueError: for a bad ``resolution`` or ``channels``, or if the file cannot be read as an
-            image (missing, corrupt, truncated, unsupported, or a float image holding NaN or inf
-            pixels): "cannot read image <path>: ...".
+            image (missing, corrupt, truncated, unsupported, over ``Image.MAX_IMAGE_PIXELS``, or a
+            float image holding NaN or inf pixels): "cannot read image <path>: ..." (``shown_name``).
     """
     if resolution <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
@@ -146,11 +160,14 @@ def load_image(path: str | Path, resolution: int, channels: int = 3) -> torch.Te
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            square = _prepare(img, "RGB" if channels == 3 else "L", resolution)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused, not decoded
+            with Image.open(path) as img:
+                img.load()
+                square = _prepare(img, "RGB" if channels == 3 else "L", resolution)
     except Exception as err:  # noqa: BLE001 - whatever a decoder raises on a damaged file
-        raise ValueError(f"cannot read image {path}: {err or type(err).__name__}") from err
+        why = shown_name(str(err).splitlines()[0] if str(err).strip() else type(err).__name__)
+        raise ValueError(f"cannot read image {shown_name(path)}: {why}") from None
     array = np.asarray(square, dtype=np.float32)
     if array.ndim == 2:
         array = array[:, :, None]

@@ -17,8 +17,9 @@ from torch import Tensor
 
 from largemodel.models.flow_model import FlowModel, math_attention, resolve_dtype
 from largemodel.models.folder import FolderInfo, ModelFolderError, inspect_folder
+from largemodel.models.weights import check_config, check_finite, check_weights, scan_finite
 
-__all__ = ["FlowModel", "load_model", "math_attention", "NULL_PROMPT_CACHE_NAME"]
+__all__ = ["FlowModel", "check_model_folder", "load_model", "math_attention", "NULL_PROMPT_CACHE_NAME"]
 
 #: file name of the cached null-prompt embeddings inside a ``null_prompt_cache`` folder
 NULL_PROMPT_CACHE_NAME = "null_prompt_cache.safetensors"
@@ -147,6 +148,42 @@ def _cast(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
     return module
 
 
+def _check_complete(info: FolderInfo, tf_cls: type, vae_cls: type, dtype: torch.dtype, device: torch.device) -> None:
+    """The transformer config (buildable, within memory) and every tensor the transformer and VAE
+    configs define, present with its shape (``largemodel.models.weights``)."""
+    check_config(info.transformer_config, info.path / "transformer" / "config.json", dtype=dtype, device=device)
+    check_weights(info.path / "transformer", tf_cls, info.transformer_config)
+    if info.has_vae:
+        vae_config_path = info.path / "vae" / "config.json"
+        try:
+            vae_config = json.loads(vae_config_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelFolderError(f"{vae_config_path}: cannot read the VAE config ({exc})") from None
+        if not isinstance(vae_config, dict):
+            raise ModelFolderError(f"{vae_config_path}: not a JSON object")
+        check_weights(info.path / "vae", vae_cls, vae_config)
+
+
+def check_model_folder(
+    path: str | Path, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = "auto"
+) -> FolderInfo:
+    """Everything ``load_model`` refuses that can be seen without loading a weight: the folder
+    (``inspect_folder``), the transformer config (buildable, within the memory of ``device``) and
+    every tensor the configs define, and no NaN/inf weight (sampled in files over 1 GiB;
+    ``largemodel.models.weights``). The CLI calls it on ``--model`` before any work; ``load_model``
+    checks the headers again and every value for NaN/inf after loading.
+    """
+    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+
+    info = inspect_folder(path)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tf_cls = FluxTransformer2DModel if info.family == "flux" else SD3Transformer2DModel
+    _check_complete(info, tf_cls, AutoencoderKL, resolve_dtype(dtype, dev), dev)
+    for name in ("transformer", "vae") if info.has_vae else ("transformer",):
+        scan_finite(info.path / name)
+    return info
+
+
 def load_model(
     path: str | Path,
     *,
@@ -182,7 +219,9 @@ def load_model(
         resolution: default image side; defaults to the model's native resolution.
 
     Raises:
-        ModelFolderError: see ``inspect_folder``; also weights that fail to load.
+        ModelFolderError: see ``inspect_folder``; also a config that does not build or exceeds the
+            machine's memory, a tensor the configs define missing, misshapen or NaN/inf
+            (``largemodel.models.weights``), and weights that fail to load.
     """
     from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
 
@@ -192,8 +231,9 @@ def load_model(
     cache = None if null_prompt_cache is None else Path(null_prompt_cache)
     if cache is not None and cache.suffix != ".safetensors":
         cache = cache / NULL_PROMPT_CACHE_NAME
-    embeds, pooled = _null_prompt(info, dev, dt, cache)  # encoders first (then freed), transformer after
     tf_cls = FluxTransformer2DModel if info.family == "flux" else SD3Transformer2DModel
+    _check_complete(info, tf_cls, AutoencoderKL, dt, dev)  # headers only, before anything is allocated
+    embeds, pooled = _null_prompt(info, dev, dt, cache)  # encoders first (then freed), transformer after
     common = _load_kwargs(dt)
     try:
         transformer = tf_cls.from_pretrained(info.path, subfolder="transformer", **common)
@@ -202,8 +242,10 @@ def load_model(
         raise ModelFolderError(f"{info.path}: cannot load weights: {exc}") from None
     # an explicit cast: without accelerate, diffusers can leave some parameters in the saved dtype
     _cast(transformer, dev, dt).eval().requires_grad_(False)
+    check_finite(transformer, info.path / "transformer")
     if vae is not None:
         _cast(vae, torch.device("cpu") if offload else dev, dt).eval().requires_grad_(False)
+        check_finite(vae, info.path / "vae")
     scheduler_config = json.loads((info.path / "scheduler" / "scheduler_config.json").read_text())
     if vae is not None:
         image_channels = int(vae.config.in_channels)

@@ -46,7 +46,7 @@ from largemodel.plan.memory import MEMORY_MODEL, activation_bytes, fit_memory_mo
 __all__ = [
     "MEMORY_MODEL", "KNOWN_MODELS", "PlanError", "PlanArch", "EstimatorCost", "Plan", "arch_from_config",
     "flux_forward_flops", "load_memory_model", "fit_memory_model", "make_plan", "format_plan", "check_fits",
-    "activation_bytes", "known_arch",
+    "activation_bytes", "known_arch", "check_resolution_fits", "check_explain_budgets", "EXPLAIN_MAX_EVALUATIONS",
 ]
 
 GIB = 2**30
@@ -281,3 +281,62 @@ def check_before_run(model: str | Path, cfg: Any, *, resolution: int | None, dty
     if dev_bytes is not None:
         check_fits(study_plan(model, cfg, resolution=resolution, dtype=dtype, device_bytes=dev_bytes,
                               lambda_method=cfg.lambda_method))
+
+
+def check_resolution_fits(model: str | Path, resolution: int | None, *, dtype: str, device: str | None,
+                          flag: str = "--resolution") -> None:
+    """Refuse, before any weight is loaded, a resolution at which a single row of the heaviest
+    per-row estimator (a JVP row under the math attention kernel: ``rank``'s and ``explain``'s
+    one-pass scores) does not fit the device: weights + runtime reserve + one row's activation
+    peak (``activation_bytes``) over the memory of ``device`` (a CUDA device's total memory, the
+    host's available memory on the CPU). The message gives the estimate.
+
+    Raises:
+        PlanError: naming ``flag``, the resolution, the estimate and the memory.
+    """
+    from largemodel.models.weights import available_memory
+
+    import torch
+
+    arch, res = _arch_and_resolution(model, resolution)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = "bf16" if dtype == "auto" and dev.type == "cuda" else ("fp32" if dtype == "auto" else dtype)
+    if name not in _DTYPE_BYTES:
+        return  # an unknown dtype is refused by the loader, with its own message
+    tokens = arch.image_tokens(res) + arch.text_tokens
+    row = activation_bytes(load_memory_model(), "jvp_row", arch, tokens) * _DTYPE_BYTES[name] / 2
+    need = arch.parameters * _DTYPE_BYTES[name] + RUNTIME_RESERVE + row
+    have = available_memory(dev)
+    if need > have:
+        raise PlanError(f"{flag} {res}: one image at {res} px ({tokens:,} tokens) needs about {need / 1e9:,.1f} GB "
+                        f"(plan: weights, reserve and one JVP row), more than the {have / 1e9:,.1f} GB of "
+                        f"{dev.type} memory; refused before loading")
+
+
+#: most network evaluations per image that ``explain``'s inverter comparison may spend (inverters x
+#: sum of ``--budgets`` x the plain inversion's NFE): the defaults spend 2,800 at N = 100, budgets
+#: (1, 2, 4, 8) at N = 1000 spend 60,000
+EXPLAIN_MAX_EVALUATIONS = 100_000
+
+
+def check_explain_budgets(model: str | Path, budgets: tuple[int, ...], *, inverters: int, steps: int, solver: str,
+                          resolution: int | None) -> None:
+    """Refuse, before loading, ``explain --budgets`` whose inverter comparison the plan prices above
+    ``EXPLAIN_MAX_EVALUATIONS`` network evaluations per image; the message gives the count and the
+    plan's time per image at its GPU rate (forward rows, ``EFFICIENCY`` of ``DEFAULT_TFLOPS``).
+
+    Raises:
+        PlanError: naming ``--budgets``, the evaluations and the priced time.
+    """
+    from largemodel.study.ode import nfe_per_map
+
+    evaluations = int(inverters) * sum(int(b) for b in budgets) * nfe_per_map(solver, steps)
+    if evaluations <= EXPLAIN_MAX_EVALUATIONS:
+        return
+    arch, res = _arch_and_resolution(model, resolution)
+    seconds = evaluations * arch.forward_flops(res) / (DEFAULT_TFLOPS * 1e12 * EFFICIENCY["forward_row"])
+    priced = f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds:,.2g} s"
+    raise PlanError(f"--budgets {','.join(str(b) for b in budgets)}: the inverter comparison would spend "
+                    f"{evaluations:,} network evaluations per image ({inverters} inverters x {sum(budgets):,} x "
+                    f"{nfe_per_map(solver, steps)}), over the limit of {EXPLAIN_MAX_EVALUATIONS:,} (plan: {priced} "
+                    f"per image on a {DEFAULT_TFLOPS:.0f} TFLOP/s GPU); refused before loading")

@@ -10,7 +10,21 @@ from theory._validate import require_ints
 
 from largemodel.models.flow_model import JVP_REDUCTIONS
 
-__all__ = ["StudyConfig"]
+__all__ = ["PERTURBATION_RMS_MIN", "StudyConfig", "check_perturbation_size"]
+
+#: smallest RMS perturbation size per coordinate (``--eps-rms``, ``explain --sizes``). The regenerations run
+#: in a float32 state (unit roundoff 6e-8, coordinates of size ~1), so their rounding adds about
+#: ``1e-7 / eps_rms`` to a measured amplification ``||G(z + D) - G(z)|| / ||D||``: ~1% at 1e-5, and
+#: the quotient is rounding noise below (``--eps-rms 1e-300`` gave mu_bar ~ 2e292).
+PERTURBATION_RMS_MIN = 1e-5
+
+
+def check_perturbation_size(value: float, flag: str) -> float:
+    """``value`` if it is a finite perturbation size in ``[PERTURBATION_RMS_MIN, 10]``, else ``ValueError`` naming ``flag``."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and PERTURBATION_RMS_MIN <= value <= 10):
+        raise ValueError(f"{flag} must be in [{PERTURBATION_RMS_MIN:g}, 10] (below, float32 rounding of the "
+                         f"regenerations swamps the perturbation), got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -62,8 +76,7 @@ class StudyConfig:
             raise ValueError(f"--jvp-reductions must be one of {', '.join(JVP_REDUCTIONS)}, got {self.jvp_reductions!r}")
         if self.lambda_method not in ("auto", "jvp", "fd"):
             raise ValueError(f"--lambda-method must be 'auto', 'jvp' or 'fd', got {self.lambda_method!r}")
-        if not (self.eps_rms > 0 and math.isfinite(self.eps_rms)):
-            raise ValueError(f"--eps-rms must be a positive finite number, got {self.eps_rms!r}")
+        check_perturbation_size(self.eps_rms, "--eps-rms")
         if self.log_lambda not in ("none", "hutchinson", "exact"):
             raise ValueError(f"log_lambda must be 'none', 'hutchinson' or 'exact', got {self.log_lambda!r}")
 

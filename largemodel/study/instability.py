@@ -29,14 +29,14 @@ supplies the map, its linearization (:func:`math_jvp`) and the direction draws:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from theory import coefficients, estimators
 from theory._validate import require_int
-from theory.estimators import unit_directions
+from theory.estimators import unit_directions as _unit_directions
 from theory.power_iteration import SpectralNorm, power_iteration
 from theory.thm41 import log_standard_normal_density
 
@@ -77,6 +77,30 @@ def check_exact_dim(n: int, evaluations: int | None = None) -> None:
         )
 
 
+#: one generator for every row, or one per image (rows image-major: image i's rows are contiguous)
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def draw_per_image(draw: Callable[[tuple[int, ...], torch.Generator | None], Tensor], shape: tuple[int, ...],
+                   generator: Generators) -> Tensor:
+    """``draw(shape, generator)``, or with one generator per image (``largemodel.study.items.image_generators``)
+    each image's ``shape[0] / len(generator)`` contiguous rows drawn from its own generator, so an
+    image's draws do not depend on the images batched with it."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return draw(shape, generator)
+    gens = list(generator)
+    if not gens or shape[0] % len(gens):
+        raise ValueError(f"{shape[0]} rows cannot be split among {len(gens)} per-image generators")
+    rows = shape[0] // len(gens)
+    return torch.cat([draw((rows, *shape[1:]), g) for g in gens])
+
+
+def unit_directions(shape: tuple[int, ...], generator: Generators, like: Tensor) -> Tensor:
+    """:func:`theory.estimators.unit_directions` with one generator for all rows, or one per image
+    (``draw_per_image``): image ``i``'s directions do not depend on the images batched with it."""
+    return draw_per_image(lambda sh, g: _unit_directions(sh, g, like), shape, generator)
+
+
 def log_standard_normal(z: Tensor) -> Tensor:
     """``log phi(z)`` of ``N(0, I_n)`` per row, ``-(n/2) log 2 pi - ||z||^2 / 2`` (float64)."""
     zf = z.flatten(1).to(torch.float64)
@@ -98,7 +122,7 @@ def averaged_instability(
     solver: str = "euler",
     num_perturbations: int = 8,
     eps_rms: float = 1e-2,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     gz: Tensor | None = None,
     batch_size: int | None = None,
 ) -> Tensor:
@@ -250,7 +274,7 @@ def spectral_norm_G(
     *,
     solver: str = "euler",
     iters: int = 10,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> SpectralNorm:
     r"""``||J_G(z)||_2`` per sample by power iteration on ``J^T J`` (docs/theory.md §2.1, §9.2).
@@ -272,7 +296,7 @@ def spectral_norm_G(
 
 
 def _velocity_and_divergence(
-    velocity: Velocity, x: Tensor, s: Tensor, probes: int, generator: torch.Generator | None, exact: bool, chunk: int
+    velocity: Velocity, x: Tensor, s: Tensor, probes: int, generator: Generators, exact: bool, chunk: int
 ) -> tuple[Tensor, Tensor]:
     """``u(x, s)`` and ``div_x u(x, s)`` per row (Hutchinson with Rademacher probes, or exact)."""
     b, shape = x.shape[0], x.shape[1:]
@@ -293,7 +317,8 @@ def _velocity_and_divergence(
             trace += (jv.reshape(b, m, n) * basis.unsqueeze(0)).sum((1, 2)).to(torch.float64)
         assert u is not None
         return u, trace
-    e = torch.randint(0, 2, (b * probes, *shape), generator=generator).to(x.device, x.dtype) * 2 - 1
+    e = draw_per_image(lambda sh, g: torch.randint(0, 2, sh, generator=g), (b * probes, *shape), generator)
+    e = e.to(x.device, x.dtype) * 2 - 1
     with math_attention():
         out, jv = torch.func.jvp(f, (x.repeat_interleave(probes, dim=0),), (e,))
     div = (e * jv).flatten(1).sum(1).to(torch.float64).view(b, probes).mean(1)
@@ -310,7 +335,7 @@ def log_lambda_one_pass(
     probes: int = 1,
     exact: bool = False,
     chunk: int = 64,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> dict[str, Tensor]:
     r"""Invert ``x`` and get ``log Lambda_G`` at the inverted noise in the same pass (Lemma D.1).
 

@@ -15,12 +15,12 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["ImageItem", "items_from_folder", "pixel_digest", "record_key", "recon_path", "load_records"]
+__all__ = ["ImageItem", "image_generators", "items_from_folder", "pixel_digest", "record_key", "recon_path", "load_records"]
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,13 @@ def items_from_folder(folder: str | Path, n_images: int, seed: int, resolution: 
     an unreadable file does not change which other images are chosen; each item's content hash
     is the SHA-256 of its file's bytes.
     """
-    from largemodel.models.images import file_digest, list_images, load_image, select_images
+    from largemodel.models.images import file_digest, list_images, load_image, select_images, shown_name
 
     root = Path(folder)
     paths = select_images(list_images(root, exclude=exclude), n_images, seed, root=root)
     return [
-        ImageItem(key=p.relative_to(root).as_posix(), load=(lambda p=p: load_image(p, resolution, channels=channels)),
+        ImageItem(key=shown_name(p.relative_to(root).as_posix()),
+                  load=(lambda p=p: load_image(p, resolution, channels=channels)),
                   content_hash=file_digest(p))
         for p in paths
     ]
@@ -191,8 +192,13 @@ class _Warnings:
         self.held.clear()
 
 
-def group_generator(seed: int, first_key: str) -> torch.Generator:
-    """The generator of a group of images (perturbations, directions, probes): seeded by the run's
-    ``seed`` and the group's first key, so a resumed run draws what a fresh one would. Shared by
-    ``study``, ``scores``, ``maps`` and ``explain`` so that they see the same draws for an image."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(hashlib.sha256(first_key.encode()).hexdigest()[:8], 16))
+def image_generators(seed: int, keys: Sequence[str]) -> list[torch.Generator]:
+    """One generator per image (perturbations, directions, probes), seeded by the run's ``seed``
+    and the image's own record key (its name and content), never by the other images of its group.
+
+    Every draw of the study, ``scores``, ``maps`` and ``explain`` takes each image's rows from its
+    own generator (``largemodel.study.instability.draw_per_image``), so a record does not depend on
+    ``--images-per-batch``, on the number of processes, or on where an interrupted run resumed.
+    """
+    return [torch.Generator().manual_seed(int(seed) * 1_000_003 + int(hashlib.sha256(k.encode()).hexdigest()[:8], 16))
+            for k in keys]

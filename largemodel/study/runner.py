@@ -40,13 +40,14 @@ from largemodel.study.ode import generate, invert, nfe_per_map
 from largemodel.models.flow_model import jvp_reductions
 from largemodel.models.load import FlowModel
 from largemodel.study.config import StudyConfig
+from largemodel.study.launch import check_owner, owed, owner_command, wait_for_owner, wait_for_ranks
 from largemodel.study.items import (
     ImageItem,
     _pixels,
     _print_warning,
     _resolve,
     _Warnings,
-    group_generator,
+    image_generators,
     items_from_folder,
     load_records,
     pixel_digest,
@@ -87,7 +88,7 @@ def _mse01(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _study_group(
-    model: FlowModel, cfg: StudyConfig, images: Tensor, sigmas: Tensor, gen: torch.Generator
+    model: FlowModel, cfg: StudyConfig, images: Tensor, sigmas: Tensor, gen: ins.Generators
 ) -> tuple[list[dict[str, Any]], Tensor, Tensor]:
     """Invert, regenerate and measure a group of images; return records and reconstructions."""
     vel = model.velocity
@@ -183,6 +184,7 @@ def run_study(
     model_id: str | None = None,
     rank: int = 0,
     world: int = 1,
+    run_id: str | None = None,
     save_images: bool = True,
     progress: bool = True,
     on_record: Callable[[str, dict[str, Any]], None] | None = None,
@@ -190,8 +192,11 @@ def run_study(
 ) -> Path:
     """Run (or resume) the study on ``items``; return the records file of this process.
 
-    Holds ``output_lock(out)`` throughout (rank 0 only when ``world > 1``: the processes of one
-    launch share the folder). Each image's record is keyed on its name and content
+    Holds ``output_lock(out)`` throughout; with ``world > 1`` rank 0 holds it for the launch
+    ``run_id`` and every other rank checks that the lock names ``run_id`` before writing anything
+    and before each record (``largemodel.study.launch``), so a folder another run holds is refused
+    on every rank. Rank 0 then waits for the other ranks' records while they make progress, with no
+    collective call (``launch.wait_for_ranks``). Each image's record is keyed on its name and content
     (``record_key``); recorded keys are skipped. An image that cannot be read (or holds
     non-finite pixels) is skipped: one warning line and a record ``{"key", "record_key",
     "skipped": why}``. ``study.json`` (written atomically) lists the record keys of this run,
@@ -204,6 +209,7 @@ def run_study(
         cfg: parameters.
         model_id: identifies the model in the resume signature (default: its folder path).
         rank, world: this process and the number of processes (images are split round-robin).
+        run_id: the launch's run id, shared by its ranks (required when ``world > 1``).
         save_images: write each reconstruction to ``recon_path(out, record_key)`` (gallery).
         on_record: called after each image is recorded (progress hooks, tests).
         warn: receives each warning line (default: printed to stderr as
@@ -218,16 +224,22 @@ def run_study(
         raise ValueError("image keys must be unique")
     if not items:
         raise ValueError("no images to study")
+    if world > 1 and not run_id:
+        raise ValueError("run_id: several processes need the launch's run id (largemodel.study.launch)")
     out = Path(out)
-    with output_lock(out, command=LOCK_COMMAND) if rank == 0 else contextlib.nullcontext():
-        return _run_locked(model, items, out, cfg, model_id=model_id, rank=rank, world=world,
+    command = owner_command(LOCK_COMMAND, run_id) if world > 1 else LOCK_COMMAND
+    with output_lock(out, command=command) if rank == 0 else contextlib.nullcontext():
+        if rank > 0:
+            out.mkdir(parents=True, exist_ok=True)
+            wait_for_owner(out, str(run_id))  # before writing anything: a foreign run is refused here
+        return _run_locked(model, items, out, cfg, model_id=model_id, rank=rank, world=world, run_id=run_id,
                            save_images=save_images, progress=progress, on_record=on_record,
                            warn=warn if warn is not None else _print_warning)
 
 
 def _run_locked(
     model: FlowModel, items: Sequence[ImageItem], out: Path, cfg: StudyConfig, *, model_id: str | None,
-    rank: int, world: int, save_images: bool, progress: bool,
+    rank: int, world: int, run_id: str | None, save_images: bool, progress: bool,
     on_record: Callable[[str, dict[str, Any]], None] | None, warn: Callable[[str], None],
 ) -> Path:
     params = {
@@ -239,6 +251,8 @@ def _run_locked(
         "record_keys": KEY_SCHEME,
     }
     name = "records.jsonl" if world == 1 else f"records.rank{rank}.jsonl"
+    owner = (lambda: check_owner(out, str(run_id))) if rank > 0 else (lambda: None)
+    owner()
     store = RecordStore(out, params, name=name)
     resolved = [(it, *_resolve(it)) for it in items]
     done = {r["record_key"] for r in load_records(out, store.signature)}
@@ -248,7 +262,8 @@ def _run_locked(
     mine = resolved[rank::world]
     todo = [(it, key, why) for it, key, why in mine if key not in done and key not in failed]
     meta = {"params": params, "signature": store.signature, "keys": [k for _, k, _ in resolved]}
-    atomic_write_text(out / "study.json", json.dumps(json_ready(meta), indent=2))
+    if rank == 0:  # one writer of the run's summary file
+        atomic_write_text(out / "study.json", json.dumps(json_ready(meta), indent=2))
     warnings = _Warnings(warn, studied=any(k in done for _, k, _ in mine))
     for it, key, _ in mine:
         if key in failed:
@@ -258,15 +273,18 @@ def _run_locked(
 
     bar = tqdm(total=len(todo), desc=f"study ({len(items) - len(todo)} done)", unit="img", disable=not progress)
     nfe = nfe_per_map(cfg.solver, cfg.steps)
-    pending: list[tuple[ImageItem, str, Tensor]] = []
+    started = time.perf_counter()
+    recorded = done | set(failed)
 
-    def flush() -> None:
-        group = [p[0] for p in pending]
-        gen = group_generator(cfg.seed, group[0].key)
+    def study(group: list[tuple[ImageItem, str, Tensor]]) -> None:
+        gen = image_generators(cfg.seed, [g[1] for g in group])  # each image's draws from its own record key
         with jvp_reductions(cfg.jvp_reductions):
-            records, recon, _ = _study_group(model, cfg, torch.stack([p[2] for p in pending]), sigmas, gen)
-        for (it, key, _), rec, img in zip(pending, records, recon):
+            records, recon, _ = _study_group(model, cfg, torch.stack([g[2] for g in group]), sigmas, gen)
+        for (it, key, _), rec, img in zip(group, records, recon):
+            if key in recorded:  # recomputed with its group only so that the others see the same batch
+                continue
             rec.update(key=it.key, record_key=key, nfe_per_map=nfe)
+            owner()
             if save_images:
                 _save_png(img, recon_path(out, key))
             store.add(key, rec)
@@ -274,30 +292,49 @@ def _run_locked(
             if on_record is not None:
                 on_record(it.key, rec)
             bar.update(1)
-        pending.clear()
 
+    # fixed groups of this process's list: a resumed group is computed whole again (its recorded
+    # images are not recorded twice), so every record comes from the batch an uninterrupted run uses
+    size = cfg.images_per_batch
     try:
-        for it, key, why in todo:
-            pixels = None
-            if why is None:
-                try:
-                    pixels = _pixels(it)
-                except (ValueError, OSError) as err:
-                    why = str(err)
-            if pixels is None:
-                store.add(key, {"key": it.key, "record_key": key, "skipped": why})
-                warnings.add(f"skipped {it.key}: {why}")
-                bar.update(1)
+        for start in range(0, len(mine), size):
+            chunk = mine[start : start + size]
+            if all(key in recorded for _, key, _ in chunk):
                 continue
-            pending.append((it, key, pixels))
-            if len(pending) == cfg.images_per_batch:
-                flush()
-        if pending:
-            flush()
+            group = []
+            for it, key, why in chunk:
+                pixels = None
+                if why is None and key not in failed:
+                    try:
+                        pixels = _pixels(it)
+                    except (ValueError, OSError) as err:
+                        why = str(err)
+                if pixels is not None:
+                    group.append((it, key, pixels))
+                elif key not in recorded:
+                    owner()
+                    store.add(key, {"key": it.key, "record_key": key, "skipped": why})
+                    warnings.add(f"skipped {it.key}: {why}")
+                    bar.update(1)
+            if group:
+                study(group)
     finally:
         bar.close()
     warnings.finish(single_process=world == 1, total=len(mine))
+    if rank == 0 and world > 1:
+        studied = max(len(todo), 1)
+        others = [k for r in range(1, world) for _, k, _ in resolved[r::world]]
+        left = wait_for_ranks(lambda: owed(_recorded(out, store.signature), others),
+                              seconds_per_image=(time.perf_counter() - started) / studied)
+        if left:
+            warn(f"{left} images of the other processes are not recorded (a process stopped); "
+                 "the summary covers the others: rerun the same command to finish them")
     return store.path
+
+
+def _recorded(out: Path, signature: str) -> set[str]:
+    """Record keys recorded in any process's file of ``out`` (studied or skipped)."""
+    return {r["record_key"] for skipped in (False, True) for r in load_records(out, signature, skipped=skipped)}
 
 
 def summarize(

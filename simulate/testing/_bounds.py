@@ -5,6 +5,8 @@ Part of :mod:`simulate.testing`; see :mod:`simulate.testing.assertions` for the 
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Callable
 
 import numpy as np
@@ -46,6 +48,11 @@ def assert_theorem41(
     """
     if pointwise_atol is not None and not (np.isfinite(pointwise_atol) and pointwise_atol >= 0):
         raise ValueError(f"pointwise_atol must be None or finite and >= 0, got {pointwise_atol!r}")
+    z2 = np.asarray(z_norm2, dtype=np.float64).ravel()
+    if z2.size == 0:
+        raise ValueError("z_norm2 must hold at least one sample")
+    if np.isnan(z2).any() or (z2 < 0).any():
+        raise ValueError(f"z_norm2 must be >= 0 (a squared norm), got {float(z2[np.isnan(z2) | (z2 < 0)][0])!r}")
     est = theorem41_from_samples(log_Lambda, log_pg, z_norm2, n, tau, c, confidence)
     msgs = []
     if not est.holds_within_intervals:
@@ -110,12 +117,25 @@ def assert_theorem43_bounds_valid(
     non-increasing in ``c`` and constant in ``tau``, hence ``P_inst``'s bound non-increasing in
     ``tau``. Returns the evaluated grid.
     """
+    if not (isinstance(slack, (int, float)) and math.isfinite(slack) and slack >= 0):
+        raise ValueError(f"slack must be finite and >= 0, got {slack!r}")
+    if not callable(bounds):
+        raise ValueError(f"bounds must be a callable like theory.instability_bounds, got {bounds!r}")
     taus = np.unique(np.asarray(tau, dtype=np.float64).ravel())
     cs = np.unique(np.asarray(c, dtype=np.float64).ravel())
+    for name, grid in (("tau", taus), ("c", cs)):
+        if grid.size == 0:
+            raise ValueError(f"{name} must hold at least one value (an empty grid checks nothing)")
+        if not (np.isfinite(grid).all() and (grid > 0).all()):
+            raise ValueError(f"{name} must be finite and > 0, got {grid[~(np.isfinite(grid) & (grid > 0))][0]!r}")
     spread = np.array([0.5, 0.8, 1.0, 1.25, 2.0])
     taus = taus * spread if taus.size == 1 else taus
     cs = cs * spread if cs.size == 1 else cs
     out = bounds(n, m, sigma, side, taus[:, None], cs[None, :], rho_max, density_ratio)
+    needed = ("log_p1_bound", "log_p2_bound", "p1_bound", "p2_bound", "p_inst_lower_bound")
+    if not isinstance(out, dict) or any(k not in out for k in needed):
+        have = sorted(out) if isinstance(out, dict) else type(out).__name__
+        raise ValueError(f"bounds must return a dict with keys {', '.join(needed)}; got {have}")
     where = f"(n = {n}, m = {m}, sigma = {sigma:g}, side = {side:g}, rho_max = {rho_max:g}, K = {density_ratio:g})"
     shape = (taus.size, cs.size)
     msgs = []

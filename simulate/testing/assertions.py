@@ -77,6 +77,17 @@ def _per_row(name: str, value: Any, B: int) -> Tensor | None:
     return t
 
 
+def _check_finite_velocity(field: Any, x: Tensor) -> None:
+    """Refuse at once a velocity that is non-finite where the inversion starts (``t = 1``) or half way,
+    instead of after a long solve: ``ValueError`` naming ``field_or_velocity``."""
+    with torch.no_grad():
+        for t in (1.0, 0.5):
+            v = torch.as_tensor(field.velocity(x, t))
+            if v.shape != x.shape or not bool(torch.isfinite(v).all()):
+                what = f"shape {tuple(v.shape)}" if v.shape != x.shape else "non-finite values (NaN or inf)"
+                raise ValueError(f"field_or_velocity returned {what} at t = {t:g} for x of shape {tuple(x.shape)}")
+
+
 def _fmt_row(v: Tensor, limit: int = 6) -> str:
     vals = ", ".join(f"{float(a):.4g}" for a in v.reshape(-1)[:limit])
     return f"[{vals}{', ...' if v.numel() > limit else ''}]"
@@ -164,6 +175,9 @@ def assert_theorem31(
         raise ValueError(f"solver must be a name or a callable, got {solver!r}")
     if isinstance(path_steps, bool) or not isinstance(path_steps, int) or path_steps < 1:
         raise ValueError(f"path_steps must be an integer >= 1, got {path_steps!r}")
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not (math.isfinite(rtol) and rtol >= 0):
+        raise ValueError(f"rtol must be finite and >= 0, got {rtol!r}")
+    _check_finite_velocity(field, xt)
     B = xt.shape[0]
     L_t, M_t, k_t = _per_row("L", L, B), _per_row("M", M, B), _per_row("kappa", kappa, B)
     estimated = L_t is None or M_t is None

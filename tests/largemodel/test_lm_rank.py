@@ -23,8 +23,8 @@ from largemodel.diagnose.predict import (
     evaluate_scores,
     worst_fraction_labels,
 )
-from largemodel.diagnose.scores import INVERSION_SCORES, ONE_PASS_SCORES, ScoreConfig, one_pass_scores, score_costs, score_group, study_generator
-from largemodel.study.runner import StudyConfig, load_records, run_study
+from largemodel.diagnose.scores import INVERSION_SCORES, ONE_PASS_SCORES, ScoreConfig, one_pass_scores, score_costs, score_group, image_generators
+from largemodel.study.runner import StudyConfig, load_records, pixel_digest, record_key, run_study
 from reports.cli import main
 from lm_fixtures import model, random_items, tiny  # noqa: F401  (shared fixtures)
 
@@ -106,7 +106,7 @@ def test_one_pass_scores_equal_the_study_values(model, tmp_path):
     for start in range(0, 4, CFG.images_per_batch):
         group = items[start : start + CFG.images_per_batch]
         imgs = torch.stack([it.load() for it in group])
-        recs, _ = score_group(model, imgs, cfg, study_generator(CFG.seed, group[0].key),
+        recs, _ = score_group(model, imgs, cfg, image_generators(CFG.seed, [record_key(it.key, it.content_hash or pixel_digest(it.load())) for it in group]),
                               perturbations=CFG.perturbations, eps_rms=CFG.eps_rms, jvp_directions=CFG.jvp_directions)
         for it, rec in zip(group, recs):
             ref = study[it.key]
@@ -244,7 +244,8 @@ def test_maps_have_the_image_size_and_the_study_mu_bar(model, tmp_path):
     cfg = StudyConfig(**{**CFG.__dict__, "images_per_batch": 1})
     run_study(model, items, tmp_path, cfg, progress=False, save_images=False)
     (ref,) = load_records(tmp_path)
-    m = instability_map(model, items[0].load(), items[0].key, cfg)
+    (ref,) = load_records(tmp_path)
+    m = instability_map(model, items[0].load(), ref["record_key"], cfg)
     assert m["instability_map"].shape == (16, 16) and m["error_map"].shape == (16, 16)
     assert m["mu_bar"] == pytest.approx(ref["mu_bar"], rel=1e-5)
     assert np.isfinite(m["instability_map"]).all() and (m["instability_map"] >= 0).all()

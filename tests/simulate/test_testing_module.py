@@ -101,10 +101,21 @@ def test_theorem31_fails_with_a_too_small_M_and_checks_kappa(gmm, x_gmm) -> None
 
 
 @pytest.mark.parametrize("kwargs, flag", [({"steps": 0}, "steps"), ({"steps": 10, "solver": "nope"}, "solver"),
-                                          ({"steps": 10, "L": -1.0}, "L")])
+                                          ({"steps": 10, "L": -1.0}, "L"), ({"steps": 10, "rtol": float("inf")}, "rtol"),
+                                          ({"steps": 10, "rtol": float("nan")}, "rtol"), ({"steps": 10, "rtol": -1.0}, "rtol")])
 def test_theorem31_rejects_bad_arguments(gmm, x_gmm, kwargs, flag) -> None:
     with pytest.raises(ValueError, match=flag):
         assert_theorem31(gmm, x_gmm, **kwargs)
+
+
+def test_theorem31_reports_a_nan_velocity_at_once(x_gmm) -> None:
+    """A velocity returning NaN is named as non-finite before any solve (not "violated", not 80 s later)."""
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=r"field_or_velocity returned non-finite values \(NaN or inf\) at t = 1"):
+        assert_theorem31(lambda x, t: torch.full_like(x, float("nan")), x_gmm, steps=40)
+    assert time.monotonic() - t0 < 5
 
 
 # --------------------------------------------------------------------------- Proposition 2.1
@@ -192,7 +203,26 @@ def test_theorem41_holds_on_samples_and_fails_on_a_biased_p_inst(thm41_samples) 
     assert "P_inst(tau) = " not in str(info.value)
 
 
+def test_theorem41_rejects_a_negative_squared_norm(thm41_samples) -> None:
+    ll, lpg, sq = thm41_samples
+    bad = sq.copy()
+    bad[3] = -1.0
+    with pytest.raises(ValueError, match="z_norm2 must be >= 0"):
+        assert_theorem41(ll, lpg, bad, n=2, tau=1.0, c=9.0)
+
+
 # --------------------------------------------------------------------------- Theorem 4.3
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"slack": float("nan")}, "slack"), ({"slack": float("inf")}, "slack"), ({"slack": -1.0}, "slack"),
+    ({"tau": []}, "tau must hold"), ({"c": []}, "c must hold"), ({"tau": [0.0, 1.0]}, "tau must be finite and > 0"),
+    ({"bounds": lambda *a: {"p1_bound": 0.5}}, "bounds must return a dict with keys"),
+])
+def test_theorem43_rejects_bad_arguments(kwargs, flag) -> None:
+    params = {**dict(n=2, m=1, sigma=0.05, side=0.1, tau=1.0, c=4.0), **kwargs}
+    with pytest.raises(ValueError, match=flag):
+        assert_theorem43_bounds_valid(**params)
+
+
 @settings(max_examples=150, deadline=None, database=None)
 @given(pst.theorem43_params())
 def test_theorem43_bounds_valid_on_drawn_parameters(p) -> None:

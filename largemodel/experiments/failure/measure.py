@@ -23,7 +23,7 @@ def failure_records(model_dir: Path, out: Path, opts: Any, *, progress: Callable
     one-pass and regeneration scores and the reconstruction error (latent MSE of ``G(F~(x))``).
     ``model``: ``model_dir`` already loaded (loaded on the CPU in float32 when ``None``)."""
     from largemodel.models.load import load_model
-    from largemodel.diagnose.scores import ScoreConfig, score_group, study_generator
+    from largemodel.diagnose.scores import ScoreConfig, score_group, image_generators
     from largemodel.training.train import model_dataset
     from simulate.store import RecordStore, output_lock
 
@@ -42,7 +42,7 @@ def failure_records(model_dir: Path, out: Path, opts: Any, *, progress: Callable
                 continue
             idx = [keys.index(k) for k in group]
             t0 = time.perf_counter()
-            recs, _ = score_group(model, held[idx], cfg, study_generator(seed, group[0]),
+            recs, _ = score_group(model, held[idx], cfg, image_generators(seed, group),
                                   perturbations=opts.perturbations, jvp_directions=opts.jvp_directions)
             dt = (time.perf_counter() - t0) / len(group)
             for k, r in zip(group, recs):
