@@ -79,9 +79,7 @@ def nfe_figure(rows: Sequence[Mapping[str, Any]], out_png: str | Path) -> Path:
         vals = _values(rows, floor_key)
         floor = float(np.nanmedian(vals)) if np.isfinite(vals).any() else float("nan")
         if np.isfinite(floor) and floor > 0:
-            ax.axhline(floor, color="k", ls="--", lw=1)
-            ax.annotate("G_N's floor: F by an adaptive solve", (0.02, floor), xycoords=("axes fraction", "data"),
-                        xytext=(0, 3), textcoords="offset points", fontsize=8)
+            ax.axhline(floor, color="k", ls="--", lw=1, label="G_N's floor: z = F(y), F by an adaptive solve")
         ex = [r["inverters"]["exact"] for r in rows if "exact" in r.get("inverters", {})]
         if key == "error" and ex:
             x_ex = float(np.median([p["nfe"][0] for p in ex]))
