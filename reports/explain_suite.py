@@ -51,6 +51,6 @@ def explain_markdown(decomposition: ClaimRow, predicts: ClaimRow, figures: list[
     ]
     if identities:
         lines += ["Consistency checks (true by construction, not findings): "
-                  + "; ".join(f"{i['name'].removeprefix('explain: ')} {i['value']:.3g}" for i in identities) + ".", ""]
+                  + "; ".join(f"{i['name'].removeprefix('explain: ')}: {i['value']:.3g}" for i in identities) + ".", ""]
     lines += [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
