@@ -23,7 +23,10 @@ Modules:
 * :mod:`largemodel.models.images` -- images from a local folder: listing, seeded subsets, loading.
 * :mod:`largemodel.study.stats` -- Pearson / Spearman with bootstrap (BCa) intervals, log-log fits.
 * :mod:`largemodel.diagnose.explain` -- why an image reconstructs badly: discrepancy x amplification,
-  alignment, causal test, inverters at equal cost.
+  linearization at the real discrepancy, alignment, differentiability check, inverters at equal cost
+  with G_N's floor.
+* :mod:`largemodel.diagnose.explain_summary` -- the explanation's across-image statistics with
+  bootstrap intervals, its identities kept apart from its findings.
 * :mod:`largemodel.diagnose.explain_cli` -- ``pfode largemodel explain``: the explanation per image and
   resolution, resumable.
 * :mod:`largemodel.diagnose.explain_plots` -- figures of ``pfode largemodel explain``.

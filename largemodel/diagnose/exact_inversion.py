@@ -36,7 +36,7 @@ from torch import Tensor
 
 from largemodel.study.ode import SOLVERS, Velocity, _check_grid, _check_solver, generate, nfe_per_step
 
-__all__ = ["ExactInversion", "invert_exact", "velocity_from_field"]
+__all__ = ["ExactInversion", "invert_exact", "invert_adaptive", "velocity_from_field"]
 
 
 @dataclass
@@ -185,6 +185,40 @@ def invert_exact(
                           diverged=diverged, nfe=nfe, tol=tol_eff, final_residual=final)
 
 
+class _SigmaField:
+    """A ``largemodel`` velocity ``u(x, sigma)`` on latents as a :mod:`simulate.solvers` field on
+    flat rows, with the solver's time read as ``sigma`` (per-row ``(B,)`` times passed through)."""
+
+    def __init__(self, velocity: Velocity, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        self._u, self._shape, self._dtype = velocity, shape, dtype
+
+    def velocity(self, x: Tensor, t: Tensor | float) -> Tensor:
+        sigma = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+        v = self._u(x.reshape(x.shape[0], *self._shape).to(self._dtype), sigma)
+        return v.reshape(x.shape[0], -1).to(x.dtype)
+
+
+@torch.no_grad()
+def invert_adaptive(velocity: Velocity, y: Tensor, sigma_max: float, *, rtol: float = 1e-5,
+                    atol: float = 1e-6) -> tuple[Tensor, int]:
+    r"""``F(y)``: the continuous inversion ``dx/dsigma = u(x, sigma)`` from ``sigma = 0`` to
+    ``sigma_max`` by adaptive Dormand--Prince 5(4) (:func:`simulate.solvers.dopri5`, docs/theory.md
+    §4.2), in float64 whatever the network's dtype.
+
+    ``G_N(F(y)) - y`` is then ``G_N``'s own discretisation error at ``y`` (docs/theory.md §5.3): the
+    floor an inverter that converges to the continuous ``F`` cannot go below.
+
+    Returns:
+        ``(F(y)`` in ``y``'s dtype, batched network evaluations spent).
+    """
+    from simulate.solvers.dopri5 import dopri5
+
+    field = _SigmaField(velocity, tuple(y.shape[1:]), y.dtype)
+    res = dopri5(field, y.reshape(y.shape[0], -1).to(torch.float64), 0.0, float(sigma_max), rtol=rtol, atol=atol)
+    return res.x.reshape(y.shape).to(y.dtype), int(res.nfe)
+
+
 def velocity_from_field(field: Any, shape: tuple[int, ...]) -> Velocity:
     r"""An exact ``simulate`` field as a ``largemodel`` velocity on latents of shape ``(B, *shape)``.
 
@@ -198,7 +232,8 @@ def velocity_from_field(field: Any, shape: tuple[int, ...]) -> Velocity:
         raise ValueError(f"latent shape {shape} has {n} coordinates but the field has n = {field.n}")
 
     def u(x: Tensor, sigma: Tensor | float) -> Tensor:
-        t = 1.0 - float(sigma)
+        s = torch.as_tensor(sigma, dtype=torch.float64)
+        t = 1.0 - float(s) if s.ndim == 0 else (1.0 - s).to(field.dtype)  # per-row sigmas stay per row
         v = field.velocity(x.reshape(x.shape[0], n).to(field.dtype), t)
         return (-v).reshape(x.shape).to(x.dtype)
 

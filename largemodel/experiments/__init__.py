@@ -19,7 +19,8 @@ Modules:
   decider) and the supplement verdicts on Theorem 4.3 and Lemma D.1.
 * :mod:`largemodel.experiments.fig4c.figures` -- the Theorem 4.1 / 4.3 trend figure.
 * :mod:`largemodel.experiments.explain.experiment` -- why images reconstruct badly (``ExplainOptions``,
-  ``run``); :mod:`largemodel.experiments.explain.judge` -- its supplement verdicts.
+  ``run``); :mod:`largemodel.experiments.explain.controls` -- its synthetic controls;
+  :mod:`largemodel.experiments.explain.judge` -- its findings on intervals and supplement verdicts.
 * :mod:`largemodel.experiments.failure.experiment` -- which images fail: one-pass scores against the
   reconstruction error (``FailureOptions``, ``run``); :mod:`largemodel.experiments.failure.measure`
   -- its records, timings and instability maps.

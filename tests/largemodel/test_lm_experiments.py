@@ -35,7 +35,8 @@ OLD_SCALES = {
              "jacobian_images": 8, "user_images": 100},
 }
 OLD_EXPLAIN = {
-    "quick": {"model": ("digits", 8, 100, 1000), "images": 32, "steps": 100, "power_iters": 3,
+    # issue 25: no power iteration in the quick run (the top-direction slope is a differentiability check only)
+    "quick": {"model": ("digits", 8, 100, 1000), "images": 32, "steps": 100, "power_iters": 0,
               "trend_models": [("digits", 8, 100, 1000), ("digits", 16, 100, 1000)], "trend_images": 16},
     "full": {"model": ("digits", 8, 100, 1000), "images": 128, "steps": 100, "power_iters": 8,
              "trend_models": [("digits", s, 100, 2500) for s in (8, 16, 24)], "trend_images": 64},
@@ -70,6 +71,42 @@ def test_options_are_frozen_and_validated(module) -> None:
     name = "study_model" if module is fig4c else "model"
     with pytest.raises(ValueError, match=f"{name} must be"):
         module.make_options(**{name: ("digits", 8)})
+
+
+def test_explain_trend_reuses_the_main_records(tmp_path, monkeypatch) -> None:
+    """The trend pass explains only the models the main pass did not (issue 25): the main model's
+    resolution comes from the main summary; the controls get the main run's settings."""
+    calls = []
+
+    def summary(n):
+        share = {"value": 0.1, "ci": (0.0, 0.2)}
+        med = {"value": 1.0, "ci": (0.95, 1.05)}
+        return {"by_resolution": {"8": {"n": n, "n_images": 4, "P_inst": 0.0, "medians": {"mu_bar": 0.5},
+                                        "share_discrepancy": share, "linear_ratio_median": med,
+                                        "linear_angle_median": {"value": 5.0, "ci": (4.0, 6.0)},
+                                        "spearman_mu_bar_error": {"spearman_rho": 0.1, "spearman_ci": (-0.2, 0.3)},
+                                        "identities": [], "linear_ratio_range": [0.9, 1.1],
+                                        "sd_log_error": share, "sd_log_discrepancy": share,
+                                        "sd_log_amplification": share, "corr_log_discrepancy_error": share,
+                                        "corr_log_amplification_error": share, "exact_converged_fraction": 1.0,
+                                        "inverters": {}}}, "figures": []}
+
+    def fake_model(spec, n_images, out, cfg, step, images_per_batch=16):
+        calls.append((spec, out.name, cfg.floor))
+        return summary(spec[1] ** 2)
+
+    def fake_controls(spec, n_images, root, cfg, step, gmm_std, images_per_batch=16):
+        calls.append(("controls", n_images, cfg.power_iters))
+        return {name: summary(64) for name in ("random linear field", "untrained network", "Gaussian mixture field")}
+
+    monkeypatch.setattr(explain_study, "explain_model", fake_model)
+    monkeypatch.setattr(explain_study, "explain_controls", fake_controls)
+    res = explain_study.run(tmp_path)
+    assert [c[1] for c in calls if c[0] != "controls"] == ["explain-digits", "explain-trend-digits-16"]
+    assert [t["n"] for t in res.numbers["explain_trend"]] == [64, 256]
+    assert res.numbers["decisions"]["random linear field"]["mu_bar_predicts_error"]["status"] == "fails"
+    assert {c["name"] for c in res.numbers["controls"]["fig4c"]} >= {"trained model", "untrained network"}
+    assert any(i["name"].startswith("explain: linearization exact") for i in res.numbers["identities"])
 
 
 def test_fig4c_run_refuses_a_model_without_images(tmp_path) -> None:
