@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from reports.cells import table_cell
+
 __all__ = ["Identity", "EXTRACTORS", "identities_of", "rows_from", "identities_markdown"]
 
 
@@ -35,7 +37,7 @@ class Identity:
     name: str
     checked: str
     value: str
-    holds: bool
+    holds: bool | None  # None: a measured consistency number with no tolerance set
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,9 +83,17 @@ EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Identity]]] = {"thm41": _t
 
 
 def rows_from(numbers: dict[str, Any]) -> list[dict[str, Any]]:
-    """The hook for other rooms: a result's own ``numbers["identities"]`` (``{name, checked, value, holds}``)."""
-    return [Identity(str(r["name"]), str(r["checked"]), str(r["value"]), bool(r["holds"])).as_dict()
-            for r in numbers.get("identities", [])]
+    """The hook for other rooms: a result's own ``numbers["identities"]``, each ``{name, checked, value,
+    holds}`` or, for a consistency number with no tolerance (the explain experiment's), ``{name, value,
+    note}`` (``note`` says what it checks; ``holds`` is then ``None``)."""
+    rows = []
+    for r in numbers.get("identities", []):
+        value = r["value"]
+        text = f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+        holds = r.get("holds")
+        rows.append(Identity(str(r["name"]), str(r.get("checked", r.get("note", ""))), text,
+                             None if holds is None else bool(holds)).as_dict())
+    return rows
 
 
 def identities_of(name: str, numbers: dict[str, Any]) -> list[dict[str, Any]]:
@@ -100,5 +110,7 @@ def identities_markdown(rows: list[dict[str, Any]]) -> str:
              "Consistency checks: each holds by construction on correct code (a sample-wise implication, two "
              "estimators of one quantity, shares that sum to 1), so it finds bugs but verifies no claim of the paper.",
              "", "| identity | checked on | deviation | within tolerance |", "|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['checked']} | {r['value']} | {'yes' if r['holds'] else '**no**'} |" for r in rows]
+    verdict = {True: "yes", False: "**no**", None: "no tolerance (a measured number)"}
+    lines += [f"| {table_cell(r['name'])} | {table_cell(r['checked'])} | {table_cell(r['value'])} | {verdict[r['holds']]} |"
+              for r in rows]
     return "\n".join(lines) + "\n"

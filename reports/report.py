@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.claims import CLAIMS, ClaimRow, not_run
+from reports.cells import table_cell
 from reports.identities import identities_markdown, rows_from
 from simulate.store import atomic_write_text, claim_folder, describe_kept, foreign_entry, output_lock, remove_owned
 from simulate.verdict import StatusKind
@@ -25,13 +26,6 @@ REPORT_VERSION = 4
 
 def _anchor(claim_id: str) -> str:
     return f"claim-{claim_id.replace('_', '-')}"
-
-
-def table_cell(text: str) -> str:
-    """``text`` safe inside a GitHub-flavoured Markdown table cell: ``|`` escaped (also inside
-    backticks, where GFM honours ``\\|`` too), line breaks as spaces, empty as ``-``."""
-    text = " ".join(str(text).split())
-    return re.sub(r"(?<!\\)\|", r"\\|", text) or "-"
 
 
 #: the abbreviations of the verdict table's cells, defined once under the table

@@ -28,3 +28,14 @@ def test_hook_rows_and_empty_section() -> None:
                                       "holds": True}]})
     assert rows == [{"name": "shares sum to 1", "checked": "32 images", "value": "max |1 - sum| 1e-16", "holds": True}]
     assert identities_of("fig3", {}) == [] and identities_markdown([]) == ""
+
+
+def test_explain_style_identities_are_listed_without_a_tolerance() -> None:
+    from reports.identities import identities_markdown, rows_from
+
+    rows = rows_from({"identities": [{"name": "explain: shares sum to 1", "value": 1.0, "note": "by definition | sum"},
+                                     {"name": "x", "checked": "y", "value": "0 violations", "holds": False}]})
+    assert rows[0] == {"name": "explain: shares sum to 1", "checked": "by definition | sum", "value": "1",
+                       "holds": None}
+    text = identities_markdown(rows)
+    assert "no tolerance" in text and "**no**" in text and "by definition \\| sum" in text
