@@ -60,8 +60,8 @@ from largemodel.training.cache import (
     load_checkpoint,
     model_dataset,
     save_checkpoint,
+    shipped_model,
 )
-from largemodel.training.shipped import shipped_model
 from largemodel.training.objective import eval_loss, flow_matching_loss, null_conditioning, sample_sigmas
 from largemodel.training.options import (
     DEFAULTS,

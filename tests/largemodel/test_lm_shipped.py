@@ -52,7 +52,7 @@ def test_cached_model_returns_the_shipped_folder_without_training(tmp_path: Path
 
 
 def test_shipped_model_ignores_an_incomplete_or_foreign_folder(tmp_path: Path, monkeypatch) -> None:
-    import largemodel.training.shipped as shipped
+    import largemodel.training.cache as cache
 
     key = _key("digits", 8, 100, 1000)
     src = SHIPPED_DIR / f"digits-8px-{key}"
@@ -60,14 +60,14 @@ def test_shipped_model_ignores_an_incomplete_or_foreign_folder(tmp_path: Path, m
     for rel in FILES:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         (dst / rel).write_bytes((src / rel).read_bytes())
-    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path)
-    assert shipped.shipped_model("digits", 8, key) == dst
+    monkeypatch.setattr(cache, "SHIPPED_DIR", tmp_path)
+    assert cache.shipped_model("digits", 8, key) == dst
     (dst / WEIGHTS).unlink()
-    assert shipped.shipped_model("digits", 8, key) is None
+    assert cache.shipped_model("digits", 8, key) is None
     (dst / WEIGHTS).write_bytes((src / WEIGHTS).read_bytes())
     meta = json.loads((dst / "pfode_model.json").read_text())
     (dst / "pfode_model.json").write_text(json.dumps({**meta, "config_key": "0" * 16}))
-    assert shipped.shipped_model("digits", 8, key) is None
+    assert cache.shipped_model("digits", 8, key) is None
 
 
 def test_the_shipped_model_loads_and_generates(single_thread) -> None:

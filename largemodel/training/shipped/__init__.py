@@ -19,37 +19,12 @@ May import: ``largemodel.training``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+# the lookup lives in ``cache`` (``train`` imports it; this package imports ``train`` to regenerate)
+from largemodel.training.cache import FILES, SHIPPED_DIR, SPECS, shipped_model
+
 __all__ = ["FILES", "SHIPPED_DIR", "SPECS", "regenerate", "shipped_model"]
-
-#: the folder holding the shipped model folders (package data)
-SHIPPED_DIR = Path(__file__).resolve().parent
-
-#: the files of a model folder that are shipped (the training's ownership marker and locks are not)
-FILES: tuple[str, ...] = ("model_index.json", "pfode_model.json", "null_prompt.safetensors",
-                          "scheduler/scheduler_config.json", "transformer/config.json",
-                          "transformer/diffusion_pytorch_model.safetensors")
-
-#: the shipped configurations: ``(data, size, train images, steps)`` with the training defaults otherwise
-SPECS: tuple[tuple[str, int, int, int], ...] = (("digits", 8, 100, 1000), ("digits", 16, 100, 1000))
-
-
-def shipped_model(data: str, size: int, key: str) -> Path | None:
-    """The shipped folder of the configuration with cache key ``key``, or ``None`` if none is shipped.
-
-    A folder counts only if it holds every file of :data:`FILES` and its ``pfode_model.json`` names
-    the same ``config_key``; anything else is ignored (the caller trains).
-    """
-    folder = SHIPPED_DIR / f"{data}-{size}px-{key}"
-    if folder.is_symlink() or not all((folder / rel).is_file() for rel in FILES):
-        return None
-    try:
-        meta = json.loads((folder / "pfode_model.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return folder if isinstance(meta, dict) and meta.get("config_key") == key else None
 
 
 def regenerate(work: Path, dest: Path = SHIPPED_DIR) -> list[Path]:
