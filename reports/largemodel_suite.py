@@ -62,6 +62,7 @@ def _run(
     opts = fig4c.make_options(not quick)
     t0 = time.perf_counter()
     res = fig4c.run(out_dir / FOLDER, full=not quick, progress=step, model=model, images=images)
+    seconds = {"fig4c": time.perf_counter() - t0}
     nums = res.numbers
     data: dict[str, Any] = {"scale": opts.scale(), "study_digits": nums["study_digits"]}
     if "study_user" in nums:
@@ -69,8 +70,12 @@ def _run(
     data["trend"], data["lemma_d1_trained"] = nums["trend"], nums["lemma_d1_trained"]
     figures = {k: [f"{FOLDER}/{f}" for f in v] for k, v in nums["claim_figures"].items()}
     rows = [ClaimRow(c, res.verdict_for(c), figures=figures.get(c, [])) for c in ("fig4c", "thm43_pinst", "lemma_d1")]
+    t1 = time.perf_counter()
     explain_rows, data["explain"] = run_explain_suite(out_dir, quick=quick, progress=step)
     rows += explain_rows
+    t2 = time.perf_counter()
     data["failure"] = run_failure_section(out_dir, quick=quick, progress=step)
+    seconds.update(explain=t2 - t1, failure=time.perf_counter() - t2)
     data["seconds"] = time.perf_counter() - t0
+    data["seconds_by_section"] = seconds  # the report's time budget (reports.budget)
     return rows, data

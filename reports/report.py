@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reports.budget import PLANNED, budget_markdown, budget_rows, check_budget, spent_seconds
 from reports.claims import CLAIMS, ClaimRow, not_run
 from simulate.store import atomic_write_text, foreign_entry, mark_owned, output_lock, remove_owned
 from simulate.verdict import StatusKind
@@ -32,7 +33,8 @@ def render_markdown(verdicts: dict[str, ClaimRow], meta: dict[str, Any], section
         "# pfode-instability verification report",
         "",
         f"Run `{meta['run']}` ({meta['mode']}), suites: {', '.join(meta['suites'])}; "
-        f"{meta['seconds']:.1f} s on {meta['machine']}.",
+        f"{meta['seconds']:.1f} s on {meta['machine']}."
+        + (f" **Partial: the {', '.join(meta['pending'])} suite(s) still running.**" if meta.get("pending") else ""),
         "",
         "| claim | status | key number | details |",
         "|---|---|---|---|",
@@ -54,12 +56,16 @@ def render_markdown(verdicts: dict[str, ClaimRow], meta: dict[str, Any], section
     return "\n".join(lines)
 
 
-def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any, progress: Any) -> tuple[list[ClaimRow], Any]:
+def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any, progress: Any,
+                  timing: dict[str, Any] | None = None) -> tuple[list[ClaimRow], Any]:
     """Run one suite, or reuse its finished result (``<suite>/suite.json``).
 
     An interrupted suite has no ``suite.json``; rerunning resumes it from the records its
     experiments wrote as they went. (``--fresh`` removed the suite folder before this.)
+    ``timing`` (if given) receives ``seconds`` (the suite's wall time when it was computed) and
+    ``reused``.
     """
+    timing = {} if timing is None else timing
     cache = out_dir / suite / "suite.json"
     if cache.is_file():
         try:
@@ -69,11 +75,14 @@ def _cached_suite(out_dir: Path, suite: str, signature: dict[str, Any], run: Any
         if isinstance(saved, dict) and saved.get("signature") == signature:
             if progress is not None:
                 progress(f"{suite}: cached result reused ({cache}; --fresh recomputes)")
+            timing.update(seconds=float(saved.get("seconds") or 0.0), reused=True)
             return [ClaimRow.from_dict(v) for v in saved["verdicts"]], saved["data"]
+    t0 = time.perf_counter()
     rows, data = run()
+    timing.update(seconds=time.perf_counter() - t0, reused=False)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cache, json.dumps({"signature": signature, "verdicts": [v.as_dict() for v in rows], "data": data},
-                                        indent=1, default=_json_default))
+    atomic_write_text(cache, json.dumps({"signature": signature, "verdicts": [v.as_dict() for v in rows], "data": data,
+                                         "seconds": timing["seconds"]}, indent=1, default=_json_default))
     return rows, data
 
 
@@ -128,6 +137,7 @@ def run_report(
     fresh: bool = False,
     model: Path | None = None,
     images: Path | None = None,
+    budget: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run the chosen suites and write ``report.md`` and ``results.json`` into ``out_dir``.
 
@@ -138,11 +148,14 @@ def run_report(
             interrupted one resumes). Only suite folders pfode created are removed.
         model, images: a user's diffusers model folder and image folder for the large-model
             suite (its result then decides the Fig. 4(c) row).
+        budget: seconds planned per section (``reports.budget.SECTIONS``; default the scale's
+            ``reports.budget.PLANNED``), printed next to the seconds spent in ``report.md``.
 
     ``out_dir`` must be new, empty or a folder pfode created (``.pfode-owned``), and so must its
     suite folders; the run holds ``out_dir``'s lock throughout (a second run on it fails with
     ``OutputBusy``). ``report.md``, ``results.json`` and each ``suite.json`` are written
-    atomically.
+    atomically; ``report.md`` is written after each suite finishes (the suites still running are
+    marked pending), so a reader sees the theory verdicts within seconds.
 
     Raises:
         ValueError: invalid arguments, a folder holding files pfode did not create, or
@@ -155,14 +168,15 @@ def run_report(
         raise ValueError("give both --model and --images to study your own model")
     if model is not None and "largemodel" not in suites:
         raise ValueError("--model needs the largemodel suite (--suites ...,largemodel)")
+    planned = {**PLANNED["quick" if quick else "full"], **check_budget(budget or {})}
     mark_owned(out_dir, "pfode report run")
     with output_lock(out_dir, command="pfode report"):
         _prepare_folders(out_dir, tuple(s for s in SUITES if s in suites), fresh)
-        return _run_suites(out_dir, suites, quick, progress, model, images)
+        return _run_suites(out_dir, suites, quick, progress, model, images, planned)
 
 
 def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: Any, model: Path | None,
-                images: Path | None) -> dict[str, Any]:
+                images: Path | None, planned: dict[str, float]) -> dict[str, Any]:
     """The body of ``run_report`` (arguments checked, ``out_dir`` locked and prepared)."""
     t0 = time.perf_counter()
     mode = "quick" if quick else "full"
@@ -182,32 +196,56 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
 
         runners["largemodel"] = lambda: run_largemodel_suite(out_dir, quick=quick, progress=progress, model=model,
                                                              images=images)
+    spent: dict[str, dict[str, Any]] = {}
     for suite in SUITES:
         if suite not in runners:
             continue
         signature = {"mode": mode, "version": REPORT_VERSION,
                      "model": str(model) if suite == "largemodel" and model else None,
                      "images": str(images) if suite == "largemodel" and images else None}
-        rows, data = _cached_suite(out_dir, suite, signature, runners[suite], progress)
+        timing: dict[str, Any] = {}
+        rows, data = _cached_suite(out_dir, suite, signature, runners[suite], progress, timing)
         for v in rows:
             _merge(verdicts, v, suite)
         suite_data[suite] = data
+        for section, seconds in spent_seconds(suite, data, timing["seconds"]).items():
+            spent[section] = {"seconds": seconds, "reused": timing["reused"]}
+        pending = [s for s in SUITES if s in runners and s not in suite_data]
+        if pending:  # the rows so far, for a reader who opens report.md before the run ends
+            _write_report(out_dir, suites, mode, t0, verdicts, suite_data, budget_rows(planned, spent), pending)
+            if progress is not None:
+                progress(f"{suite}: rows written to {out_dir / 'report.md'} ({', '.join(pending)} pending)")
+    return _write_report(out_dir, suites, mode, t0, verdicts, suite_data, budget_rows(planned, spent), [])
+
+
+def _pending(suite: str) -> str:
+    return f"pending: the {suite} suite is still running (report.md is rewritten as each suite finishes)"
+
+
+def _write_report(out_dir: Path, suites: tuple[str, ...], mode: str, t0: float, verdicts: dict[str, ClaimRow],
+                  suite_data: dict[str, Any], budget: list[dict[str, Any]], pending: list[str]) -> dict[str, Any]:
+    """Write ``report.md`` and ``results.json`` (atomically) from the suites finished so far; the
+    claims of ``pending`` suites are marked pending, those of suites not selected not run."""
+    shown = dict(verdicts)
     for c in CLAIMS:
-        if c.id not in verdicts:
-            verdicts[c.id] = not_run(c.id, _not_selected(c.suite))
+        if c.id not in shown:
+            shown[c.id] = not_run(c.id, _pending(c.suite) if c.suite in pending else _not_selected(c.suite))
     meta = {
         "run": out_dir.name,
         "mode": mode,
         "suites": list(suites),
         "seconds": time.perf_counter() - t0,
         "machine": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",
+        "pending": list(pending),
+        "budget": budget,
     }
     large = suite_data.get("largemodel") or {}
     sections = [large[k]["markdown"] for k in ("explain", "failure") if (large.get(k) or {}).get("markdown")]
-    atomic_write_text(out_dir / "report.md", render_markdown(verdicts, meta, sections))
-    results = {"meta": meta, "verdicts": [verdicts[c.id].as_dict() for c in CLAIMS], "suites": suite_data}
+    sections.append(budget_markdown(budget, mode))
+    atomic_write_text(out_dir / "report.md", render_markdown(shown, meta, sections))
+    results = {"meta": meta, "verdicts": [shown[c.id].as_dict() for c in CLAIMS], "suites": suite_data}
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, default=_json_default))
-    return {"report": out_dir / "report.md", "results": out_dir / "results.json", "verdicts": verdicts}
+    return {"report": out_dir / "report.md", "results": out_dir / "results.json", "verdicts": shown}
 
 
 def _json_default(obj: Any) -> Any:

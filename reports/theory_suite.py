@@ -69,7 +69,7 @@ def _prop21_on_analytic_map() -> ClaimRow:
 def run_theory_suite(out_dir: Path, quick: bool = True, progress=None) -> tuple[list[ClaimRow], dict[str, Any]]:
     """Run the theory checks, write the curves' figures into ``out_dir``; return verdicts and data."""
     from theory.highdim.curves import write_theory_curves
-    from theory.symbolic import derivations
+    from theory.symbolic.derivations import derivations
 
     step = progress or (lambda msg: None)
     t0 = time.perf_counter()

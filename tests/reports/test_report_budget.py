@@ -1,0 +1,80 @@
+"""``pfode report``: report.md written as each suite finishes, and the time budget (planned vs spent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reports import budget as budget_mod
+from reports.claims import CLAIMS
+from reports.cli import main
+from reports.report import run_report
+
+
+def _fake_simulate(seen: dict[str, Any]):
+    def run(out_dir: Path, quick: bool = True, progress: Any = None, fresh: bool = False):
+        seen["report"] = (out_dir / "report.md").read_text()  # what a reader sees while it runs
+        seen["results"] = json.loads((out_dir / "results.json").read_text())
+        return [], {"seconds": 0.0}
+
+    return run
+
+
+def test_report_md_holds_the_theory_rows_while_the_next_suite_runs(tmp_path: Path, monkeypatch) -> None:
+    import reports.simulate_suite as simulate_suite
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(simulate_suite, "run_simulate_suite", _fake_simulate(seen))
+    out = tmp_path / "run"
+    run_report(out, suites=("theory", "simulate"))
+    partial, final = seen["report"], (out / "report.md").read_text()
+    assert "Partial: the simulate suite(s) still running" in partial and "Partial" not in final
+    assert seen["results"]["meta"]["pending"] == ["simulate"]
+    rows = {v["claim_id"]: v["status"] for v in seen["results"]["verdicts"]}
+    assert rows["lemma_d1"].startswith("verified")  # a theory verdict, there before the run ends
+    simulate_only = [c.id for c in CLAIMS if c.suite == "simulate" and rows[c.id].startswith("not run")]
+    assert simulate_only and all("pending: the simulate suite" in rows[c] for c in simulate_only)
+    assert all("pending" not in v["status"] for v in json.loads((out / "results.json").read_text())["verdicts"])
+
+
+def test_time_budget_planned_vs_spent(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["report", "--suites", "theory", "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    (row,) = meta["budget"]
+    assert row["section"] == "theory" and row["planned"] == budget_mod.PLANNED["quick"]["theory"]
+    assert 0 < row["spent"] < 600 and not row["reused"]
+    assert "## Time budget" in md and f"| theory | {row['planned']:.0f} | {row['spent']:.1f} |" in md
+    # a plan smaller than the time spent is marked over budget (the judge can fail)
+    tight = run_report(tmp_path / "tight", suites=("theory",), budget={"theory": 1e-3})
+    assert "| theory | 0 |" in tight["report"].read_text() and "over budget" in tight["report"].read_text()
+    assert "within budget" in md or "over budget" in md
+    # rerun: the suite is reused, the row shows the seconds it took when computed
+    again = run_report(out, suites=("theory",))
+    (row2,) = json.loads(again["results"].read_text())["meta"]["budget"]
+    assert row2["reused"] and row2["spent"] == pytest.approx(row["spent"])
+
+
+@pytest.mark.parametrize("bad, needle", [({"nosuch": 1.0}, "unknown section"), ({"theory": 0}, "theory must be"),
+                                         ({"theory": float("nan")}, "theory must be"), ({"fig4c": True}, "fig4c")])
+def test_bad_budget_is_refused_before_anything_runs(bad: dict, needle: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=needle):
+        run_report(tmp_path / "run", suites=("theory",), budget=bad)
+    assert not (tmp_path / "run").exists()
+
+
+def test_large_model_sections_split_the_suite_time() -> None:
+    spent = budget_mod.spent_seconds("largemodel", {"seconds_by_section": {"fig4c": 5.0, "explain": 2.0, "failure": 1.0}}, 8.5)
+    assert spent == {"fig4c": 5.0, "explain": 2.0, "failure": 1.0}
+    assert budget_mod.spent_seconds("theory", {}, 3.0) == {"theory": 3.0}
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", "65"])
+def test_workers_flag_is_checked(value: str, capsys) -> None:
+    assert main(["report", "--workers", value, "--suites", "theory"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--workers must be an integer in [1, 64]" in err
