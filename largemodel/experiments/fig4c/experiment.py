@@ -129,6 +129,13 @@ def _study(model_dir: Path, items: list, out: Path, cfg: Any, *, model: Any = No
     return summarize(out, title=f"{model_dir.name}")
 
 
+def _study_has_trend(opts: Fig4cOptions, spec: ModelSpec) -> bool:
+    """Whether the Fig. 4(c) study already measured the Theorem 4.1 quantities of trend model ``spec``:
+    the same model, the same held-out images (the first ``trend_images``), the same Euler steps and
+    Hutchinson probes (its one inversion pass records ``log_Lambda``, ``log_p_g``, ``||F(x)||^2 / n``)."""
+    return spec == opts.study_model and opts.trend_images == opts.study_images
+
+
 def theorem41_numbers(out: Path, tau: float = 1.0, c_over_n: float = 1.1) -> dict[str, Any]:
     """Theorem 4.1 (docs/theory.md §6.3) on a finished study in ``out``: the fractions of its images with
     ``log Lambda_G > log tau`` (``P_inst(tau)``), ``log p_g(x) >=`` Lemma D.2's level
@@ -240,9 +247,12 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
     for spec in opts.trend_models:
         tf = _announce(step, spec)
         step(f"largemodel: Theorem 4.1 quantities, {spec[0]} {spec[1]}px")
-        sub = root / f"trend-{spec[0]}-{spec[1]}"
-        _study(tf, heldout_items(tf, opts.trend_images), sub, trend_cfg)
-        trend.append({"data": spec[0], "size": spec[1], "train_images": spec[2],
+        if _study_has_trend(opts, spec):  # the Fig. 4(c) study inverted these very images: not twice
+            sub = root / "study-digits"
+        else:
+            sub = root / f"trend-{spec[0]}-{spec[1]}"
+            _study(tf, heldout_items(tf, opts.trend_images), sub, trend_cfg)
+        trend.append({"data": spec[0], "size": spec[1], "train_images": spec[2], "folder": sub.name,
                       **theorem41_numbers(sub, opts.tau, opts.c_over_n)})
     numbers["trend"] = trend
     trend_figures = draw_figures(root, trend)
