@@ -68,7 +68,8 @@ def budget_markdown(rows: list[dict[str, Any]], mode: str) -> str:
     """The "Time budget" section of ``report.md``: planned vs spent per section."""
     lines = ["## Time budget", "",
              f"Seconds planned per section at the {mode} scale (`reports.budget.PLANNED`) and spent in this run; "
-             "a section reused from an earlier run shows the seconds it took then.", "",
+             "a section reused from an earlier run shows the seconds it took then. With `--workers 2` the three "
+             "large-model sections (fig4c, explain, failure) run side by side, so their times overlap.", "",
              "| section | planned (s) | spent (s) | |", "|---|---|---|---|"]
     total_plan = total_spent = 0.0
     for r in rows:
@@ -77,5 +78,5 @@ def budget_markdown(rows: list[dict[str, Any]], mode: str) -> str:
         lines.append(f"| {r['section']} | {plan} | {r['spent']:.1f} | {note} |")
         total_plan += r["planned"] or 0.0
         total_spent += 0.0 if r["reused"] else r["spent"]
-    lines += [f"| all sections | {total_plan:.0f} | {total_spent:.1f} (this run) | |", ""]
+    lines += [f"| sum of sections | {total_plan:.0f} | {total_spent:.1f} (this run) | |", ""]
     return "\n".join(lines)

@@ -33,7 +33,7 @@ import torch
 
 from simulate.experiments.common import RecordStore, progress_iter
 
-__all__ = ["SweepStats", "Unit", "sweep", "sweep_workers", "torch_threads"]
+__all__ = ["SweepStats", "Unit", "parallel_calls", "sweep", "sweep_workers", "torch_threads"]
 
 Unit = tuple[str, Callable[[], dict[str, Any]]]
 """One unit of work: its store key and a thunk that computes its record."""
@@ -90,7 +90,7 @@ def sweep_workers(n: int) -> Iterator[None]:
         _DEFAULT_WORKERS[0] = before
 
 
-def _compute(index: int) -> dict[str, Any]:
+def _compute(index: int) -> Any:
     """A worker's job: the record of unit ``index`` of :data:`_UNITS` (inherited by ``fork``); sweeps
     nested in a unit run in the worker itself."""
     _DEFAULT_WORKERS[0] = 1
@@ -152,6 +152,31 @@ def _positive_lag(lag: int) -> int:
     if isinstance(lag, bool) or not isinstance(lag, int) or lag < 1:
         raise ValueError(f"skip_lag must be an integer >= 1, got {lag!r}")
     return lag
+
+
+def parallel_calls(calls: Sequence[Callable[[], Any]], workers: int | None = None) -> list[Any]:
+    """``[call() for call in calls]``, computed by up to ``workers`` forked processes (default:
+    :func:`sweep_workers`' setting), in the same order. For independent units whose results do not
+    depend on which process computes them (each draws from its own seeds): the report's large-model
+    sections. A call's exception is raised here; one worker, one call or no ``fork``: in this process.
+
+    Raises:
+        ValueError: ``workers < 1``.
+    """
+    workers = _DEFAULT_WORKERS[0] if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if workers == 1 or len(calls) < 2 or "fork" not in mp.get_all_start_methods():
+        return [call() for call in calls]
+    from concurrent.futures import ProcessPoolExecutor
+
+    _UNITS[:] = [(str(i), call) for i, call in enumerate(calls)]
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=mp.get_context("fork")) as pool:
+            futures = [pool.submit(_compute, i) for i in range(len(calls))]
+            return [f.result() for f in futures]
+    finally:
+        _UNITS.clear()
 
 
 def _sequential(store: RecordStore, units: Sequence[Unit], desc: str, progress: bool,

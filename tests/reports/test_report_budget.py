@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def test_budget_rows_mark_overruns_and_reuse() -> None:
     md = budget_mod.budget_markdown(rows, "quick")
     assert "| simulate | 60 | 90.0 | over budget |" in md and "| theory | 10 | 4.0 | within budget |" in md
     assert "| fig4c | 60 | 30.0 | reused (computed earlier) |" in md
-    assert "| all sections | 130 | 94.0 (this run) | |" in md
+    assert "| sum of sections | 130 | 94.0 (this run) | |" in md
 
 
 @pytest.mark.parametrize("bad, needle", [({"nosuch": 1.0}, "unknown section"), ({"theory": 0}, "theory must be"),
@@ -81,3 +82,44 @@ def test_workers_flag_is_checked(value: str, capsys) -> None:
     assert main(["report", "--workers", value, "--suites", "theory"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--workers must be an integer in [1, 64]" in err
+
+
+def _fake_sections(monkeypatch) -> None:
+    """The large-model suite's three sections replaced by quick deterministic stand-ins."""
+    import os
+
+    import reports.explain_suite as explain_suite
+    import reports.failure_suite as failure_suite
+    from largemodel.experiments.fig4c import experiment as fig4c
+    from reports.claims import ClaimRow
+    from simulate.experiments.common import ExperimentResult
+    from simulate.verdict import Verdict
+
+    def fig(out_dir, **kw):
+        v = Verdict("verified", "1", "fake")
+        numbers = {"study_digits": {"pid": os.getpid()}, "trend": [{"n": 64}, {"n": 256}], "lemma_d1_trained": {},
+                   "claim_figures": {}}
+        return ExperimentResult("fig4c", ["fig4c"], v, {}, numbers, [], 0.0, {"thm43_pinst": v, "lemma_d1": v})
+
+    monkeypatch.setattr(fig4c, "run", fig)
+    monkeypatch.setattr(explain_suite, "run_explain_suite", lambda out_dir, quick=True, progress=None: (
+        [ClaimRow("thm31", Verdict("supplement", "2", "fake"))], {"explained": 2, "pid": os.getpid()}))
+    monkeypatch.setattr(failure_suite, "run_failure_section", lambda out_dir, quick=True, progress=None: {
+        "auroc": 0.7, "pid": os.getpid()})
+
+
+def test_large_model_sections_give_the_same_rows_with_two_workers(tmp_path: Path, monkeypatch) -> None:
+    from reports.largemodel_suite import run_largemodel_suite
+    from simulate.experiments.runner import sweep_workers
+
+    _fake_sections(monkeypatch)
+    rows1, data1 = run_largemodel_suite(tmp_path / "a")
+    with sweep_workers(2):
+        rows2, data2 = run_largemodel_suite(tmp_path / "b")
+    assert [r.as_dict() for r in rows1] == [r.as_dict() for r in rows2]
+    pids = lambda d: {d["study_digits"].pop("pid"), d["explain"].pop("pid"), d["failure"].pop("pid")}  # noqa: E731
+    assert pids(data1) == {os.getpid()} and os.getpid() not in pids(data2)  # two workers: other processes
+    for d in (data1, data2):
+        assert set(d.pop("seconds_by_section")) == {"fig4c", "explain", "failure"}
+        d.pop("seconds")
+    assert data1 == data2

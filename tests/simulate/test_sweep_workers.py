@@ -104,3 +104,16 @@ def test_workers_must_be_a_positive_integer(bad: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="workers"):
         with sweep_workers(bad):
             pass
+
+
+def test_parallel_calls_keep_the_order_and_raise() -> None:
+    from simulate.experiments.runner import parallel_calls
+
+    calls = [(lambda i=i: _square(i)) for i in range(5)]
+    one, two = parallel_calls(calls, workers=1), parallel_calls(calls, workers=2)
+    assert [r["square"] for r in one] == [r["square"] for r in two] == [0, 1, 4, 9, 16]
+    assert {r["pid"] for r in one} == {os.getpid()} and os.getpid() not in {r["pid"] for r in two}
+    with pytest.raises(ArithmeticError, match="unit 1 failed"):
+        parallel_calls([lambda: _square(0), _fails], workers=2)
+    with sweep_workers(2):
+        assert os.getpid() not in {r["pid"] for r in parallel_calls(calls)}  # the default follows sweep_workers
