@@ -112,7 +112,7 @@ def study_label(spec: ModelSpec) -> str:
 def _announce(step: Callable[[str], None], spec: ModelSpec) -> Path:
     data, size, train_images, steps = spec
     step(f"largemodel: model trained on {data} {size}px ({train_images or 'all'} images, {steps} steps; "
-         "trained once, then cached)")
+         "shipped with the package, else trained once and cached)")
     return trained_model(spec)
 
 
