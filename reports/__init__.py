@@ -12,6 +12,8 @@ Modules:
   the flag).
 * :mod:`reports.report` -- ``run_report``: runs the selected suites, writes ``report.md`` and
   ``results.json``.
+* :mod:`reports.budget` -- the time budget: seconds planned per report section, printed next to
+  the seconds spent.
 * :mod:`reports.claims` -- the claim registry ``CLAIMS``: each ``Claim`` (id, text, paper section,
   docs/theory.md section) names the one function that decides it (``decided_by``, e.g.
   ``simulate.experiments.thm43.judge.judge``); ``ClaimRow`` is a row of the verdict table. The
@@ -50,6 +52,7 @@ _EXPORTS: dict[str, str] = {
 
 #: submodules reachable as attributes (``reports.report``) without an explicit import
 _SUBMODULES: tuple[str, ...] = (
+    "budget",
     "claims",
     "cli",
     "cli_checks",

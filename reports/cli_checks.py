@@ -231,6 +231,7 @@ FLAG_RULES: dict[tuple[str, ...], dict[str, _Rule]] = {
         "--checkpoint-every": bounded_int(0, 10_000_000), "--quality-samples": bounded_int(0, 100_000),
         "--sample-steps": bounded_int(1, 100_000),
     },
+    ("report",): {"--workers": bounded_int(1, 64)},  # worker processes (simulate.experiments.runner.sweep_workers)
     # any command (after the command's own rules)
     (): {
         "--seed": seed, "--data-seed": seed, "--threads": threads,

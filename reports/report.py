@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reports.budget import PLANNED, budget_markdown, budget_rows, check_budget, spent_seconds
 from reports.claims import CLAIMS, ClaimRow, not_run
 from reports.cells import table_cell
 from reports.identities import identities_markdown, rows_from
@@ -114,8 +115,9 @@ def _header(meta: dict[str, Any]) -> str:
     took = f"{meta.get('compute_seconds', meta['seconds']):.1f} s of computing"
     if cached:
         took += f" ({', '.join(cached)} reused from the cache; this invocation {meta['seconds']:.1f} s)"
+    partial = f" **Partial: the {', '.join(meta['pending'])} suite(s) still running.**" if meta.get("pending") else ""
     return (f"{meta['mode'].capitalize()}-scale run, suites {', '.join(meta['suites'])}, written to `{meta['run']}`: "
-            f"{took} on {meta['machine']}.")
+            f"{took} on {meta['machine']}.{partial}")
 
 
 def _control_lines(row: ClaimRow) -> list[str]:
@@ -217,6 +219,7 @@ def run_report(
     fresh: bool = False,
     model: Path | None = None,
     images: Path | None = None,
+    budget: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run the chosen suites and write ``report.md`` and ``results.json`` into ``out_dir``.
 
@@ -227,11 +230,14 @@ def run_report(
             interrupted one resumes). Only suite folders pfode created are removed.
         model, images: a user's diffusers model folder and image folder for the large-model
             suite (its result then decides the Fig. 4(c) row).
+        budget: seconds planned per section (``reports.budget.SECTIONS``; default the scale's
+            ``reports.budget.PLANNED``), printed next to the seconds spent in ``report.md``.
 
     ``out_dir`` must be new, empty or a folder pfode created (``.pfode-owned``), and so must its
     suite folders; the run holds ``out_dir``'s lock throughout (a second run on it fails with
     ``OutputBusy``). ``report.md``, ``results.json`` and each ``suite.json`` are written
-    atomically.
+    atomically; ``report.md`` is written after each suite finishes (the suites still running are
+    marked pending), so a reader sees the theory verdicts within seconds.
 
     Raises:
         ValueError: invalid arguments, a folder holding files pfode did not create, or
@@ -244,14 +250,15 @@ def run_report(
         raise ValueError("give both --model and --images to study your own model")
     if model is not None and "largemodel" not in suites:
         raise ValueError("--model needs the largemodel suite (--suites ...,largemodel)")
+    planned = {**PLANNED["quick" if quick else "full"], **check_budget(budget or {})}
     claim_folder(out_dir, "report", "pfode report run")
     with output_lock(out_dir, command="pfode report"):
         _prepare_folders(out_dir, tuple(s for s in SUITES if s in suites), fresh)
-        return _run_suites(out_dir, suites, quick, progress, model, images)
+        return _run_suites(out_dir, suites, quick, progress, model, images, planned)
 
 
 def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: Any, model: Path | None,
-                images: Path | None) -> dict[str, Any]:
+                images: Path | None, planned: dict[str, float]) -> dict[str, Any]:
     """The body of ``run_report`` (arguments checked, ``out_dir`` locked and prepared)."""
     t0 = time.perf_counter()
     mode = "quick" if quick else "full"
@@ -274,6 +281,7 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
 
         runners["largemodel"] = lambda: run_largemodel_suite(out_dir, quick=quick, progress=progress, model=model,
                                                              images=images)
+    spent: dict[str, dict[str, Any]] = {}
     for suite in SUITES:
         if suite not in runners:
             continue
@@ -288,9 +296,31 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
         for v in rows:
             _merge(verdicts, v, suite, origins)
         suite_data[suite] = data
+        for section, sec in spent_seconds(suite, data, timing["seconds"]).items():
+            spent[section] = {"seconds": sec, "reused": timing["reused"]}
+        pending = [s for s in SUITES if s in runners and s not in suite_data]
+        if pending:  # the rows so far, for a reader who opens report.md before the run ends
+            _write_report(out_dir, suites, mode, t0, verdicts, suite_data, budget_rows(planned, spent), pending,
+                          seconds, cached)
+            if progress is not None:
+                progress(f"{suite}: rows written to {out_dir / 'report.md'} ({', '.join(pending)} pending)")
+    return _write_report(out_dir, suites, mode, t0, verdicts, suite_data, budget_rows(planned, spent), [], seconds,
+                         cached)
+
+
+def _pending(suite: str) -> str:
+    return f"pending: the {suite} suite is still running (report.md is rewritten as each suite finishes)"
+
+
+def _write_report(out_dir: Path, suites: tuple[str, ...], mode: str, t0: float, verdicts: dict[str, ClaimRow],
+                  suite_data: dict[str, Any], budget: list[dict[str, Any]], pending: list[str],
+                  seconds: dict[str, float], cached: list[str]) -> dict[str, Any]:
+    """Write ``report.md`` and ``results.json`` (atomically) from the suites finished so far; the
+    claims of ``pending`` suites are marked pending, those of suites not selected not run."""
+    shown = dict(verdicts)
     for c in CLAIMS:
-        if c.id not in verdicts:
-            verdicts[c.id] = not_run(c.id, _not_selected(c.suite))
+        if c.id not in shown:
+            shown[c.id] = not_run(c.id, _pending(c.suite) if c.suite in pending else _not_selected(c.suite))
     meta = {
         "run": str(out_dir),
         "mode": mode,
@@ -299,20 +329,23 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
         "compute_seconds": sum(seconds.values()),
         "cached_suites": cached,
         "machine": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",
+        "pending": list(pending),
+        "budget": budget,
     }
     large = suite_data.get("largemodel") or {}
     sections = [large[k]["markdown"] for k in ("explain", "failure") if (large.get(k) or {}).get("markdown")]
     identities = _identities(suite_data)
     if identities:
         sections.append(identities_markdown(identities))
+    sections.append(budget_markdown(budget, mode))
     # the figures of this run: the report folder's own and those of the selected suites' folders
     found = [*out_dir.glob("*.png"), *(f for s in suites if (out_dir / s).is_dir() for f in (out_dir / s).rglob("*.png"))]
     figures = sorted(str(f.relative_to(out_dir)) for f in found if f.is_file() and not f.is_symlink())
-    atomic_write_text(out_dir / "report.md", render_markdown(verdicts, meta, sections, figures))
-    results = {"meta": meta, "verdicts": [verdicts[c.id].as_dict() for c in CLAIMS], "suites": suite_data,
+    atomic_write_text(out_dir / "report.md", render_markdown(shown, meta, sections, figures))
+    results = {"meta": meta, "verdicts": [shown[c.id].as_dict() for c in CLAIMS], "suites": suite_data,
                "identities": identities}
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, default=_json_default))
-    return {"report": out_dir / "report.md", "results": out_dir / "results.json", "verdicts": verdicts}
+    return {"report": out_dir / "report.md", "results": out_dir / "results.json", "verdicts": shown}
 
 
 def _identities(suite_data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,9 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
     report.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: the suites' tensors are small, and extra threads "
                              "slow them badly when other processes share the cores; 0 keeps torch's default)")
+    report.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="worker processes for independent units (simulator cells; default %(default)s: "
+                             "up to two; results are identical with any number)")
     report.add_argument("--fresh", action="store_true",
                         help="recompute every suite instead of reusing cached results (removes only the suite "
                              "folders pfode created; refuses a folder holding anything else)")
@@ -48,8 +52,11 @@ def _run_report(args: argparse.Namespace) -> int:
     def progress(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    result = run_report(out, suites=suites, quick=not args.full, progress=progress, fresh=args.fresh,
-                        model=args.model, images=args.images)
+    from simulate.experiments.runner import sweep_workers
+
+    with sweep_workers(args.workers):
+        result = run_report(out, suites=suites, quick=not args.full, progress=progress, fresh=args.fresh,
+                            model=args.model, images=args.images)
     width = max(len(c) for c in result["verdicts"])
     for claim_id, row in result["verdicts"].items():
         print(f"{claim_id:<{width}}  {row.status}")

@@ -2,7 +2,8 @@
 
 A model is a :data:`ModelSpec` ``(data, size, train images or None for all, training steps)``:
 a small flow-matching transformer trained offline on ``data`` at ``size`` pixels
-(``largemodel.training.train.cached_model``; trained once, then cached). Its held-out images play
+(``largemodel.training.train.cached_model``: shipped with the package for the quick scale, else trained
+once, then cached). Its held-out images play
 ``p_r`` (docs/theory.md §10.4).
 """
 

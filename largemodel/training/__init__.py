@@ -3,7 +3,8 @@
 Owns: ``train`` (the training loop, cached models), ``options`` (a run's frozen configuration and cache
 key), ``objective`` (the conditional flow-matching loss, docs/theory.md §10.5), ``cache`` (model cache,
 checkpoints loaded with ``weights_only=True``, finished folders), ``data`` (digits, faces, photo patches),
-``quality`` (sample quality, measured), ``cli`` (``pfode largemodel train``).
+``quality`` (sample quality, measured), ``cli`` (``pfode largemodel train``), ``shipped`` (the quick
+report's two trained models, package data, returned by ``cached_model`` when their key matches).
 
 May import: ``theory``, ``simulate``, ``largemodel.models``.
 """

@@ -6,6 +6,8 @@ r"""Files of the models trained here: the model cache, training checkpoints, fin
 - ``save_checkpoint`` / ``load_checkpoint``: the resumable training state, written atomically
   (a temporary file, then ``os.replace``) and read back with ``torch.load(weights_only=True)``,
   so a planted pickle runs no code.
+- ``shipped_model``: the quick report's models shipped as package data (``largemodel/training/shipped/``),
+  found by configuration key.
 - ``existing_model``: whether a folder already holds the finished model of a configuration;
   ``model_dataset``: the train / held-out split a finished model was trained on.
 """
@@ -27,6 +29,9 @@ from theory.output.files import make_dirs, write_bytes
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "FILES",
+    "SHIPPED_DIR",
+    "SPECS",
     "cache_entry",
     "default_cache_dir",
     "existing_model",
@@ -34,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "model_dataset",
     "save_checkpoint",
+    "shipped_model",
 ]
 
 #: checkpoint written (atomically) in the output folder while training; removed at the end
@@ -146,3 +152,32 @@ def model_dataset(model_dir: str | Path) -> Dataset:
     if "split" not in meta:
         raise ValueError(f"{model_dir}: not a model trained by pfode (no split in {PFODE_META_FILE})")
     return dataset_from_split(meta["split"])
+
+
+# ---- the models shipped with the package (largemodel/training/shipped/) ----------------------
+#: the folder holding the shipped model folders (package data)
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+
+#: the files of a model folder that are shipped (the training's ownership marker and locks are not)
+FILES: tuple[str, ...] = ("model_index.json", "pfode_model.json", "null_prompt.safetensors",
+                          "scheduler/scheduler_config.json", "transformer/config.json",
+                          "transformer/diffusion_pytorch_model.safetensors")
+
+#: the shipped configurations: ``(data, size, train images, steps)`` with the training defaults otherwise
+SPECS: tuple[tuple[str, int, int, int], ...] = (("digits", 8, 100, 1000), ("digits", 16, 100, 1000))
+
+
+def shipped_model(data: str, size: int, key: str) -> Path | None:
+    """The shipped folder of the configuration with cache key ``key``, or ``None`` if none is shipped.
+
+    A folder counts only if it holds every file of :data:`FILES` and its ``pfode_model.json`` names
+    the same ``config_key``; anything else is ignored (the caller trains).
+    """
+    folder = SHIPPED_DIR / f"{data}-{size}px-{key}"
+    if folder.is_symlink() or not all((folder / rel).is_file() for rel in FILES):
+        return None
+    try:
+        meta = json.loads((folder / "pfode_model.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return folder if isinstance(meta, dict) and meta.get("config_key") == key else None

@@ -25,7 +25,8 @@ norm clipped at 1. Training is resumable (periodic checkpoints in the output fol
 bit-for-bit deterministic given the arguments on a given machine.
 
 ``cached_model`` keeps trained folders under a cache directory keyed by a hash of the
-arguments, so reports reuse them.
+arguments, so reports reuse them; the quick report's two models ship with the package
+(``largemodel.training.shipped``) and are returned without training when the key matches.
 
 Where the pieces live (all re-exported here): the configuration, its validation and cache key in
 ``largemodel.training.options``; the objective (``flow_matching_loss``, ``null_conditioning``,
@@ -61,6 +62,7 @@ from largemodel.training.cache import (
     load_checkpoint,
     model_dataset,
     save_checkpoint,
+    shipped_model,
 )
 from largemodel.training.objective import eval_loss, flow_matching_loss, null_conditioning, sample_sigmas
 from largemodel.training.options import (
@@ -363,7 +365,9 @@ def _save_final(root: Path, ema_model: torch.nn.Module, dataset: Dataset, config
 
 def cached_model(data: str, size: int, train_images: int | None, *, cache_dir: str | Path | None = None,
                  **train_kwargs: Any) -> Path:
-    """The trained model folder for these arguments, trained into the cache if absent.
+    """The trained model folder for these arguments: the shipped one if the package holds it
+    (``largemodel.training.shipped``: the quick report's two models), else the cached one, trained
+    into the cache if absent.
 
     The folder is ``<cache_dir>/<data>-<size>px-<key>`` with ``key`` the hash of the full
     configuration (``train_config``), so equal configurations share one folder whether
@@ -383,6 +387,9 @@ def cached_model(data: str, size: int, train_images: int | None, *, cache_dir: s
                if k in train_kwargs}
     config = train_config(data, size, train_images, **train_kwargs)
     key = config_key(config)
+    shipped = shipped_model(data, size, key)
+    if shipped is not None:  # the quick report's models come with the package: nothing to train
+        return shipped
     folder = cache_entry(data, size, key, cache_dir)
     with file_lock(folder.parent / f".{folder.name}.lock"):
         if existing_model(folder, key):

@@ -197,7 +197,9 @@ def test_small_run_theorem41_numbers_agree_with_the_theory_estimator(small_run) 
 
     out, res = small_run
     (t,) = res.numbers["trend"]
-    sub = out / "trend-digits-8"
+    assert t["folder"] == "study-digits"  # the trend model is the study's, on the same images: not inverted twice
+    assert not (out / "trend-digits-8").exists()
+    sub = out / t["folder"]
     meta = json.loads((sub / "study.json").read_text())
     recs = [r for r in load_records(sub, meta["signature"]) if "log_Lambda" in r]
     n = recs[0]["n"]
@@ -228,3 +230,13 @@ def test_small_run_writes_its_result_and_figures(small_run) -> None:
     jac = res.numbers["lemma_d1_trained"]
     assert jac["steps"] == 4 and len(jac["log_Lambda_jacobian"]) == 1
     assert math.isfinite(jac["max_abs_diff_exact_vs_jacobian"])
+
+
+def test_the_trend_reuses_the_study_only_on_the_same_model_and_images() -> None:
+    """The quick scale's 8 px trend model is the Fig. 4(c) study's (same 48 images): read from the study;
+    the 16 px model, and every full-scale trend model (another training run), are studied."""
+    fast, full = fig4c.make_options(False), fig4c.make_options(True)
+    assert [fig4c._study_has_trend(fast, s) for s in fast.trend_models] == [True, False]
+    assert not any(fig4c._study_has_trend(full, s) for s in full.trend_models)
+    fewer = fig4c.make_options(False, trend_images=24)
+    assert not any(fig4c._study_has_trend(fewer, s) for s in fewer.trend_models)

@@ -78,9 +78,8 @@ def test_curves_command_writes_json_and_pngs(tmp_path) -> None:
     assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_quick_has_every_claim(tmp_path) -> None:
-    out = tmp_path / "run"
-    assert main(["report", "--quick", "--suites", "theory", "--out", str(out)]) == 0
+def test_report_quick_has_every_claim(theory_report) -> None:
+    out = theory_report
     md = (out / "report.md").read_text()
     results = json.loads((out / "results.json").read_text())
     rows = {v["claim_id"]: v for v in results["verdicts"]}
@@ -108,6 +107,8 @@ def test_report_reuses_finished_suites_unless_fresh(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["report", "--quick", "--suites", "theory", "--out", str(out)]) == 0
     assert "cached result reused" in capsys.readouterr().err and cache.stat().st_mtime_ns == first
+    (row,) = json.loads((out / "results.json").read_text())["meta"]["budget"]  # time budget: reused, its old time
+    assert row["reused"] and row["spent"] == json.loads(cache.read_text())["seconds"] > 0
     assert main(["report", "--quick", "--suites", "theory", "--out", str(out), "--fresh"]) == 0
     assert "cached result reused" not in capsys.readouterr().err and cache.stat().st_mtime_ns != first
 
@@ -117,14 +118,16 @@ def test_report_model_needs_images(tmp_path, capsys) -> None:
     assert "give both --model and --images" in capsys.readouterr().err
 
 
-def test_report_quick_all_suites(tmp_path, monkeypatch, capfd) -> None:
-    """The default report (all suites, quick), as a user runs it: every row has a status and a
-    number or a reason; the large-model rows come from models trained here (cache in tmp); its
-    stderr holds only pfode's own progress lines (no third-party notices)."""
-    monkeypatch.setenv("PFODE_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "run"
-    assert main(["report", "--quick", "--out", str(out)]) == 0
-    err = capfd.readouterr().err.splitlines()
+def test_report_quick_all_suites(quick_report) -> None:
+    """The default report (all suites, quick), as a user runs it (``quick_report``, run once per
+    session): every row has a status and a number or a reason; the large-model rows come from the
+    models trained here and shipped with the package (the empty cache stays without models: the
+    first report trains nothing); its stderr holds only pfode's own progress lines (no
+    third-party notices); the time budget lists every section."""
+    assert quick_report.returncode == 0, quick_report.stderr[-2000:]
+    out = quick_report.out
+    assert not (quick_report.cache / "models").exists() or not any((quick_report.cache / "models").iterdir())
+    err = quick_report.stderr.splitlines()
     assert err and all(re.match(r"\[\s*\d+\.\ds\] ", line) for line in err), [
         line for line in err if not re.match(r"\[\s*\d+\.\ds\] ", line)][:5]
     results = json.loads((out / "results.json").read_text())
@@ -147,3 +150,6 @@ def test_report_quick_all_suites(tmp_path, monkeypatch, capfd) -> None:
     assert md.index("## Why images reconstruct badly") > md.index(f"## {CLAIMS[-1].text}")
     for fig in results["suites"]["largemodel"]["failure"]["figures"]:
         assert f"![{fig}]({fig})" in md and (out / fig).stat().st_size > 0
+    assert [r["section"] for r in results["meta"]["budget"]] == ["theory", "simulate", "fig4c", "explain", "failure"]
+    assert "## Time budget" in md and results["meta"]["pending"] == []
+    assert sum("rows written to" in line for line in err) == 2  # after theory, after simulate

@@ -104,7 +104,7 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
     step = progress or (lambda msg: None)
     out = Path(out_dir)
     data_name, size, n_train, _ = opts.model
-    step(f"which images fail: model trained on {data_name} {size}px (trained once, then cached)")
+    step(f"which images fail: model trained on {data_name} {size}px (shipped with the package, else trained once and cached)")
     folder = trained_model(opts.model)
     with torch_threads(1):
         model = load_model(folder, device="cpu", dtype="float32")  # loaded once for the whole experiment

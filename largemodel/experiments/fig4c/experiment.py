@@ -110,12 +110,13 @@ def study_label(spec: ModelSpec) -> str:
 
 def _announce(step: Callable[[str], None], spec: ModelSpec) -> Path:
     """Say whether the model ``spec`` is loaded from the model cache or trained now, then get it."""
-    from largemodel.training.cache import cache_entry, existing_model
+    from largemodel.training.cache import cache_entry, existing_model, shipped_model
     from largemodel.training.options import config_key, train_config
 
     data, size, train_images, steps = spec
     key = config_key(train_config(data, size, train_images, steps=steps))
-    how = ("loaded from the model cache" if existing_model(cache_entry(data, size, key), key)
+    how = ("shipped with the package" if shipped_model(data, size, key) is not None
+           else "loaded from the model cache" if existing_model(cache_entry(data, size, key), key)
            else "training it now, then cached")
     step(f"largemodel: model trained on {data} {size}px ({train_images or 'all'} images, {steps} steps): {how}")
     return trained_model(spec)
@@ -133,6 +134,13 @@ def _study(model_dir: Path, items: list, out: Path, cfg: Any, *, model: Any = No
         model = load_model(model_dir, device="cpu", dtype="float32")
     run_study(model, items, out, cfg, model_id=str(model_dir), progress=False, save_images=user)
     return summarize(out, title=title or model_dir.name)
+
+
+def _study_has_trend(opts: Fig4cOptions, spec: ModelSpec) -> bool:
+    """Whether the Fig. 4(c) study already measured the Theorem 4.1 quantities of trend model ``spec``:
+    the same model, the same held-out images (the first ``trend_images``), the same Euler steps and
+    Hutchinson probes (its one inversion pass records ``log_Lambda``, ``log_p_g``, ``||F(x)||^2 / n``)."""
+    return spec == opts.study_model and opts.trend_images == opts.study_images
 
 
 def theorem41_numbers(out: Path, tau: float = 1.0, c_over_n: float = 1.1) -> dict[str, Any]:
@@ -247,9 +255,12 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
     for spec in opts.trend_models:
         tf = _announce(step, spec)
         step(f"largemodel: Theorem 4.1 quantities, {spec[0]} {spec[1]}px")
-        sub = root / f"trend-{spec[0]}-{spec[1]}"
-        _study(tf, heldout_items(tf, opts.trend_images), sub, trend_cfg)
-        trend.append({"data": spec[0], "size": spec[1], "train_images": spec[2],
+        if _study_has_trend(opts, spec):  # the Fig. 4(c) study inverted these very images: not twice
+            sub = root / "study-digits"
+        else:
+            sub = root / f"trend-{spec[0]}-{spec[1]}"
+            _study(tf, heldout_items(tf, opts.trend_images), sub, trend_cfg)
+        trend.append({"data": spec[0], "size": spec[1], "train_images": spec[2], "folder": sub.name,
                       **theorem41_numbers(sub, opts.tau, opts.c_over_n)})
     numbers["trend"] = trend
     trend_figures = draw_figures(root, trend)
