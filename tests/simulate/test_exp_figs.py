@@ -227,6 +227,20 @@ def test_thm42_monotonicity_classifier() -> None:
     assert thm42.classify_monotone([4, 16, 64], [1.0, 0.5, 0.2]) == "verified"
     assert thm42.classify_monotone([4, 16, 64, 256], [1.0, 0.5, 0.2, 0.3]).startswith("holds in regime m <= 64")
     assert thm42.classify_monotone([4, 16, 64], [1.0, 1.1, 0.2]) == "refuted"
+    assert thm42.classify_monotone([4, 16, 64], [1.62, 1.45, 1.42]) == "refuted"  # levels off: not L1 -> 0
+
+
+@pytest.mark.parametrize("radius", [0.15, 0.5, 2.0])
+@pytest.mark.parametrize("target", ["ring", "annulus"])
+def test_thm42_target_density_integrates_to_one_at_any_radius(target, radius) -> None:
+    """The closed-form normalisation (ring: Z = 2 pi (w^2 e^{-R^2/2w^2} + R w sqrt(2 pi) Phi(R/w))) against
+    a midpoint sum; radius 1 alone cannot tell a missing factor R."""
+    opts = thm42.make_options(target=target, radius=radius)
+    h = 0.004
+    c = np.arange(-radius - 1.0, radius + 1.0, h) + h / 2
+    X, Y = np.meshgrid(c, c)
+    mass = thm42.target_density(np.stack([X, Y], -1), opts).sum() * h * h
+    assert mass == pytest.approx(1.0, abs=3e-3)
 
 
 @pytest.mark.parametrize("target", ["ring", "annulus"])

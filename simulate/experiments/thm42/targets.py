@@ -33,7 +33,8 @@ def target_density(P: np.ndarray, opts: Thm42Options) -> np.ndarray:
     R = float(opts.radius)
     if opts.target == "ring":
         w = float(opts.width)
-        Z = 2.0 * math.pi * (w * w * math.exp(-R * R / (2 * w * w)) + w * math.sqrt(2 * math.pi) * float(ndtr(R / w)))
+        # Z = 2 pi int_0^inf r exp(-(r - R)^2 / 2 w^2) dr = 2 pi (w^2 exp(-R^2 / 2 w^2) + R w sqrt(2 pi) Phi(R / w))
+        Z = 2.0 * math.pi * (w * w * math.exp(-R * R / (2 * w * w)) + R * w * math.sqrt(2 * math.pi) * float(ndtr(R / w)))
         return np.exp(-((r - R) ** 2) / (2 * w * w)) / Z
     a = float(opts.annulus_half_width)
     r1, r2 = max(R - a, 0.0), R + a
