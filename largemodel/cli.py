@@ -39,8 +39,8 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
 HEAVY_COMMANDS: dict[str, str] = {
     "train": "train a small flow-matching model on offline data (digits, faces, patches)",
     "rank": "rank images by predicted reconstruction risk from one inversion pass",
-    "explain": "why an image reconstructs badly: VAE / discrepancy / amplification, causal test, exact inversion, "
-               "inverters at equal NFE",
+    "explain": "why an image reconstructs badly: discrepancy x amplification, linearization at the real "
+               "discrepancy, exact inversion, inverters at equal NFE",
 }
 
 
