@@ -116,9 +116,8 @@ def config_from_args(args: argparse.Namespace) -> ExplainConfig:
 
 def _run_cli(args: argparse.Namespace) -> int:
     from largemodel.models.load import load_model
-    from largemodel.study.items import items_from_folder
-
     from largemodel.plan.cost import check_explain_budgets, check_resolution_fits
+    from largemodel.study.items import items_from_folder
 
     cfg = config_from_args(args)
     for res in args.resolutions or (None,):  # before allocating: a resolution the device cannot hold

@@ -218,10 +218,9 @@ def _verify(model: Any, images: Path, rows: list[dict[str, Any]], out: Path, cfg
 def run_rank(args: argparse.Namespace) -> int:
     """The ``rank`` subcommand: ranking, gallery, optional verification; prints where they are."""
     from largemodel.models.load import load_model
-
-    cfg = _check_args(args)
     from largemodel.plan.cost import check_resolution_fits
 
+    cfg = _check_args(args)
     check_resolution_fits(args.model, args.resolution, dtype=args.dtype, device=args.device)  # before allocating
     claim_folder(args.out, "rank", "pfode largemodel rank")  # never a user's folder: its ranking.csv stays theirs
     with output_lock(args.out, command="pfode largemodel rank"):
