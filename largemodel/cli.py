@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from largemodel.diagnose.args import add_explain_parser, add_rank_parser, lazy_handler
+from largemodel.training.cli import add_train_arguments
+
 __all__ = ["register"]
 
 
@@ -34,21 +37,9 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-#: the sub-commands whose parsers import torch (their modules define them), with their one-line
-#: help: ``pfode largemodel --help`` lists them from here; only the one named is built in full
-HEAVY_COMMANDS: dict[str, str] = {
-    "train": "train a small flow-matching model on offline data (digits, faces, patches)",
-    "rank": "rank images by predicted reconstruction risk from one inversion pass",
-    "explain": "why an image reconstructs badly: discrepancy x amplification, linearization at the real "
-               "discrepancy, exact inversion, inverters at equal NFE",
-}
-
-
 def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) -> None:
-    """Add ``pfode largemodel ...``. With ``argv`` (the words after ``largemodel``), the parsers of
-    :data:`HEAVY_COMMANDS` other than the one ``argv`` names are listed by name and help only (no
-    torch imported for ``--help``); without it, every parser is built."""
-    wanted = set(HEAVY_COMMANDS) if argv is None else {a for a in argv[:1] if a in HEAVY_COMMANDS}
+    """Add ``pfode largemodel ...``: every parser is built without importing torch (each command's
+    module is imported when it runs); ``argv`` is accepted for the ``register`` protocol and unused."""
     lm = groups.add_parser("largemodel", help="the study on real diffusion models (SD3, SD3.5, FLUX) or models trained here")
     sub = lm.add_subparsers(dest="command", metavar="{study,gallery,train,rank,explain}", parser_class=type(lm))
     sub.required = True
@@ -87,23 +78,11 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
     ga.set_defaults(handler=_run_gallery, jvp_directions=0, power_iters=0, log_lambda="none", probes=1,
                     lambda_method="auto", jvp_reductions="fp32", plan=None)
 
-    for name in HEAVY_COMMANDS:
-        if name not in wanted:
-            sub.add_parser(name, help=HEAVY_COMMANDS[name])
-        elif name == "train":
-            from largemodel.training.cli import add_train_arguments, run_train
-
-            tr = sub.add_parser("train", help=HEAVY_COMMANDS["train"])
-            add_train_arguments(tr)
-            tr.set_defaults(handler=run_train)
-        elif name == "rank":
-            from largemodel.diagnose.rank import add_rank_parser
-
-            add_rank_parser(sub)
-        else:
-            from largemodel.diagnose.explain_cli import add_explain_parser
-
-            add_explain_parser(sub)
+    tr = sub.add_parser("train", help="train a small flow-matching model on offline data (digits, faces, patches)")
+    add_train_arguments(tr)
+    tr.set_defaults(handler=lazy_handler("largemodel.training.cli", "run_train"))
+    add_rank_parser(sub)
+    add_explain_parser(sub)
 
 
 def _distributed() -> Any:

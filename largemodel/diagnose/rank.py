@@ -30,37 +30,10 @@ from simulate.store import RecordStore, atomic_write_text, claim_folder, output_
 from theory.figures import save_png
 
 from largemodel.models.images import file_digest
-from largemodel.diagnose.scores import ONE_PASS_SCORES, ScoreConfig, available_scores, score_group, image_generators
+from largemodel.diagnose.score_names import DEFAULT_RISK
+from largemodel.diagnose.scores import ScoreConfig, available_scores, score_group, image_generators
 
-__all__ = ["add_rank_parser", "run_rank", "rank_folder", "DEFAULT_RISK"]
-
-#: the default risk score (the best one-pass score measured on the models trained here)
-DEFAULT_RISK = "velocity_change"
-
-
-def add_rank_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``pfode largemodel rank`` on the ``largemodel`` subcommand group."""
-    p = sub.add_parser("rank", help="rank images by predicted reconstruction risk from one inversion pass")
-    p.add_argument("--model", type=Path, required=True, help="local diffusers model folder")
-    p.add_argument("--images", type=Path, required=True, help="folder of images (searched recursively)")
-    p.add_argument("--out", type=Path, required=True, help="output folder, new or pfode's (ranking.csv, gallery, records; ~ is expanded)")
-    p.add_argument("--verify", type=int, default=0, help="reconstruct the top and bottom K to check (default 0)")
-    p.add_argument("--risk", choices=ONE_PASS_SCORES, default=DEFAULT_RISK, help="score to rank by (default %(default)s)")
-    p.add_argument("--steps", type=int, default=100, help="ODE steps of the inversion (default %(default)s)")
-    p.add_argument("--solver", default="euler", help="ODE solver: euler, heun, heun-diffusers (default %(default)s)")
-    p.add_argument("--probes", type=int, default=1, help="Hutchinson probes per evaluation (default %(default)s)")
-    p.add_argument("--inversion-only", action="store_true",
-                   help="plain inversion, no divergence integral: only the inversion scores (no extra cost)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the probes (default %(default)s)")
-    p.add_argument("--gallery", type=int, default=8,
-                   help="riskiest images in the gallery; 0 writes no gallery, as --verify 0 verifies none "
-                        "(default %(default)s)")
-    p.add_argument("--images-per-batch", type=int, default=8, help="images inverted together (default %(default)s)")
-    p.add_argument("--resolution", type=int, default=None, help="image side in pixels (default: the model's)")
-    p.add_argument("--dtype", default="auto", help="network dtype: auto, fp32, bf16, fp16, fp64")
-    p.add_argument("--device", default=None, help="cuda, cpu... (default: CUDA if available)")
-    p.set_defaults(handler=run_rank)
-
+__all__ = ["run_rank", "rank_folder", "DEFAULT_RISK"]
 
 def _check_args(args: argparse.Namespace) -> ScoreConfig:
     """What the parser cannot check (the numeric bounds are ``reports.cli_checks.FLAG_RULES``')."""

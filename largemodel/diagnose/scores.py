@@ -34,23 +34,12 @@ from largemodel.study import instability as ins
 from largemodel.study.instability import Generators, log_lambda_one_pass
 from largemodel.study.ode import SOLVERS, Velocity, generate, invert, nfe_per_map
 from largemodel.study.items import image_generators  # the study's seeding rule, re-exported
+from largemodel.diagnose.score_names import INVERSION_SCORES, ONE_PASS_SCORES, REGENERATION_SCORES  # re-exported
 
 __all__ = [
     "INVERSION_SCORES", "ONE_PASS_SCORES", "REGENERATION_SCORES", "ScoreConfig", "available_scores", "one_pass_scores",
     "score_costs", "image_generators", "score_group",
 ]
-
-#: one-pass scores (larger = riskier), in the order of tables and CSV columns
-ONE_PASS_SCORES: tuple[str, ...] = (
-    "log_Lambda", "neg_log_p_g_over_n", "z_norm2_over_n", "velocity_rms", "velocity_growth", "velocity_change",
-)
-
-#: the one-pass scores a plain inversion gives (no divergence integral)
-INVERSION_SCORES: tuple[str, ...] = ("z_norm2_over_n", "velocity_rms", "velocity_growth", "velocity_change")
-
-#: scores that need regenerations (computed by the study; for comparison)
-REGENERATION_SCORES: tuple[str, ...] = ("mu_bar", "lambda_jvp", "spectral_norm")
-
 
 @dataclass(frozen=True)
 class ScoreConfig:

@@ -10,12 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from simulate.experiments.runner import torch_threads
-
-from largemodel.training import train
-from largemodel.training.data import DATASETS, DEFAULT_SIZE
-from largemodel.models.folder import PFODE_META_FILE
-from largemodel.training.quality import quality_report
+# torch-free at import (``pfode largemodel train --help`` answers at once); ``run_train`` imports the rest
+from largemodel.training.datasets import DATASETS, DEFAULT_SIZE
 from largemodel.training.options import DEFAULTS, SIGMA_SAMPLINGS
 
 __all__ = ["add_train_arguments", "run_train"]
@@ -61,6 +57,11 @@ def run_train(args: argparse.Namespace) -> int:
     Raises:
         ValueError: invalid arguments (the message names the flag's parameter).
     """
+    from largemodel.models.folder import PFODE_META_FILE
+    from largemodel.training import train
+    from largemodel.training.quality import quality_report
+    from simulate.experiments.runner import torch_threads
+
     size = DEFAULT_SIZE[args.data] if args.size is None else args.size
     kwargs = dict(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay, seed=args.seed,

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from largemodel.training.datasets import DATASETS, DEFAULT_SIZE  # re-exported
+
 __all__ = [
     "DATASETS",
     "DEFAULT_SIZE",
@@ -53,13 +55,9 @@ __all__ = [
     "resolve_counts",
 ]
 
-DATASETS = ("digits", "faces", "patches")
 
 #: native side of each dataset's images (patches: none, the default size)
 NATIVE_SIZE = {"digits": 8, "faces": 25, "patches": 16}
-
-#: default training side of each dataset
-DEFAULT_SIZE = {"digits": 8, "faces": 16, "patches": 16}
 
 #: default number of held-out images per dataset
 DEFAULT_HELDOUT = {"digits": 256, "faces": 20, "patches": 256}

@@ -17,7 +17,7 @@ from typing import Any
 
 from theory._validate import require_int
 
-from largemodel.training.data import DATASETS, resolve_counts
+from largemodel.training.datasets import DATASETS
 
 __all__ = [
     "Arch",
@@ -123,6 +123,8 @@ def train_config(data: str, size: int, train_images: int | None, **kwargs: Any) 
     opts = {**DEFAULTS, **kwargs}
     if data not in DATASETS:
         raise ValueError(f"data must be one of {', '.join(DATASETS)}, got {data!r}")
+    from largemodel.training.data import resolve_counts
+
     counts = resolve_counts(data, size, train_images, opts["heldout_images"])
     data_seed = require_int("data_seed", opts["data_seed"], 0)
     steps = require_int("steps", opts["steps"])
