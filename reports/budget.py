@@ -68,8 +68,10 @@ def budget_markdown(rows: list[dict[str, Any]], mode: str) -> str:
     """The "Time budget" section of ``report.md``: planned vs spent per section."""
     lines = ["## Time budget", "",
              f"Seconds planned per section at the {mode} scale (`reports.budget.PLANNED`) and spent in this run; "
-             "a section reused from an earlier run shows the seconds it took then. With `--workers 2` the three "
-             "large-model sections (fig4c, explain, failure) run side by side, so their times overlap.", "",
+             "a section reused from an earlier run shows the seconds it took then. With `--workers 2` the large-model "
+             "suite runs in a process of its own while the simulator suite runs, and its three sections (fig4c, "
+             "explain, failure) run side by side, so their times overlap: the sum of sections exceeds the run's "
+             "wall time.", "",
              "| section | planned (s) | spent (s) | |", "|---|---|---|---|"]
     total_plan = total_spent = 0.0
     for r in rows:

@@ -282,14 +282,17 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
         runners["largemodel"] = lambda: run_largemodel_suite(out_dir, quick=quick, progress=progress, model=model,
                                                              images=images)
     spent: dict[str, dict[str, Any]] = {}
-    for suite in SUITES:
-        if suite not in runners:
-            continue
-        signature = {"mode": mode, "version": REPORT_VERSION,
-                     "model": str(model) if suite == "largemodel" and model else None,
-                     "images": str(images) if suite == "largemodel" and images else None}
+
+    def signature(suite: str) -> dict[str, Any]:
+        return {"mode": mode, "version": REPORT_VERSION,
+                "model": str(model) if suite == "largemodel" and model else None,
+                "images": str(images) if suite == "largemodel" and images else None}
+
+    def run_suite(suite: str) -> tuple[tuple[list[ClaimRow], Any], dict[str, Any]]:
         timing: dict[str, Any] = {}
-        rows, data = _cached_suite(out_dir, suite, signature, runners[suite], progress, timing)
+        return _cached_suite(out_dir, suite, signature(suite), runners[suite], progress, timing), timing
+
+    def suite_done(suite: str, rows: list[ClaimRow], data: Any, timing: dict[str, Any]) -> None:
         seconds[suite] = timing["seconds"]
         if timing["reused"]:
             cached.append(suite)
@@ -304,8 +307,34 @@ def _run_suites(out_dir: Path, suites: tuple[str, ...], quick: bool, progress: A
                           seconds, cached)
             if progress is not None:
                 progress(f"{suite}: rows written to {out_dir / 'report.md'} ({', '.join(pending)} pending)")
+
+    from simulate.experiments.runner import call_in_background
+
+    background = {}
+    if _large_model_alongside(runners, model):  # both cores busy while the simulator suite runs
+        background["largemodel"] = call_in_background(lambda: run_suite("largemodel"))
+    try:
+        for suite in SUITES:
+            if suite in runners:
+                (rows, data), timing = background[suite].wait() if suite in background else run_suite(suite)
+                suite_done(suite, rows, data, timing)
+    finally:  # this process failed first: the background suite stops too
+        for job in background.values():
+            job.cancel()
     return _write_report(out_dir, suites, mode, t0, verdicts, suite_data, budget_rows(planned, spent), [], seconds,
                          cached)
+
+
+def _large_model_alongside(runners: dict[str, Any], model: Path | None) -> bool:
+    """Whether the large-model suite runs in a process of its own while the simulator suite runs: both
+    selected, two or more workers (``--workers``), ``fork`` available, and the models trained here
+    (a user's model, perhaps on a GPU, runs in this process after the simulator suite)."""
+    import multiprocessing as mp
+
+    from simulate.experiments.runner import current_workers
+
+    return ({"simulate", "largemodel"} <= set(runners) and model is None and current_workers() > 1
+            and "fork" in mp.get_all_start_methods())
 
 
 def _pending(suite: str) -> str:

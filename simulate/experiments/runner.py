@@ -33,7 +33,8 @@ import torch
 
 from simulate.experiments.common import RecordStore, progress_iter
 
-__all__ = ["SweepStats", "Unit", "parallel_calls", "sweep", "sweep_workers", "torch_threads"]
+__all__ = ["Background", "SweepStats", "Unit", "call_in_background", "current_workers", "parallel_calls", "sweep", "sweep_workers",
+           "torch_threads"]
 
 Unit = tuple[str, Callable[[], dict[str, Any]]]
 """One unit of work: its store key and a thunk that computes its record."""
@@ -88,6 +89,76 @@ def sweep_workers(n: int) -> Iterator[None]:
         yield
     finally:
         _DEFAULT_WORKERS[0] = before
+
+
+def current_workers() -> int:
+    """The worker processes a :func:`sweep` or :func:`parallel_calls` gets by default (:func:`sweep_workers`)."""
+    return _DEFAULT_WORKERS[0]
+
+
+class Background:
+    """A call running in a forked process (:func:`call_in_background`): ``wait()`` returns its result
+    (or raises its exception); ``cancel()`` ends it (when this process fails first)."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self._call: Callable[[], Any] | None = None
+        if "fork" not in mp.get_all_start_methods():  # no fork: the call runs in this process, in wait()
+            self._call, self._proc = call, None
+            return
+        ctx = mp.get_context("fork")
+        self._receive, send = ctx.Pipe(duplex=False)
+        _UNITS[:] = [("background", call)]
+        try:
+            self._proc = ctx.Process(target=_run_background, args=(send,), name="pfode-background")
+            self._proc.start()  # forked here, inheriting _UNITS
+        finally:
+            _UNITS.clear()
+        send.close()
+
+    def wait(self) -> Any:
+        if self._proc is None:
+            assert self._call is not None
+            return self._call()
+        try:
+            ok, value = self._receive.recv()
+        except EOFError:
+            self._proc.join()
+            raise RuntimeError(f"the background process ended without a result (exit code {self._proc.exitcode})") from None
+        self._proc.join()
+        if ok:
+            return value
+        raise value
+
+    def cancel(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
+
+
+def call_in_background(call: Callable[[], Any]) -> Background:
+    """Start ``call()`` in a forked process now (:class:`Background`; ``.wait()`` for its result). The
+    process is not a daemon: its own sweeps and :func:`parallel_calls` fork workers as they would here,
+    with the worker count of this process. For independent work with its own folders and seeds (the
+    report's large-model suite while the simulator suite runs), whose result does not depend on the
+    process that computes it. Without ``fork``, the call runs in this process when waited for.
+    """
+    return Background(call)
+
+
+def _run_background(send: Any) -> None:
+    """The background process: run the call :class:`Background` left in :data:`_UNITS`, send
+    ``(True, result)`` or ``(False, exception)`` (an exception that cannot be pickled as a ``RuntimeError``
+    naming it)."""
+    try:
+        message: tuple[bool, Any] = (True, _UNITS[0][1]())
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the waiting process
+        message = (False, exc)
+    try:
+        send.send(message)
+    except Exception as exc:  # noqa: BLE001 - an unpicklable result or exception
+        send.send((False, RuntimeError(f"background call failed: {message[1]!r} ({type(exc).__name__}: {exc})")))
+    finally:
+        send.close()
 
 
 def _compute(index: int) -> Any:

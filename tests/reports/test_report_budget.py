@@ -125,3 +125,42 @@ def test_large_model_sections_give_the_same_rows_with_two_workers(tmp_path: Path
         assert set(d.pop("seconds_by_section")) == {"fig4c", "explain", "failure"}
         d.pop("seconds")
     assert data1 == data2
+
+
+def _without(value: Any, volatile: set[str]) -> Any:
+    """``value`` with every mapping key in ``volatile`` dropped, at any depth."""
+    if isinstance(value, dict):
+        return {k: _without(v, volatile) for k, v in value.items() if k not in volatile}
+    if isinstance(value, list):
+        return [_without(v, volatile) for v in value]
+    return value
+
+
+def test_large_model_suite_runs_alongside_the_simulator_suite(tmp_path: Path, monkeypatch) -> None:
+    """With two workers the large-model suite runs in a process of its own while the simulator suite runs
+    here; the report's rows and data are those of the one-worker run, and report.md is whole at the end."""
+    import reports.largemodel_suite as lm_suite
+    import reports.simulate_suite as simulate_suite
+    from simulate.experiments.runner import sweep_workers
+
+    monkeypatch.setattr(simulate_suite, "run_simulate_suite", lambda out_dir, **kw: ([], {"pid": os.getpid()}))
+    _fake_sections(monkeypatch)
+    monkeypatch.setattr("reports.largemodel_suite.run_controls", lambda *a, **k: [])
+    real = lm_suite.run_largemodel_suite
+
+    def suite(*args: Any, **kwargs: Any) -> Any:
+        rows, data = real(*args, **kwargs)
+        return rows, {**data, "suite_pid": os.getpid()}
+
+    monkeypatch.setattr(lm_suite, "run_largemodel_suite", suite)
+    run_report(tmp_path / "a", suites=("simulate", "largemodel"))
+    with sweep_workers(2):
+        run_report(tmp_path / "b", suites=("simulate", "largemodel"))
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in "ab")
+    assert one["suites"]["simulate"]["pid"] == two["suites"]["simulate"]["pid"] == os.getpid()
+    assert one["suites"]["largemodel"]["suite_pid"] == os.getpid()
+    assert two["suites"]["largemodel"]["suite_pid"] != os.getpid()  # alongside, in a process of its own
+    assert one["verdicts"] == two["verdicts"]
+    volatile = {"pid", "suite_pid", "seconds", "seconds_by_section"}
+    assert _without(one["suites"], volatile) == _without(two["suites"], volatile)
+    assert "Partial" not in (tmp_path / "b" / "report.md").read_text()

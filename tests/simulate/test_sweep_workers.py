@@ -118,3 +118,29 @@ def test_parallel_calls_keep_the_order_and_raise() -> None:
         parallel_calls([lambda: _square(0), _fails], workers=2)
     with sweep_workers(2):
         assert os.getpid() not in {r["pid"] for r in parallel_calls(calls)}  # the default follows sweep_workers
+
+
+def test_call_in_background_runs_elsewhere_and_returns_or_raises() -> None:
+    """The call runs in another process (its own sweeps may fork workers), its result comes back, its
+    exception is raised by ``wait``, and ``cancel`` ends a call still running."""
+    import time
+
+    from simulate.experiments.runner import call_in_background
+
+    with sweep_workers(2):
+        job = call_in_background(lambda: [_square(3), *parallel_calls_pids()])
+        first, *pids = job.wait()
+    assert first["square"] == 9 and first["pid"] != os.getpid()
+    assert len(pids) == 2 and not {first["pid"], os.getpid()} & set(pids)  # nested workers of the background process
+    with pytest.raises(ArithmeticError, match="unit 1 failed"):
+        call_in_background(_fails).wait()
+    slow = call_in_background(lambda: time.sleep(60))
+    t0 = time.perf_counter()
+    slow.cancel()
+    assert time.perf_counter() - t0 < 10 and not slow._proc.is_alive()
+
+
+def parallel_calls_pids() -> list[int]:
+    from simulate.experiments.runner import parallel_calls
+
+    return [r["pid"] for r in parallel_calls([lambda: _square(1), lambda: _square(2)])]

@@ -117,7 +117,7 @@ def judge(main: dict[str, Any], trend: list[dict[str, Any]], controls: dict[str,
         f"mu_bar predicts the error: {d['mu_bar_predicts_error']['status']} ({d['mu_bar_predicts_error']['key_number']})",
         f"Spearman(mu_bar, actual reconstruction error) on the same images and settings (K = 8 perturbations at z*), "
         f"level {RHO_LEVEL}: {d['mu_bar_predicts_error']['status']} ({d['mu_bar_predicts_error']['key_number']}); "
-        f"controls: {with_controls('mu_bar_predicts_error')}. By resolution: "
+        f"controls: {with_controls('mu_bar_predicts_error')}. " + ("By resolution: " if len(trend) > 1 else "")
         + "; ".join(f"n = {t['n']}: median mu_bar {t.get('mu_bar', float('nan')):.3g}, median (1/n) log Lambda "
                     f"{t.get('log_Lambda', float('nan')):.2f}, P_inst {t.get('P_inst') or 0.0:.2f}, median error "
                     f"{t.get('error_latent', float('nan')):.3g}" for t in trend) + ".",

@@ -43,14 +43,14 @@ class FailureOptions:
     """
 
     model: ModelSpec = ("digits", 8, 100, 1000)
-    images: int = 256
+    images: int = 128
     steps: int = 100
     probes: int = 1
     perturbations: int = 8
     eps_rms: float = 1e-2
     jvp_directions: int = 1
     n_boot: int = 2000
-    images_per_batch: int = 16
+    images_per_batch: int = 64
     seed: int = 0
     timing_images: int = 16
     map_images: int = 12
@@ -66,7 +66,7 @@ class FailureOptions:
 
 
 FAST = FailureOptions()
-FULL = dataclasses.replace(FAST, model=("digits", 8, 100, 2500), steps=500, probes=8, n_boot=5000)
+FULL = dataclasses.replace(FAST, model=("digits", 8, 100, 2500), images=256, steps=500, probes=8, n_boot=5000)
 
 
 def make_options(full: bool = False, **overrides: Any) -> FailureOptions:

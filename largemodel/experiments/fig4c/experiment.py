@@ -236,7 +236,7 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
     folder = _announce(step, opts.study_model)
     label = study_label(opts.study_model)
     cfg = StudyConfig(steps=opts.steps, perturbations=opts.perturbations, eps_rms=opts.eps_rms, jvp_directions=1,
-                      log_lambda="hutchinson", probes=opts.probes, images_per_batch=8, batch_size=256)
+                      log_lambda="hutchinson", probes=opts.probes, images_per_batch=48, batch_size=512)
     step(f"largemodel: study on {label}, {opts.study_images} held-out images")
     summary = _study(folder, heldout_items(folder, opts.study_images), root / "study-digits", cfg,
                      title=f"Fig. 4(c): {label}\n{opts.study_images} held-out images, {opts.steps} Euler steps")
@@ -251,7 +251,7 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
     # 3. Theorem 4.1 / 4.3 quantities by resolution
     trend = []
     trend_cfg = StudyConfig(steps=opts.steps, perturbations=0, jvp_directions=0, log_lambda="hutchinson",
-                            probes=opts.probes, images_per_batch=16, batch_size=256)
+                            probes=opts.probes, images_per_batch=48, batch_size=512)
     for spec in opts.trend_models:
         tf = _announce(step, spec)
         step(f"largemodel: Theorem 4.1 quantities, {spec[0]} {spec[1]}px")
