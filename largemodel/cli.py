@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from largemodel.diagnose.args import add_explain_parser, add_rank_parser, lazy_handler
+from largemodel.models.routes import JACOBIAN_ROUTES
 from largemodel.training.cli import add_train_arguments
 
 __all__ = ["register"]
@@ -60,6 +61,10 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
     st.add_argument("--lambda-method", choices=("auto", "jvp", "fd"), default="auto",
                     help="lambda_G by forward-mode AD (jvp) or central differences batched with the mu_bar rows (fd); "
                          "auto = fd on CUDA, jvp elsewhere (default %(default)s)")
+    st.add_argument("--jacobian-route", choices=JACOBIAN_ROUTES, default="auto",
+                    help="power iteration's J v and Hutchinson's e^T J e: math-jvp (forward-mode AD on the math attention "
+                         "kernel) or vjp-fd (central differences and reverse mode on the fused kernels); auto = vjp-fd on "
+                         "CUDA, math-jvp elsewhere (default %(default)s)")
     st.add_argument("--jvp-reductions", choices=("fp32", "reduced"), default="fp32",
                     help="bf16/fp16 models: the math attention kernel of every JVP reduces in fp32 (default) or in the "
                          "model's dtype (reduced: cheaper on GPU, bf16 rounding in the JVP)")
@@ -76,7 +81,7 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
     ga.add_argument("--eps-rms", type=float, default=1e-2, help="RMS perturbation size per coordinate, in [1e-5, 10] (default %(default)s)")
     ga.add_argument("--top", type=int, default=6, help="worst cases shown (default %(default)s)")
     ga.set_defaults(handler=_run_gallery, jvp_directions=0, power_iters=0, log_lambda="none", probes=1,
-                    lambda_method="auto", jvp_reductions="fp32", plan=None)
+                    lambda_method="auto", jvp_reductions="fp32", plan=None, jacobian_route="auto")
 
     tr = sub.add_parser("train", help="train a small flow-matching model on offline data (digits, faces, patches)")
     add_train_arguments(tr)
@@ -137,6 +142,7 @@ def _study_config(args: argparse.Namespace) -> Any:
     return StudyConfig(
         steps=args.steps, solver=args.solver, perturbations=args.perturbations, eps_rms=args.eps_rms,
         jvp_directions=args.jvp_directions, power_iters=args.power_iters, log_lambda=args.log_lambda,
+        jacobian_route=args.jacobian_route,
         lambda_method=args.lambda_method, jvp_reductions=args.jvp_reductions, probes=args.probes, batch_size=args.batch_size,
         images_per_batch=args.images_per_batch, seed=args.seed,
     )

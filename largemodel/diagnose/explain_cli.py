@@ -49,7 +49,7 @@ def config_from_args(args: argparse.Namespace) -> ExplainConfig:
         steps=args.steps, solver=args.solver, tol=args.tol, max_iter=args.max_iter, perturbations=args.perturbations,
         eps_rms=args.eps_rms, sizes=tuple(args.sizes), causal_directions=args.causal_directions, power_iters=args.power_iters,
         fixed_size=args.fixed_size, budgets=tuple(args.budgets), log_lambda=not args.no_log_lambda, floor=not args.no_floor,
-        probes=args.probes, seed=args.seed, batch_size=args.batch_size,
+        probes=args.probes, seed=args.seed, batch_size=args.batch_size, jacobian_route=args.jacobian_route,
     )
 
 
@@ -135,7 +135,7 @@ def run_explain(
                 # each image's draws from its own record key: a resumed run draws what a fresh one would
                 gen = image_generators(cfg.seed, [c[1] for c in chunk])
                 y = model.encode(x)
-                recs, recon = explain_batch(model.velocity, y, grid, cfg, gen)
+                recs, recon = explain_batch(model.velocity, y, grid, cfg, gen, network_dtype=model.dtype)
                 img = x.to(model.device, model.state_dtype)
                 vae, total = _mse01(model.decode(y), img), _mse01(model.decode(recon), img)
                 for (name, key, _), rec, v, t in zip(chunk, recs, vae, total):

@@ -42,7 +42,7 @@ def _check_args(args: argparse.Namespace) -> ScoreConfig:
     if not args.model.is_dir():
         raise ValueError(f"--model: {args.model} is not a folder")
     cfg = ScoreConfig(steps=args.steps, solver=args.solver, probes=args.probes, seed=args.seed,
-                      divergence=not args.inversion_only)
+                      divergence=not args.inversion_only, jacobian_route=args.jacobian_route)
     if args.risk not in available_scores(cfg):
         raise ValueError(f"--risk {args.risk} needs the divergence integral: drop --inversion-only")
     return cfg
@@ -78,7 +78,7 @@ def rank_folder(model: Any, images: Path, out: Path, cfg: ScoreConfig, *, risk: 
     # one image policy (largemodel.models.images): an unreadable image is skipped with one warning and
     # a record; names are shown escaped where they are not UTF-8
     keyed = [(_resume_key(p), p) for p in paths]
-    params = {"model": model_id, "config": cfg.__dict__, "resolution": model.resolution, "dtype": str(model.dtype)}
+    params = {"model": model_id, "config": cfg.signature_params(), "resolution": model.resolution, "dtype": str(model.dtype)}
     store = RecordStore(out, params, name="scores.jsonl")
     unique: dict[str, Path] = {}
     for key, path in keyed:
