@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,7 +121,7 @@ def _study(args: argparse.Namespace, kind: str = "study") -> tuple[Path, dict[st
         raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
     from largemodel.plan.cost import check_before_run
 
-    check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=device)
+    check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=device, out=args.out)
     claim_folder(args.out, kind, f"pfode largemodel {kind}")  # before the null-prompt cache is written there
     model = load_model(args.model, device=device, dtype=args.dtype, offload=args.offload, guidance=args.guidance,
                        resolution=args.resolution, null_prompt_cache=args.out)
@@ -149,19 +148,12 @@ def _study_config(args: argparse.Namespace) -> Any:
 
 
 def _print_plan(args: argparse.Namespace) -> int:
-    from largemodel.plan.cost import device_memory, format_plan, study_plan
+    from largemodel.plan.commands import plan_memory_arg, study_plan
+    from largemodel.plan.cost import format_plan
 
-    if args.plan == "device":
-        dev_bytes = device_memory(args.device)
-    else:
-        try:
-            dev_bytes = float(args.plan) * 1e9
-        except ValueError:
-            raise ValueError(f"--plan takes a device memory in GB, got {args.plan!r}") from None
-        if not (dev_bytes > 0 and math.isfinite(dev_bytes)):
-            raise ValueError(f"--plan GB must be a positive, finite number, got {args.plan!r}")
     plan = study_plan(args.model, _study_config(args), resolution=args.resolution, dtype=args.dtype,
-                      device_bytes=dev_bytes, lambda_method=args.lambda_method)
+                      device_bytes=plan_memory_arg(args.plan, args.device), lambda_method=args.lambda_method,
+                      out=args.out)
     print(format_plan(plan))
     return 0
 

@@ -41,10 +41,11 @@ def config_from_args(args: argparse.Namespace) -> ExplainConfig:
     """
     if args.resolutions is not None and (not args.resolutions or min(args.resolutions) < 1):
         raise ValueError(f"--resolutions must be positive integers, got {args.resolutions}")
-    if not args.images.is_dir():
-        raise ValueError(f"--images: {args.images} is not a folder")
-    if not args.model.is_dir():
-        raise ValueError(f"--model: {args.model} is not a folder")
+    if getattr(args, "plan", None) is None:  # a plan reads no image and may name an architecture
+        if not args.images.is_dir():
+            raise ValueError(f"--images: {args.images} is not a folder")
+        if not args.model.is_dir():
+            raise ValueError(f"--model: {args.model} is not a folder")
     return ExplainConfig(
         steps=args.steps, solver=args.solver, tol=args.tol, max_iter=args.max_iter, perturbations=args.perturbations,
         eps_rms=args.eps_rms, sizes=tuple(args.sizes), causal_directions=args.causal_directions, power_iters=args.power_iters,
@@ -55,12 +56,19 @@ def config_from_args(args: argparse.Namespace) -> ExplainConfig:
 
 def run_cli(args: argparse.Namespace) -> int:
     from largemodel.models.load import load_model
-    from largemodel.plan.cost import check_explain_budgets, check_resolution_fits
+    from largemodel.plan.commands import (check_explain_budgets, check_plan, check_resolution_fits, explain_plan,
+                                          plan_memory_arg, print_plan)
     from largemodel.study.items import items_from_folder
 
     cfg = config_from_args(args)
+    plan_for = lambda res, dev: explain_plan(args.model, cfg, resolution=res, dtype=args.dtype,  # noqa: E731
+                                             images_per_batch=args.images_per_batch, device_bytes=dev, out=args.out)
+    if args.plan is not None:
+        dev = plan_memory_arg(args.plan, args.device)
+        return max(print_plan(plan_for(res, dev)) for res in args.resolutions or (None,))
     for res in args.resolutions or (None,):  # before allocating: a resolution the device cannot hold
         check_resolution_fits(args.model, res, dtype=args.dtype, device=args.device, flag="--resolutions")
+        check_plan(lambda dev, res=res: plan_for(res, dev), args.device)
     check_explain_budgets(args.model, cfg.budgets, inverters=len(INVERTERS), steps=cfg.steps, solver=cfg.solver,
                           resolution=max(args.resolutions) if args.resolutions else None)
     claim_folder(args.out, "explain", "pfode largemodel explain")
