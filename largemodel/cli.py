@@ -119,7 +119,7 @@ def _study(args: argparse.Namespace, kind: str = "study") -> tuple[Path, dict[st
     cfg = _study_config(args)
     if args.n_images < 1:
         raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
-    from largemodel.plan.cost import check_before_run
+    from largemodel.plan.commands import check_before_run
 
     check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=device, out=args.out)
     claim_folder(args.out, kind, f"pfode largemodel {kind}")  # before the null-prompt cache is written there

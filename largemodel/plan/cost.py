@@ -48,9 +48,8 @@ from largemodel.plan.memory import MEMORY_MODEL, activation_bytes, fit_memory_mo
 __all__ = [
     "MEMORY_MODEL", "KNOWN_MODELS", "PlanError", "PlanArch", "EstimatorCost", "Plan", "arch_from_config",
     "flux_forward_flops", "load_memory_model", "fit_memory_model", "make_plan", "format_plan", "check_fits",
-    "activation_bytes", "known_arch", "check_resolution_fits", "check_explain_budgets", "EXPLAIN_MAX_EVALUATIONS",
-    "new_plan", "price", "inversion_cost", "power_costs", "encoder_cost", "device_memory", "study_plan",
-    "check_before_run",
+    "activation_bytes", "known_arch",
+    "new_plan", "price", "inversion_cost", "power_costs", "encoder_cost", "device_memory",
 ]
 
 GIB = 2**30
@@ -320,7 +319,7 @@ def check_fits(plan: Plan) -> None:
                     f"{plan.device_bytes / 1e9:.0f} GB device; {hint}")
 
 
-# ---- the commands' use (study, explain, rank): largemodel.plan.commands ------------------------------
+# ---- the device (the commands' plans and checks: largemodel.plan.commands) ------------------------
 
 
 def device_memory(device: str | None) -> float | None:
@@ -331,15 +330,3 @@ def device_memory(device: str | None) -> float | None:
         return None
     return float(torch.cuda.get_device_properties(torch.device(device or "cuda")).total_memory)
 
-
-_MOVED = ("study_plan", "check_before_run", "check_resolution_fits", "check_explain_budgets", "EXPLAIN_MAX_EVALUATIONS",
-          "explain_plan", "rank_plan")
-
-
-def __getattr__(name: str) -> Any:
-    """The commands' plans and pre-run checks, kept in :mod:`largemodel.plan.commands` (imported on use)."""
-    if name in _MOVED:
-        from largemodel.plan import commands
-
-        return getattr(commands, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
