@@ -38,7 +38,6 @@ estimate, not a measurement: the VJP's efficiency was not measured on a GPU.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from largemodel.plan.arch import KNOWN_MODELS, PlanArch, arch_from_config, flux_forward_flops, known_arch
