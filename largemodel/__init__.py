@@ -35,7 +35,12 @@ Modules:
 * :mod:`largemodel.diagnose.scores` -- failure scores from the inversion pass alone, and their costs.
 * :mod:`largemodel.diagnose.predict` -- how well a score predicts the worst reconstructions (AUROC, AP).
 * :mod:`largemodel.diagnose.rank` -- ``pfode largemodel rank``: a folder of images ranked by predicted risk.
-* :mod:`largemodel.plan.cost` -- cost plan of a study (FLOPs, time, peak memory per estimator).
+* :mod:`largemodel.plan.cost` -- cost plan of a run (rows, FLOPs, time, peak memory per phase).
+* :mod:`largemodel.plan.commands` -- the plans and pre-run checks of ``study``, ``explain`` and ``rank``.
+* :mod:`largemodel.plan.encoders` -- the text encoders' phase of a plan.
+* :mod:`largemodel.study.jacobian` -- Jacobian products by two routes: forward-mode AD on the math
+  attention kernel, or reverse mode and central differences on the fused kernels.
+* :mod:`largemodel.models.routes` -- ``--jacobian-route`` and the central-difference step (torch-free).
 * :mod:`largemodel.plan.arch` -- what the plan's cost depends on: architectures, token counts,
   forward FLOPs.
 * :mod:`largemodel.plan.memory` -- the plan's memory model (measured activation peaks, scaled).

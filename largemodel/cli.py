@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from largemodel.diagnose.args import add_explain_parser, add_rank_parser, lazy_handler
+from largemodel.models.routes import JACOBIAN_ROUTES
 from largemodel.training.cli import add_train_arguments
 
 __all__ = ["register"]
@@ -60,6 +60,10 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
     st.add_argument("--lambda-method", choices=("auto", "jvp", "fd"), default="auto",
                     help="lambda_G by forward-mode AD (jvp) or central differences batched with the mu_bar rows (fd); "
                          "auto = fd on CUDA, jvp elsewhere (default %(default)s)")
+    st.add_argument("--jacobian-route", choices=JACOBIAN_ROUTES, default="auto",
+                    help="power iteration's J v and Hutchinson's e^T J e: math-jvp (forward-mode AD on the math attention "
+                         "kernel) or vjp-fd (central differences and reverse mode on the fused kernels); auto = vjp-fd on "
+                         "CUDA, math-jvp elsewhere (default %(default)s)")
     st.add_argument("--jvp-reductions", choices=("fp32", "reduced"), default="fp32",
                     help="bf16/fp16 models: the math attention kernel of every JVP reduces in fp32 (default) or in the "
                          "model's dtype (reduced: cheaper on GPU, bf16 rounding in the JVP)")
@@ -76,7 +80,7 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
     ga.add_argument("--eps-rms", type=float, default=1e-2, help="RMS perturbation size per coordinate, in [1e-5, 10] (default %(default)s)")
     ga.add_argument("--top", type=int, default=6, help="worst cases shown (default %(default)s)")
     ga.set_defaults(handler=_run_gallery, jvp_directions=0, power_iters=0, log_lambda="none", probes=1,
-                    lambda_method="auto", jvp_reductions="fp32", plan=None)
+                    lambda_method="auto", jvp_reductions="fp32", plan=None, jacobian_route="auto")
 
     tr = sub.add_parser("train", help="train a small flow-matching model on offline data (digits, faces, patches)")
     add_train_arguments(tr)
@@ -115,9 +119,9 @@ def _study(args: argparse.Namespace, kind: str = "study") -> tuple[Path, dict[st
     cfg = _study_config(args)
     if args.n_images < 1:
         raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
-    from largemodel.plan.cost import check_before_run
+    from largemodel.plan.commands import check_before_run
 
-    check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=device)
+    check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=device, out=args.out)
     claim_folder(args.out, kind, f"pfode largemodel {kind}")  # before the null-prompt cache is written there
     model = load_model(args.model, device=device, dtype=args.dtype, offload=args.offload, guidance=args.guidance,
                        resolution=args.resolution, null_prompt_cache=args.out)
@@ -137,25 +141,19 @@ def _study_config(args: argparse.Namespace) -> Any:
     return StudyConfig(
         steps=args.steps, solver=args.solver, perturbations=args.perturbations, eps_rms=args.eps_rms,
         jvp_directions=args.jvp_directions, power_iters=args.power_iters, log_lambda=args.log_lambda,
+        jacobian_route=args.jacobian_route,
         lambda_method=args.lambda_method, jvp_reductions=args.jvp_reductions, probes=args.probes, batch_size=args.batch_size,
         images_per_batch=args.images_per_batch, seed=args.seed,
     )
 
 
 def _print_plan(args: argparse.Namespace) -> int:
-    from largemodel.plan.cost import device_memory, format_plan, study_plan
+    from largemodel.plan.commands import plan_memory_arg, study_plan
+    from largemodel.plan.cost import format_plan
 
-    if args.plan == "device":
-        dev_bytes = device_memory(args.device)
-    else:
-        try:
-            dev_bytes = float(args.plan) * 1e9
-        except ValueError:
-            raise ValueError(f"--plan takes a device memory in GB, got {args.plan!r}") from None
-        if not (dev_bytes > 0 and math.isfinite(dev_bytes)):
-            raise ValueError(f"--plan GB must be a positive, finite number, got {args.plan!r}")
     plan = study_plan(args.model, _study_config(args), resolution=args.resolution, dtype=args.dtype,
-                      device_bytes=dev_bytes, lambda_method=args.lambda_method)
+                      device_bytes=plan_memory_arg(args.plan, args.device), lambda_method=args.lambda_method,
+                      out=args.out)
     print(format_plan(plan))
     return 0
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from largemodel.diagnose.score_names import DEFAULT_RISK, ONE_PASS_SCORES
+from largemodel.models.routes import JACOBIAN_ROUTES
 
-__all__ = ["add_explain_parser", "add_rank_parser", "lazy_handler"]
+__all__ = ["add_explain_parser", "add_rank_parser", "add_route_and_plan", "lazy_handler"]
 
 
 def lazy_handler(module: str, name: str) -> Callable[[argparse.Namespace], Any]:
@@ -24,6 +25,17 @@ def lazy_handler(module: str, name: str) -> Callable[[argparse.Namespace], Any]:
 
     handler.__qualname__ = f"{module}.{name}"
     return handler
+
+
+def add_route_and_plan(p: argparse.ArgumentParser) -> None:
+    """``--jacobian-route`` and ``--plan [GB]``, as ``pfode largemodel study`` has them."""
+    p.add_argument("--jacobian-route", choices=JACOBIAN_ROUTES, default="auto",
+                   help="Jacobian products (Hutchinson, power iteration): math-jvp (forward-mode AD on the math attention "
+                        "kernel) or vjp-fd (reverse mode and central differences on the fused kernels); auto = vjp-fd on "
+                        "CUDA, math-jvp elsewhere (default %(default)s)")
+    p.add_argument("--plan", nargs="?", const="device", default=None, metavar="GB",
+                   help="print the cost plan (rows, FLOPs, time and peak memory per phase) and exit; GB = device memory to "
+                        "plan for (default: this CUDA device's). --model may name sd3.5-medium, sd3.5-large, flux.1-dev")
 
 
 def add_rank_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +59,7 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=int, default=None, help="image side in pixels (default: the model's)")
     p.add_argument("--dtype", default="auto", help="network dtype: auto, fp32, bf16, fp16, fp64")
     p.add_argument("--device", default=None, help="cuda, cpu... (default: CUDA if available)")
+    add_route_and_plan(p)
     p.set_defaults(handler=lazy_handler("largemodel.diagnose.rank", "run_rank"))
 
 
@@ -108,4 +121,5 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto", help="network dtype: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp64")
     p.add_argument("--device", default=None, help="cuda, cpu... (default: CUDA if available)")
     p.add_argument("--guidance", type=float, default=3.5, help="FLUX guidance-embedding value (default %(default)s)")
+    add_route_and_plan(p)
     p.set_defaults(handler=lazy_handler("largemodel.diagnose.explain_cli", "run_cli"))

@@ -37,7 +37,9 @@ from torch import Tensor
 
 from theory.estimators import mu_from_outputs, perturbed_rows
 
+from largemodel.models.routes import check_route, resolve_route
 from largemodel.study import instability as ins
+from largemodel.study.jacobian import fd_jvp_generate
 from largemodel.diagnose.exact_inversion import invert_adaptive, invert_exact
 from largemodel.study.ode import SOLVERS, Velocity, _check_grid, generate, invert, nfe_per_map
 
@@ -69,6 +71,8 @@ class ExplainConfig:
         floor: also the explicit inverters at the exact inversion's NFE and ``G_N``'s discretisation
             floor ``||G_N(F(y)) - y||`` (``F`` by an adaptive solve).
         seed: seeds directions and probes.
+        jacobian_route: ``auto``, ``math-jvp`` or ``vjp-fd`` (``largemodel.models.routes``): how the
+            power iteration, the linear prediction ``J_G(z*) t`` and Hutchinson's probes are computed.
         batch_size: rows per transformer call.
     """
 
@@ -87,6 +91,7 @@ class ExplainConfig:
     probes: int = 2
     floor: bool = True
     seed: int = 0
+    jacobian_route: str = "auto"
     batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -108,9 +113,11 @@ class ExplainConfig:
             raise ValueError("--causal-directions, --probes and --batch-size must be >= 1, --power-iters >= 0")
         if not self.budgets or any(int(b) != b or b < 1 for b in self.budgets):
             raise ValueError(f"--budgets must be positive integers (multiples of N's NFE), got {self.budgets!r}")
+        check_route(self.jacobian_route)
 
     def signature_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "batch_size"}
+        skip = {"batch_size"} | ({"jacobian_route"} if self.jacobian_route == "auto" else set())
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
 
 
 def _norm(x: Tensor) -> Tensor:
@@ -129,13 +136,13 @@ def _regenerate(velocity: Velocity, rows: Tensor, sigmas: Tensor, solver: str, b
 
 def top_singular_direction(
     velocity: Velocity, z: Tensor, sigmas: Tensor, *, solver: str = "euler", iters: int = 5,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, route: str = "math-jvp", network_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Top right-singular vector of ``J_G(z)`` and ``||J_G(z)||_2`` by power iteration on ``J^T J``.
 
     ``instability.spectral_norm_G`` (:func:`theory.power_iteration.power_iteration`,
     docs/theory.md §9.2): ``v <- J^T J v / ||J^T J v||``, JVP then VJP through one checkpointed
-    regeneration (the study's route and rounding).
+    regeneration (the study's routes and rounding; ``route`` as ``spectral_norm_G``'s).
 
     Returns:
         ``(v (B, ...) unit rows, sigma_max (B,))``.
@@ -144,7 +151,8 @@ def top_singular_direction(
         raise ValueError(f"--power-iters must be >= 0, got {iters!r}")
     if iters == 0:
         return ins.unit_directions(tuple(z.shape), generator, z), torch.zeros(z.shape[0], dtype=torch.float64)
-    sn = ins.spectral_norm_G(velocity, z, sigmas, solver=solver, iters=int(iters), generator=generator)
+    sn = ins.spectral_norm_G(velocity, z, sigmas, solver=solver, iters=int(iters), generator=generator, route=route,
+                             network_dtype=network_dtype)
     return sn.vector, sn.value
 
 
@@ -209,7 +217,8 @@ def _loglog_slope(sizes: list[float], errors: list[float]) -> float:
 
 
 def explain_batch(
-    velocity: Velocity, y: Tensor, grid: Grid, cfg: ExplainConfig, generator: torch.Generator
+    velocity: Velocity, y: Tensor, grid: Grid, cfg: ExplainConfig, generator: torch.Generator,
+    network_dtype: torch.dtype | None = None,
 ) -> tuple[list[dict[str, Any]], Tensor]:
     r"""Decomposition, alignment, causal test and inverter comparison for a batch of latents.
 
@@ -219,6 +228,8 @@ def explain_batch(
         grid: ``grid(steps)``, the model's decreasing sigma grid with ``steps`` steps.
         cfg: parameters.
         generator: seeds directions and probes.
+        network_dtype: the network's dtype (the central-difference step of route ``vjp-fd``;
+            default ``y``'s).
 
     Returns:
         One JSON-ready dict per row (keys in the module docstring's notation), and the plain
@@ -226,10 +237,12 @@ def explain_batch(
     """
     b, n = y.shape[0], y[0].numel()
     sig = grid(cfg.steps)
-    rec: dict[str, list[Any]] = {}
+    rec: dict[str, list[Any]] = {"jacobian_route": [resolve_route(cfg.jacobian_route, y.device.type)] * b}
+    route = rec["jacobian_route"][0]
     with torch.no_grad():
         if cfg.log_lambda:
-            one = ins.log_lambda_one_pass(velocity, y, sig, solver=cfg.solver, probes=cfg.probes, generator=generator)
+            one = ins.log_lambda_one_pass(velocity, y, sig, solver=cfg.solver, probes=cfg.probes, generator=generator,
+                                          route=route)
             z_t = one["z"]
             rec["log_Lambda"] = one["log_Lambda"].tolist()
         else:
@@ -240,7 +253,7 @@ def explain_batch(
     top_v, top_sigma = (None, None)
     if cfg.power_iters > 0:
         top_v, top_sigma = top_singular_direction(velocity, z_s, sig, solver=cfg.solver, iters=cfg.power_iters,
-                                                  generator=generator)
+                                                  generator=generator, route=route, network_dtype=network_dtype)
         rec["spectral_norm"] = top_sigma.tolist()
     k, sizes, j = cfg.perturbations, list(cfg.sizes), cfg.causal_directions
     root_n = math.sqrt(n)
@@ -265,7 +278,7 @@ def explain_batch(
     amp = _norm(g_t - g_s) / disc.clamp_min(1e-300)
     residual = _norm(g_s - y)
     mu = mu_from_outputs(g_mu, g_s, eps)
-    pred = _jvp_rows(velocity, z_s, z_t - z_s, sig, cfg)  # J_G(z*)(z~ - z*), the linear prediction
+    pred = _jvp_rows(velocity, z_s, z_t - z_s, sig, cfg, route, ins.fd_step(y, network_dtype))  # J_G(z*)(z~ - z*), the linear prediction
     actual = g_t - y
     lam_dir = _norm(pred) / disc.clamp_min(1e-300)
     cos = (pred.flatten(1).to(torch.float64) * actual.flatten(1).to(torch.float64)).sum(1) / (
@@ -295,12 +308,16 @@ def explain_batch(
     return [{key: vals[i] for key, vals in rec.items()} for i in range(b)], g_t
 
 
-def _jvp_rows(velocity: Velocity, z: Tensor, tangents: Tensor, sig: Tensor, cfg: ExplainConfig) -> Tensor:
-    """``J_G(z) t`` per row by forward-mode AD through ``G_N`` (docs/theory.md §9.1), in chunks of ``batch_size``."""
+def _jvp_rows(velocity: Velocity, z: Tensor, tangents: Tensor, sig: Tensor, cfg: ExplainConfig, route: str,
+              h: float) -> Tensor:
+    """``J_G(z) t`` per row through ``G_N`` (docs/theory.md §9.1, §10.6), in chunks of ``batch_size``: forward-mode
+    AD (route ``math-jvp``) or central differences of ``u`` with step ``h`` along the recorded trajectory (``vjp-fd``)."""
     g = lambda q: generate(velocity, q, sig, solver=cfg.solver)  # noqa: E731
+    chunks = [(z[i : i + cfg.batch_size], tangents[i : i + cfg.batch_size]) for i in range(0, z.shape[0], cfg.batch_size)]
     with torch.no_grad():
-        return torch.cat([ins.math_jvp(g, (z[i : i + cfg.batch_size],), (tangents[i : i + cfg.batch_size],))[1]
-                          for i in range(0, z.shape[0], cfg.batch_size)])
+        if route == "vjp-fd":
+            return torch.cat([fd_jvp_generate(velocity, zc, tc, sig, solver=cfg.solver, h=h)[1] for zc, tc in chunks])
+        return torch.cat([ins.math_jvp(g, (zc,), (tc,))[1] for zc, tc in chunks])
 
 
 def _inverter_curves(velocity: Velocity, y: Tensor, z_s: Tensor, grid: Grid, sig: Tensor, cfg: ExplainConfig,

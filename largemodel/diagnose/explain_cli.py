@@ -41,26 +41,34 @@ def config_from_args(args: argparse.Namespace) -> ExplainConfig:
     """
     if args.resolutions is not None and (not args.resolutions or min(args.resolutions) < 1):
         raise ValueError(f"--resolutions must be positive integers, got {args.resolutions}")
-    if not args.images.is_dir():
-        raise ValueError(f"--images: {args.images} is not a folder")
-    if not args.model.is_dir():
-        raise ValueError(f"--model: {args.model} is not a folder")
+    if getattr(args, "plan", None) is None:  # a plan reads no image and may name an architecture
+        if not args.images.is_dir():
+            raise ValueError(f"--images: {args.images} is not a folder")
+        if not args.model.is_dir():
+            raise ValueError(f"--model: {args.model} is not a folder")
     return ExplainConfig(
         steps=args.steps, solver=args.solver, tol=args.tol, max_iter=args.max_iter, perturbations=args.perturbations,
         eps_rms=args.eps_rms, sizes=tuple(args.sizes), causal_directions=args.causal_directions, power_iters=args.power_iters,
         fixed_size=args.fixed_size, budgets=tuple(args.budgets), log_lambda=not args.no_log_lambda, floor=not args.no_floor,
-        probes=args.probes, seed=args.seed, batch_size=args.batch_size,
+        probes=args.probes, seed=args.seed, batch_size=args.batch_size, jacobian_route=args.jacobian_route,
     )
 
 
 def run_cli(args: argparse.Namespace) -> int:
     from largemodel.models.load import load_model
-    from largemodel.plan.cost import check_explain_budgets, check_resolution_fits
+    from largemodel.plan.commands import (check_explain_budgets, check_plan, check_resolution_fits, explain_plan,
+                                          plan_memory_arg, print_plan)
     from largemodel.study.items import items_from_folder
 
     cfg = config_from_args(args)
+    plan_for = lambda res, dev: explain_plan(args.model, cfg, resolution=res, dtype=args.dtype,  # noqa: E731
+                                             images_per_batch=args.images_per_batch, device_bytes=dev, out=args.out)
+    if args.plan is not None:
+        dev = plan_memory_arg(args.plan, args.device)
+        return max(print_plan(plan_for(res, dev)) for res in args.resolutions or (None,))
     for res in args.resolutions or (None,):  # before allocating: a resolution the device cannot hold
         check_resolution_fits(args.model, res, dtype=args.dtype, device=args.device, flag="--resolutions")
+        check_plan(lambda dev, res=res: plan_for(res, dev), args.device)
     check_explain_budgets(args.model, cfg.budgets, inverters=len(INVERTERS), steps=cfg.steps, solver=cfg.solver,
                           resolution=max(args.resolutions) if args.resolutions else None)
     claim_folder(args.out, "explain", "pfode largemodel explain")
@@ -135,7 +143,7 @@ def run_explain(
                 # each image's draws from its own record key: a resumed run draws what a fresh one would
                 gen = image_generators(cfg.seed, [c[1] for c in chunk])
                 y = model.encode(x)
-                recs, recon = explain_batch(model.velocity, y, grid, cfg, gen)
+                recs, recon = explain_batch(model.velocity, y, grid, cfg, gen, network_dtype=model.dtype)
                 img = x.to(model.device, model.state_dtype)
                 vae, total = _mse01(model.decode(y), img), _mse01(model.decode(recon), img)
                 for (name, key, _), rec, v, t in zip(chunk, recs, vae, total):

@@ -37,12 +37,13 @@ __all__ = ["run_rank", "rank_folder", "DEFAULT_RISK"]
 
 def _check_args(args: argparse.Namespace) -> ScoreConfig:
     """What the parser cannot check (the numeric bounds are ``reports.cli_checks.FLAG_RULES``')."""
-    if not args.images.is_dir():
-        raise ValueError(f"--images: {args.images} is not a folder")
-    if not args.model.is_dir():
-        raise ValueError(f"--model: {args.model} is not a folder")
+    if getattr(args, "plan", None) is None:  # a plan reads no image and may name an architecture
+        if not args.images.is_dir():
+            raise ValueError(f"--images: {args.images} is not a folder")
+        if not args.model.is_dir():
+            raise ValueError(f"--model: {args.model} is not a folder")
     cfg = ScoreConfig(steps=args.steps, solver=args.solver, probes=args.probes, seed=args.seed,
-                      divergence=not args.inversion_only)
+                      divergence=not args.inversion_only, jacobian_route=args.jacobian_route)
     if args.risk not in available_scores(cfg):
         raise ValueError(f"--risk {args.risk} needs the divergence integral: drop --inversion-only")
     return cfg
@@ -78,7 +79,7 @@ def rank_folder(model: Any, images: Path, out: Path, cfg: ScoreConfig, *, risk: 
     # one image policy (largemodel.models.images): an unreadable image is skipped with one warning and
     # a record; names are shown escaped where they are not UTF-8
     keyed = [(_resume_key(p), p) for p in paths]
-    params = {"model": model_id, "config": cfg.__dict__, "resolution": model.resolution, "dtype": str(model.dtype)}
+    params = {"model": model_id, "config": cfg.signature_params(), "resolution": model.resolution, "dtype": str(model.dtype)}
     store = RecordStore(out, params, name="scores.jsonl")
     unique: dict[str, Path] = {}
     for key, path in keyed:
@@ -191,10 +192,16 @@ def _verify(model: Any, images: Path, rows: list[dict[str, Any]], out: Path, cfg
 def run_rank(args: argparse.Namespace) -> int:
     """The ``rank`` subcommand: ranking, gallery, optional verification; prints where they are."""
     from largemodel.models.load import load_model
-    from largemodel.plan.cost import check_resolution_fits
+    from largemodel.plan.commands import check_plan, check_resolution_fits, plan_memory_arg, print_plan, rank_plan
 
     cfg = _check_args(args)
+    plan_for = lambda dev: rank_plan(args.model, cfg, resolution=args.resolution, dtype=args.dtype,  # noqa: E731
+                                     images_per_batch=args.images_per_batch, verify=args.verify, device_bytes=dev,
+                                     out=args.out)
+    if args.plan is not None:
+        return print_plan(plan_for(plan_memory_arg(args.plan, args.device)))
     check_resolution_fits(args.model, args.resolution, dtype=args.dtype, device=args.device)  # before allocating
+    check_plan(plan_for, args.device)
     claim_folder(args.out, "rank", "pfode largemodel rank")  # never a user's folder: its ranking.csv stays theirs
     with output_lock(args.out, command="pfode largemodel rank"):
         model = load_model(args.model, device=args.device, dtype=args.dtype, resolution=args.resolution)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from largemodel.models.routes import check_route, resolve_route
 from largemodel.study import instability as ins
 from largemodel.study.instability import Generators, log_lambda_one_pass
 from largemodel.study.ode import SOLVERS, Velocity, generate, invert, nfe_per_map
@@ -50,6 +51,8 @@ class ScoreConfig:
         solver: a solver of ``largemodel.study.ode.SOLVERS``.
         probes: Rademacher probes per evaluation of the Hutchinson divergence.
         seed: seeds the probes (as ``StudyConfig.seed`` does in the study).
+        jacobian_route: ``auto``, ``math-jvp`` or ``vjp-fd``: Hutchinson's probes by forward-mode AD
+            (math attention) or by one VJP each (fused kernels); ``auto`` = vjp-fd on CUDA.
         divergence: accumulate the divergence integral (``log_Lambda``, ``neg_log_p_g_over_n``);
             ``False``: a plain inversion, only the scores in ``INVERSION_SCORES`` (no extra cost
             over the inversion a user runs anyway).
@@ -60,6 +63,7 @@ class ScoreConfig:
     probes: int = 1
     seed: int = 0
     divergence: bool = True
+    jacobian_route: str = "auto"
 
     def __post_init__(self) -> None:
         if int(self.steps) != self.steps or self.steps < 1:
@@ -68,6 +72,15 @@ class ScoreConfig:
             raise ValueError(f"--solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
         if int(self.probes) != self.probes or self.probes < 1:
             raise ValueError(f"--probes must be a positive integer, got {self.probes!r}")
+        check_route(self.jacobian_route)
+
+    def signature_params(self) -> dict[str, Any]:
+        """The parameters that change a record (``jacobian_route`` only when not ``auto``: the records made
+        before it existed stay valid)."""
+        d = dict(self.__dict__)
+        if d["jacobian_route"] == "auto":
+            d.pop("jacobian_route")
+        return d
 
 
 class _VelocityRecorder:
@@ -137,7 +150,8 @@ def one_pass_scores(
     b, n = x.shape[0], x[0].numel()
     rec = _VelocityRecorder(velocity, b, float(torch.as_tensor(sigmas, dtype=torch.float64).max()))
     if cfg.divergence:
-        one = log_lambda_one_pass(rec, x, sigmas, solver=cfg.solver, probes=cfg.probes, generator=generator)
+        one = log_lambda_one_pass(rec, x, sigmas, solver=cfg.solver, probes=cfg.probes, generator=generator,
+                                  route=resolve_route(cfg.jacobian_route, x.device.type))
     else:
         z = invert(rec, x, sigmas, solver=cfg.solver)
         zf = z.flatten(1).to(torch.float64)

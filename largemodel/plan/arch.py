@@ -45,11 +45,35 @@ class PlanArch:
         side = resolution // self.vae_factor // patch
         return side * side
 
+    def latent_numel(self, resolution: int) -> int:
+        """``n``: entries of one image's latent (``C H W``; FLUX's packed channels unpacked)."""
+        channels = int(self.config["in_channels"]) // (4 if self.family == "flux" else 1)
+        return channels * (resolution // self.vae_factor) ** 2
+
     def forward_flops(self, resolution: int) -> int:
         latent = resolution // self.vae_factor
         if self.family == "flux":
             return flux_forward_flops(self.config, image_tokens=self.image_tokens(resolution), text_tokens=self.text_tokens)
         return sd3_forward_flops(self.config, latent_size=latent, text_tokens=self.text_tokens)
+
+    def attention_flops(self, resolution: int) -> int:
+        """The part of ``forward_flops`` in attention's two ``L x L`` products (``4 L^2 d`` per attention)."""
+        n, d = self.image_tokens(resolution), self.width
+        seq = n + self.text_tokens
+        if self.family == "flux":
+            return (int(self.config["num_layers"]) + int(self.config["num_single_layers"])) * 4 * seq * seq * d
+        dual = len(self.config.get("dual_attention_layers") or ())
+        return int(self.config["num_layers"]) * 4 * seq * seq * d + dual * 4 * n * n * d
+
+    def backward_factor(self, resolution: int) -> float:
+        """FLOPs of an input-gradient backward pass over a forward's (frozen parameters: no weight gradients).
+
+        A linear layer's backward is one product (``dX = dY W^T``: 1x its forward); a fused attention
+        backward recomputes ``Q K^T`` and forms ``dV``, ``dP``, ``dQ``, ``dK`` (5 products for the
+        forward's 2: 2.5x). With ``a`` the attention share of the forward: ``1 + 1.5 a``.
+        """
+        a = self.attention_flops(resolution) / self.forward_flops(resolution)
+        return 1.0 + 1.5 * a
 
 
 def arch_from_config(

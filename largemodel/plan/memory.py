@@ -66,11 +66,13 @@ def load_memory_model(path: str | Path = MEMORY_MODEL) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def activation_bytes(model: dict[str, Any], estimator: str, arch: PlanArch, tokens: int) -> float:
+def activation_bytes(model: dict[str, Any], estimator: str, arch: PlanArch, tokens: int, *, terms: str = "all") -> float:
     """Per-row activation peak of ``estimator`` on ``arch`` at ``tokens`` joint tokens (bytes).
 
     The measured fit on the reference (SD3.5 Medium) scaled to ``arch``: ``b`` by the width
-    ratio, ``c`` by the heads ratio, and for ``vjp_row`` both by the blocks ratio.
+    ratio, ``c`` by the heads ratio, and for ``vjp_row`` both by the blocks ratio. ``terms``:
+    ``"all"``, ``"linear"`` (``a + b T``) or ``"quadratic"`` (``c T^2``, attention's score
+    matrices: absent on the fused kernels, fp32 on the math kernel whatever the model's dtype).
     """
     e = model["estimators"][estimator]
     ref = model["reference"]
@@ -78,4 +80,7 @@ def activation_bytes(model: dict[str, Any], estimator: str, arch: PlanArch, toke
     a = e["a"]
     b = e["b"] * arch.width / ref["width"] * depth
     c = e["c"] * arch.heads / ref["heads"] * depth
-    return max(a + b * tokens + c * tokens * tokens, 0.0)
+    if terms not in ("all", "linear", "quadratic"):
+        raise ValueError(f"terms must be all, linear or quadratic, got {terms!r}")
+    lin, quad = a + b * tokens, c * tokens * tokens
+    return max({"all": lin + quad, "linear": lin, "quadratic": quad}[terms], 0.0)

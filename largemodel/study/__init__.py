@@ -3,7 +3,7 @@
 Owns: ``ode`` (Euler / Heun regeneration ``G`` and inversion ``F~`` on the model's sigma grid),
 ``instability`` (``mu_bar``, ``lambda_G``, ``||J_G||_2``, one-pass ``log Lambda_G``: adapters to
 ``theory.estimators``, docs/theory.md §10.4), ``config`` (``StudyConfig``, frozen and validated),
-``items`` (content-keyed images and records, per-image generators), ``runner`` (``run_study``, resumable),
+``jacobian`` (Jacobian products by the routes ``math-jvp`` / ``vjp-fd``, docs/theory.md §10.6), ``items`` (content-keyed images and records, per-image generators), ``runner`` (``run_study``, resumable),
 ``launch`` (several processes: run id, the lock owner checked on every rank, no barrier),
 ``stats`` (correlations with bootstrap intervals), ``plots`` (its figures). ``pfode largemodel study``
 and ``gallery`` run here.

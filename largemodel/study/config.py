@@ -9,6 +9,7 @@ from typing import Any
 from theory._validate import require_ints
 
 from largemodel.models.flow_model import JVP_REDUCTIONS
+from largemodel.models.routes import check_route
 
 __all__ = ["PERTURBATION_RMS_MIN", "StudyConfig", "check_perturbation_size"]
 
@@ -46,6 +47,10 @@ class StudyConfig:
             (lambda by jvp, power iteration, Hutchinson) reduces a bf16 / fp16 model's attention
             (:func:`largemodel.models.flow_model.jvp_reductions`; no effect in fp32).
         power_iters: power iterations for ``||J_G||_2`` (0 disables).
+        jacobian_route: how power iteration's ``J v`` and Hutchinson's ``e^T J e`` are computed
+            (``largemodel.models.routes``): ``"math-jvp"`` (forward-mode AD, math attention),
+            ``"vjp-fd"`` (central differences and VJPs on the fused kernels) or ``"auto"`` (vjp-fd
+            on CUDA, math-jvp elsewhere; the record says which).
         log_lambda: ``"none"``, ``"hutchinson"`` or ``"exact"`` (exact: small ``n`` only).
         probes: Hutchinson probes per evaluation.
         batch_size: rows per transformer call (perturbed regenerations are grouped).
@@ -59,6 +64,7 @@ class StudyConfig:
     eps_rms: float = 1e-2
     jvp_directions: int = 1
     power_iters: int = 0
+    jacobian_route: str = "auto"
     log_lambda: str = "none"
     lambda_method: str = "auto"
     jvp_reductions: str = "fp32"
@@ -77,6 +83,7 @@ class StudyConfig:
         if self.lambda_method not in ("auto", "jvp", "fd"):
             raise ValueError(f"--lambda-method must be 'auto', 'jvp' or 'fd', got {self.lambda_method!r}")
         check_perturbation_size(self.eps_rms, "--eps-rms")
+        check_route(self.jacobian_route)
         if self.log_lambda not in ("none", "hutchinson", "exact"):
             raise ValueError(f"log_lambda must be 'none', 'hutchinson' or 'exact', got {self.log_lambda!r}")
 
@@ -87,4 +94,6 @@ class StudyConfig:
         d.pop("images_per_batch")
         if d["jvp_reductions"] == "fp32":  # the default: records made before the option existed stay valid
             d.pop("jvp_reductions")
+        if d["jacobian_route"] == "auto":  # the record names the route it resolved to
+            d.pop("jacobian_route")
         return d

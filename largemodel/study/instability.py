@@ -17,12 +17,14 @@ supplies the map, its linearization (:func:`math_jvp`) and the direction draws:
    (``jvp_lambda``: ``theory.coefficients.lambda_f``, rows chunked by ``batch_size``) or by
    central differences along the same directions (``fd_lambda``: plain forward rows, batchable
    with the ``mu_bar`` rows, on the fused attention kernels; the default on GPU), and
-   ``||J_G(z)||_2`` by power iteration on ``J^T J`` (JVP under the math attention kernel, then
-   VJP with per-step checkpointing under the default kernels: the reverse pass does not need
-   the math kernel);
+   ``||J_G(z)||_2`` by power iteration on ``J^T J`` (``J v`` by forward-mode AD under the math
+   attention kernel, or by central differences along the trajectory on the fused kernels: the
+   ``--jacobian-route``, :mod:`largemodel.study.jacobian`; ``J^T w`` by reverse mode with
+   per-step checkpointing on the default kernels);
 3. ``log Lambda_G(z) = (1/n) log |det J_G(z)|`` in one inversion pass: Liouville,
    ``log |det J_G(z)| = -int_0^1 div_x u(x_sigma, sigma) dsigma`` along the inversion path, with
-   the divergence by Hutchinson's estimator (or exactly, for small ``n``); Lemma D.1 then gives
+   the divergence by Hutchinson's estimator (each probe one JVP, or one VJP on the fused kernels)
+   or exactly, for small ``n``; Lemma D.1 then gives
    the model's log-density ``log p_g(x) = log phi(z) - n log Lambda_G(z)``.
 """
 
@@ -40,8 +42,10 @@ from theory.estimators import unit_directions as _unit_directions
 from theory.power_iteration import SpectralNorm, power_iteration
 from theory.thm41 import log_standard_normal_density
 
-from largemodel.models.load import math_attention
+from largemodel.models.flow_model import math_attention
+from largemodel.study.jacobian import RegenerationLinearization, divergence_vjp, math_jvp
 from largemodel.study.ode import Velocity, _check_grid, _check_solver, generate, nfe_per_map
+from largemodel.models.routes import check_route, fd_step_rms
 
 __all__ = [
     "EXACT_LOG_LAMBDA_MAX_DIM",
@@ -55,6 +59,7 @@ __all__ = [
     "fd_lambda_from_outputs",
     "spectral_norm_G",
     "RegenerationLinearization",
+    "fd_step",
     "log_lambda_one_pass",
     "log_lambda_jacobian",
     "log_standard_normal",
@@ -150,16 +155,6 @@ def averaged_instability(
     return estimators.averaged_instability(run, z, d, eps_rms * math.sqrt(z[0].numel()), gz=gz)
 
 
-def math_jvp(func: Callable[[Tensor], Tensor], primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
-    """``torch.func.jvp`` under the math attention kernel (the fused kernels lack forward AD)."""
-    with math_attention():
-        return torch.func.jvp(func, primals, tangents)
-
-
-def _jvp_generate(velocity: Velocity, z: Tensor, tangents: Tensor, sigmas: Tensor, solver: str) -> tuple[Tensor, Tensor]:
-    return math_jvp(lambda y: generate(velocity, y, sigmas, solver=solver), (z,), (tangents,))
-
-
 @torch.no_grad()
 def jvp_lambda(
     velocity: Velocity,
@@ -242,29 +237,11 @@ def fd_lambda(
     return estimators.central_difference_lambda(run, z, directions, h)
 
 
-class RegenerationLinearization:
-    r"""``J_G(z)`` of the discrete regeneration as a :class:`theory.power_iteration.LinearOperator`.
-
-    ``jvp(v)``: forward-mode AD under the math attention kernel (the fused kernels lack forward AD).
-    ``vjp(w)``: a backward pass through one checkpointed graph (each step recomputed), memory one
-    step's activations plus the ``N`` step inputs; the graph uses the fused kernels (no ``L x L``
-    attention probabilities saved).
-    """
-
-    def __init__(self, velocity: Velocity, z: Tensor, sigmas: Tensor, solver: str) -> None:
-        self._args, self._z = (velocity, sigmas, solver), z.detach()
-        self._zz = z.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            self._gz = generate(velocity, self._zz, sigmas, solver=solver, checkpoint=True)
-
-    def jvp(self, v: Tensor) -> Tensor:
-        velocity, sigmas, solver = self._args
-        with torch.no_grad():
-            return _jvp_generate(velocity, self._z, v, sigmas, solver)[1]
-
-    def vjp(self, w: Tensor) -> Tensor:
-        (g,) = torch.autograd.grad(self._gz, self._zz, grad_outputs=w, retain_graph=True)
-        return g
+def fd_step(z: Tensor, network_dtype: torch.dtype | str | None = None) -> float:
+    """The central-difference step ``h = h_rms sqrt(n)`` of route ``vjp-fd`` for latents like ``z``
+    and a network in ``network_dtype`` (default: ``z``'s), ``h_rms`` by :func:`largemodel.models.routes.fd_step_rms`."""
+    name = str(network_dtype if network_dtype is not None else z.dtype)
+    return fd_step_rms(name) * math.sqrt(z[0].numel())
 
 
 def spectral_norm_G(
@@ -276,13 +253,18 @@ def spectral_norm_G(
     iters: int = 10,
     generator: Generators = None,
     progress: Callable[[int, float], None] | None = None,
+    route: str = "math-jvp",
+    network_dtype: torch.dtype | None = None,
 ) -> SpectralNorm:
-    r"""``||J_G(z)||_2`` per sample by power iteration on ``J^T J`` (docs/theory.md §2.1, §9.2).
+    r"""``||J_G(z)||_2`` per sample by power iteration on ``J^T J`` (docs/theory.md §2.1, §9.2, §10.6).
 
     :func:`theory.power_iteration.power_iteration` on :class:`RegenerationLinearization` for a
     fixed number ``iters`` of iterations (no convergence test: ``converged`` is False), the start
     vector drawn by ``unit_directions`` from ``generator``, the norms in float64 (the study and
-    ``largemodel.diagnose.explain.top_singular_direction`` share this one route).
+    ``largemodel.diagnose.explain.top_singular_direction`` share this one route). ``route``:
+    ``math-jvp`` (``J v`` by forward-mode AD, math attention) or ``vjp-fd`` (``J v`` by central
+    differences with step :func:`fd_step` for ``network_dtype``; fused kernels throughout); ``J^T w``
+    by reverse mode on both.
 
     Returns:
         :class:`theory.power_iteration.SpectralNorm`: ``value`` ``(B,)``, the unit top right
@@ -290,15 +272,18 @@ def spectral_norm_G(
     """
     iters = require_int("iters", iters)
     v = unit_directions(tuple(z.shape), generator, z)
-    op = RegenerationLinearization(velocity, z, sigmas, solver)
+    h = fd_step(z, network_dtype) if check_route(route) == "vjp-fd" else None
+    op = RegenerationLinearization(velocity, z, sigmas, solver, route=route, h=h)
     report = None if progress is None else (lambda k, est: progress(k, float(est.max())))
     return power_iteration(op, v, iters=iters, on_iteration=report)
 
 
 def _velocity_and_divergence(
-    velocity: Velocity, x: Tensor, s: Tensor, probes: int, generator: Generators, exact: bool, chunk: int
+    velocity: Velocity, x: Tensor, s: Tensor, probes: int, generator: Generators, exact: bool, chunk: int,
+    route: str = "math-jvp",
 ) -> tuple[Tensor, Tensor]:
-    """``u(x, s)`` and ``div_x u(x, s)`` per row (Hutchinson with Rademacher probes, or exact)."""
+    """``u(x, s)`` and ``div_x u(x, s)`` per row (Hutchinson with Rademacher probes, or exact); the
+    probes' ``e^T J e`` by forward mode (route ``math-jvp``) or by one VJP each (``vjp-fd``)."""
     b, shape = x.shape[0], x.shape[1:]
     n = x[0].numel()
     f = lambda y: velocity(y, s)  # noqa: E731
@@ -319,6 +304,8 @@ def _velocity_and_divergence(
         return u, trace
     e = draw_per_image(lambda sh, g: torch.randint(0, 2, sh, generator=g), (b * probes, *shape), generator)
     e = e.to(x.device, x.dtype) * 2 - 1
+    if route == "vjp-fd":
+        return divergence_vjp(velocity, x, s, e.view(b, probes, *shape))
     with math_attention():
         out, jv = torch.func.jvp(f, (x.repeat_interleave(probes, dim=0),), (e,))
     div = (e * jv).flatten(1).sum(1).to(torch.float64).view(b, probes).mean(1)
@@ -336,6 +323,7 @@ def log_lambda_one_pass(
     exact: bool = False,
     chunk: int = 64,
     generator: Generators = None,
+    route: str = "math-jvp",
 ) -> dict[str, Tensor]:
     r"""Invert ``x`` and get ``log Lambda_G`` at the inverted noise in the same pass (Lemma D.1).
 
@@ -348,7 +336,9 @@ def log_lambda_one_pass(
     Args:
         probes: Rademacher probes per evaluation (Hutchinson); ignored when ``exact``.
         exact: the divergence as the exact trace of ``du/dx`` (``n`` JVPs per evaluation, in
-            chunks of ``chunk`` basis vectors): small ``n`` only.
+            chunks of ``chunk`` basis vectors): small ``n`` only (forward mode whatever ``route``).
+        route: ``math-jvp`` (each probe one forward-mode JVP, math attention) or ``vjp-fd`` (one
+            forward pass with a graph and one VJP per probe, fused kernels; docs/theory.md §10.6).
 
     Returns:
         dict with ``z`` (the inverted noise, as ``invert`` gives it), ``log_det_G``,
@@ -357,12 +347,14 @@ def log_lambda_one_pass(
     _check_solver(solver)
     if probes < 1:
         raise ValueError(f"probes must be >= 1, got {probes}")
+    if check_route(route) == "auto":
+        raise ValueError("log_lambda_one_pass needs a resolved route (math-jvp or vjp-fd), not 'auto'")
     sig = _check_grid(sigmas, decreasing=True).flip(0).to(x.device)
     n = x[0].numel()
     if exact:
         check_exact_dim(n, evaluations=nfe_per_map(solver, sig.numel() - 1))
     acc = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    vd = lambda y, s: _velocity_and_divergence(velocity, y, s, probes, generator, exact, chunk)  # noqa: E731
+    vd = lambda y, s: _velocity_and_divergence(velocity, y, s, probes, generator, exact, chunk, route)  # noqa: E731
     for i in range(sig.numel() - 1):
         s0, s1 = sig[i], sig[i + 1]
         h = float(s1 - s0)

@@ -38,6 +38,7 @@ from theory.estimators import mu_from_outputs, perturbed_rows
 from largemodel.study import instability as ins
 from largemodel.study.ode import generate, invert, nfe_per_map
 from largemodel.models.flow_model import jvp_reductions
+from largemodel.models.routes import resolve_route
 from largemodel.models.load import FlowModel
 from largemodel.study.config import StudyConfig
 from largemodel.study.launch import check_owner, owed, owner_command, wait_for_owner, wait_for_ranks
@@ -97,11 +98,13 @@ def _study_group(
     n = x[0].numel()
     rec: dict[str, Any] = {}
     with torch.no_grad():
+        route = resolve_route(cfg.jacobian_route, model.device.type)
         if cfg.log_lambda == "none":
             z = invert(vel, x, sigmas, solver=cfg.solver)
         else:
             one = ins.log_lambda_one_pass(
-                vel, x, sigmas, solver=cfg.solver, probes=cfg.probes, exact=cfg.log_lambda == "exact", generator=gen
+                vel, x, sigmas, solver=cfg.solver, probes=cfg.probes, exact=cfg.log_lambda == "exact", generator=gen,
+                route=route,
             )
             z = one["z"]
             rec["log_Lambda"] = one["log_Lambda"].tolist()
@@ -137,8 +140,11 @@ def _study_group(
         rec["lambda_jvp"] = lam.mean(1).tolist()  # lambda_G whichever the method
         rec["lambda_method"] = [method] * b
     if cfg.power_iters > 0:
-        sn = ins.spectral_norm_G(vel, z, sigmas, solver=cfg.solver, iters=cfg.power_iters, generator=gen).value
+        sn = ins.spectral_norm_G(vel, z, sigmas, solver=cfg.solver, iters=cfg.power_iters, generator=gen,
+                                 route=route, network_dtype=model.dtype).value
         rec["spectral_norm"] = sn.tolist()
+    if cfg.power_iters > 0 or cfg.log_lambda == "hutchinson":
+        rec["jacobian_route"] = [route] * b
     zf = z.flatten(1).to(torch.float64)
     rec["z_norm2_over_n"] = ((zf * zf).sum(1) / n).tolist()
     rec["mse_latent"] = ((xr - x).flatten(1).to(torch.float64) ** 2).mean(1).tolist()

@@ -480,7 +480,7 @@ def test_study_over_the_device_memory_stops_before_loading(folders, tmp_path, mo
     # room for 2 rows of 1 MB (bf16-measured) activations, 2 MB in fp32; not for 11
     budget = tiny.parameters * 4 + plan.RUNTIME_RESERVE + 5.5e6
     monkeypatch.setattr(plan, "device_memory", lambda device: float(budget))
-    monkeypatch.setattr(plan, "activation_bytes", lambda mm, est, arch, tokens: 1e6)
+    monkeypatch.setattr(plan, "activation_bytes", lambda mm, est, arch, tokens, terms="all": 0.0 if terms == "quadratic" else 1e6)
     monkeypatch.setattr(lm, "load_model", lambda *a, **k: pytest.fail("loaded weights"))
     rc = main(["largemodel", "study", "--model", str(folders["sd3"]), "--images", str(tmp_path), "--out", str(tmp_path / "o"),
                "--dtype", "fp32", "--steps", "2"])

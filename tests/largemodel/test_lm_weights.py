@@ -157,7 +157,7 @@ def test_a_resolution_beyond_memory_is_refused_before_loading(command, intact, i
 
 def test_the_resolution_check_passes_at_the_native_resolution(intact):
     """The control: the model's own resolution fits this machine."""
-    from largemodel.plan.cost import check_resolution_fits
+    from largemodel.plan.commands import check_resolution_fits
 
     check_resolution_fits(intact, None, dtype="float32", device="cpu")
     check_resolution_fits(intact, 16, dtype="auto", device="cpu")
@@ -165,7 +165,7 @@ def test_the_resolution_check_passes_at_the_native_resolution(intact):
 
 def test_explain_budgets_priced_by_the_plan(intact):
     """The default budgets pass (the control); a budget over the evaluation limit is refused."""
-    from largemodel.plan.cost import EXPLAIN_MAX_EVALUATIONS, PlanError, check_explain_budgets
+    from largemodel.plan.commands import EXPLAIN_MAX_EVALUATIONS, PlanError, check_explain_budgets
 
     check_explain_budgets(intact, (1, 2, 4), inverters=4, steps=100, solver="euler", resolution=None)
     with pytest.raises(PlanError, match=f"over the limit of {EXPLAIN_MAX_EVALUATIONS:,}"):
