@@ -118,9 +118,9 @@ def _study(args: argparse.Namespace, kind: str = "study") -> tuple[Path, dict[st
     from largemodel.plan.cost import check_before_run
 
     check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=device)
-    claim_folder(args.out, kind, f"pfode largemodel {kind}")  # before the null-prompt cache is written there
+    claim_folder(args.out, kind, f"pfode largemodel {kind}")  # before the prompt cache is written there
     model = load_model(args.model, device=device, dtype=args.dtype, offload=args.offload, guidance=args.guidance,
-                       resolution=args.resolution, null_prompt_cache=args.out)
+                       resolution=args.resolution, prompt_cache=args.out)
     items = items_from_folder(args.images, args.n_images, args.seed, model.resolution, model.image_channels,
                               exclude=args.out)
     progress = not args.no_progress and sys.stderr.isatty() and rank == 0
