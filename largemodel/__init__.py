@@ -11,6 +11,8 @@ Modules:
   (a prompt, classifier-free guidance, the model's sigma grid); ``math_attention``, ``jvp_reductions``.
 * :mod:`largemodel.models.conditioning` -- ``Conditioning``: prompt embeddings, the unconditional ones,
   the guidance scale ``W`` (docs/theory.md §10.6).
+* :mod:`largemodel.models.pipeline` -- ``from_pipeline``: a diffusers pipeline object already in memory
+  (a notebook's ``pipe``) as the same ``FlowModel``, its modules used as they are.
 * :mod:`largemodel.models.prompts` -- prompt embeddings: each prompt encoded once by the folder's text
   encoders before the transformer loads, cached on the prompt and the encoders' files.
 * :mod:`largemodel.models.folder` -- reading and writing model folders, offline, safetensors only.
@@ -79,6 +81,7 @@ from theory._lazy import lazy_package
 _EXPORTS: dict[str, str] = {
     "FlowModel": "models.flow_model",
     "load_model": "models.load",
+    "from_pipeline": "models.pipeline",
     "StudyConfig": "study.config",
     "run_study": "study.runner",
     "summarize": "study.runner",

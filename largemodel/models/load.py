@@ -23,7 +23,7 @@ from largemodel.models.folder import FolderInfo, ModelFolderError, _dtype_kwargs
 from largemodel.models.prompts import prompt_table
 from largemodel.models.weights import check_config, check_finite, check_weights, scan_finite
 
-__all__ = ["FlowModel", "check_model_folder", "load_model", "math_attention"]
+__all__ = ["FlowModel", "assemble", "check_model_folder", "load_model", "math_attention"]
 
 
 def _cast(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -149,6 +149,19 @@ def load_model(
         _cast(vae, torch.device("cpu") if offload else dev, dt).eval().requires_grad_(False)
         check_finite(vae, info.path / "vae")
     scheduler_config = json.loads((info.path / "scheduler" / "scheduler_config.json").read_text())
+    return assemble(info, transformer, scheduler_config, vae, table, prompt=prompt, guidance_scale=w, device=dev,
+                    dtype=dt, state_dtype=state_dtype, guidance=guidance, resolution=resolution, offload=offload)
+
+
+def assemble(
+    info: FolderInfo, transformer: torch.nn.Module, scheduler_config: dict[str, Any], vae: torch.nn.Module | None,
+    table: dict[str, tuple[torch.Tensor, torch.Tensor]], *, prompt: str, guidance_scale: float, device: torch.device,
+    dtype: torch.dtype, state_dtype: torch.dtype, guidance: float | None, resolution: int | None, offload: bool,
+) -> FlowModel:
+    """The ``FlowModel`` of loaded components (``load_model``'s and ``from_pipeline``'s one route): the
+    image channels and native resolution from the VAE and transformer configs (and ``pfode_model.json``),
+    FLUX's guidance embedding where the transformer has one, the conditioning on ``prompt`` at
+    ``guidance_scale`` from ``table`` (prompt -> embeddings, the null prompt among them)."""
     if vae is not None:
         image_channels = int(vae.config.in_channels)
         f = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -162,15 +175,15 @@ def load_model(
         transformer=transformer,
         scheduler_config=scheduler_config,
         vae=vae,
-        conditioning=Conditioning.from_table(table, prompt, w).to(dev, dt),
-        device=dev,
-        dtype=dt,
+        conditioning=Conditioning.from_table(table, prompt, guidance_scale).to(device, dtype),
+        device=device,
+        dtype=dtype,
         state_dtype=state_dtype,
         guidance=float(guidance) if (has_guidance and guidance is not None) else None,
         resolution=int(resolution) if resolution is not None else native,
         image_channels=image_channels,
         offload=offload,
-        prompts={p: (e.to(dt), pooled.to(dt)) for p, (e, pooled) in table.items()},
+        prompts={p: (e.to(dtype), pooled.to(dtype)) for p, (e, pooled) in table.items()},
     )
     model.latent_shape()  # validates the resolution
     return model

@@ -190,3 +190,47 @@ def test_encoding_prompts_prints_nothing_from_third_parties(folders, capfd):
     load_model(folders["flux"], device="cpu", dtype="bfloat16", prompt="quiet please")
     out, err = capfd.readouterr()
     assert out == "" and err == "", (out, err)
+
+
+# ---- a loaded pipeline ---------------------------------------------------------------------------
+
+
+class _CountingProcessor:
+    """A user's attention processor: diffusers' own, counting its calls."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.inner(*args, **kwargs)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_from_pipeline_equals_load_model(folders, family):
+    """from_pipeline(pipe) and load_model(folder) regenerate identically (prompt, W = 3.5, fp32), with
+    the user's attention processors kept; load_model given the pipeline points to from_pipeline."""
+    import diffusers
+
+    import largemodel
+
+    cls = diffusers.FluxPipeline if family == "flux" else diffusers.StableDiffusion3Pipeline
+    pipe = cls.from_pretrained(folders[family], **_load_kwargs(torch.float32))
+    procs = {k: _CountingProcessor(v) for k, v in pipe.transformer.attn_processors.items()}
+    pipe.transformer.set_attn_processor(procs)
+    ref = load_model(folders[family], device="cpu", dtype="float32", prompt=PROMPT, guidance_scale=3.5)
+    # the folder's 16 px comes from its pfode_model.json; a pipeline object gives the pipelines' default
+    ours = largemodel.from_pipeline(pipe, prompt=PROMPT, guidance_scale=3.5,
+                                    resolution=16 if family == "flux" else None)
+    assert ours.transformer is pipe.transformer and ours.family == ref.family and ours.resolution == ref.resolution
+    z = torch.randn(2, *ref.latent_shape(), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        a = ode.generate(ours.velocity, z, ours.sigmas(4))
+        b = ode.generate(ref.velocity, z, ref.sigmas(4))
+    assert torch.equal(a, b)
+    assert all(p.calls > 0 for p in procs.values())  # the user's processors ran
+    assert torch.equal(ours.conditioned("").prompt_embeds, ref.conditioned("").prompt_embeds)
+    with pytest.raises(TypeError, match=r"load_model takes a model folder.*largemodel\.from_pipeline"):
+        load_model(pipe)
+    with pytest.raises(ValueError, match="guidance_scale must be a finite number >= 1"):
+        largemodel.from_pipeline(pipe, guidance_scale=0.5)
