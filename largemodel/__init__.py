@@ -6,9 +6,15 @@ model's sigma grid) and §2.5 (``mu_bar`` with ``||D|| = eps_rms sqrt(n)``).
 Modules:
 
 * :mod:`largemodel.models.load` -- ``load_model``: a local diffusers folder loaded as a ``FlowModel``
-  (offline, safetensors only; the null prompt encoded first, then cached).
+  (offline, safetensors only; prompts, the null prompt among them, encoded first, then cached).
 * :mod:`largemodel.models.flow_model` -- ``FlowModel``: the velocity field ``u(x, sigma)`` of the PF-ODE
-  (null prompt, no guidance, the model's sigma grid); ``math_attention``, ``jvp_reductions``.
+  (a prompt, classifier-free guidance, the model's sigma grid); ``math_attention``, ``jvp_reductions``.
+* :mod:`largemodel.models.conditioning` -- ``Conditioning``: prompt embeddings, the unconditional ones,
+  the guidance scale ``W`` (docs/theory.md §10.7).
+* :mod:`largemodel.models.pipeline` -- ``from_pipeline``: a diffusers pipeline object already in memory
+  (a notebook's ``pipe``) as the same ``FlowModel``, its modules used as they are.
+* :mod:`largemodel.models.prompts` -- prompt embeddings: each prompt encoded once by the folder's text
+  encoders before the transformer loads, cached on the prompt and the encoders' files.
 * :mod:`largemodel.models.folder` -- reading and writing model folders, offline, safetensors only.
 * :mod:`largemodel.study.ode` -- Euler / Heun / diffusers-Heun regeneration ``G`` and inversion ``F~``
   on the model's sigma grid.
@@ -80,6 +86,7 @@ from theory._lazy import lazy_package
 _EXPORTS: dict[str, str] = {
     "FlowModel": "models.flow_model",
     "load_model": "models.load",
+    "from_pipeline": "models.pipeline",
     "StudyConfig": "study.config",
     "run_study": "study.runner",
     "summarize": "study.runner",

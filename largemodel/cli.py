@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from largemodel.diagnose.args import add_explain_parser, add_rank_parser, lazy_handler
+from largemodel.diagnose.args import add_conditioning_arguments, add_explain_parser, add_rank_parser, lazy_handler
 from largemodel.models.routes import JACOBIAN_ROUTES
 from largemodel.training.cli import add_train_arguments
 
@@ -35,6 +35,7 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="rows per transformer call (default %(default)s)")
     p.add_argument("--images-per-batch", type=int, default=1, help="images processed together (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_conditioning_arguments(p)
 
 
 def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) -> None:
@@ -109,7 +110,11 @@ def _distributed() -> Any:
 
 
 def _study(args: argparse.Namespace, kind: str = "study") -> tuple[Path, dict[str, Any] | None, Any]:
+    from largemodel.models.captions import conditioning_args
+    from largemodel.models.conditioning import check_guidance_scale
     from largemodel.models.load import load_model
+    from largemodel.study.items import selected_prompts
+    from largemodel.study.ode import warn_solver
     from largemodel.study.runner import items_from_folder, run_study, summarize
     from simulate.store import claim_folder
 
@@ -121,12 +126,18 @@ def _study(args: argparse.Namespace, kind: str = "study") -> tuple[Path, dict[st
         raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
     from largemodel.plan.commands import check_before_run
 
-    check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=device, out=args.out)
-    claim_folder(args.out, kind, f"pfode largemodel {kind}")  # before the null-prompt cache is written there
+    check_guidance_scale(args.guidance_scale)
+    prompt, captions = conditioning_args(args)  # read and checked against the images before any model loads
+    prompts = [] if captions is None else selected_prompts(args.images, args.n_images, args.seed, captions, exclude=args.out)
+    check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=device, out=args.out,
+                     guidance_scale=args.guidance_scale)
+    claim_folder(args.out, kind, f"pfode largemodel {kind}")  # before the prompt cache is written there
     model = load_model(args.model, device=device, dtype=args.dtype, offload=args.offload, guidance=args.guidance,
-                       resolution=args.resolution, null_prompt_cache=args.out)
+                       resolution=args.resolution, prompt=prompt, prompts=prompts, guidance_scale=args.guidance_scale,
+                       prompt_cache=args.out)
+    warn_solver(args.solver, model.family)
     items = items_from_folder(args.images, args.n_images, args.seed, model.resolution, model.image_channels,
-                              exclude=args.out)
+                              exclude=args.out, captions=captions)
     progress = not args.no_progress and sys.stderr.isatty() and rank == 0
     # no barrier after the run: rank 0 waits for the other ranks' records while they progress
     run_study(model, items, args.out, cfg, model_id=str(args.model.resolve()), rank=rank, world=world,
@@ -153,7 +164,7 @@ def _print_plan(args: argparse.Namespace) -> int:
 
     plan = study_plan(args.model, _study_config(args), resolution=args.resolution, dtype=args.dtype,
                       device_bytes=plan_memory_arg(args.plan, args.device), lambda_method=args.lambda_method,
-                      out=args.out)
+                      out=args.out, guidance_scale=args.guidance_scale)
     print(format_plan(plan))
     return 0
 

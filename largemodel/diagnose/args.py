@@ -14,7 +14,20 @@ from typing import Any, Callable
 from largemodel.diagnose.score_names import DEFAULT_RISK, ONE_PASS_SCORES
 from largemodel.models.routes import JACOBIAN_ROUTES
 
-__all__ = ["add_explain_parser", "add_rank_parser", "add_route_and_plan", "lazy_handler"]
+__all__ = ["add_conditioning_arguments", "add_explain_parser", "add_rank_parser", "add_route_and_plan", "lazy_handler"]
+
+
+def add_conditioning_arguments(p: argparse.ArgumentParser) -> None:
+    """``--prompt``, ``--captions``, ``--guidance-scale`` (study, gallery, rank, explain; docs/theory.md §10.7)."""
+    p.add_argument("--prompt", default=None, metavar="TEXT",
+                   help="one prompt for every image (default: the null prompt, as without it)")
+    p.add_argument("--captions", type=Path, default=None, metavar="FILE",
+                   help="a prompt per image: CSV with columns file,prompt, JSONL {\"file\", \"prompt\"}, or PIE-Bench's "
+                        "mapping_file.json as is (original_prompt, brackets removed); file = path relative to --images; "
+                        "every image needs one and every caption must name an image")
+    p.add_argument("--guidance-scale", type=float, default=1.0, metavar="W",
+                   help="classifier-free guidance scale W >= 1 as the model's diffusers pipeline applies it, "
+                        "u_u + W (u_c - u_u) on the null prompt and the prompt; 1 = none, one pass (default %(default)s)")
 
 
 def lazy_handler(module: str, name: str) -> Callable[[argparse.Namespace], Any]:
@@ -59,6 +72,8 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=int, default=None, help="image side in pixels (default: the model's)")
     p.add_argument("--dtype", default="auto", help="network dtype: auto, fp32, bf16, fp16, fp64")
     p.add_argument("--device", default=None, help="cuda, cpu... (default: CUDA if available)")
+    p.add_argument("--guidance", type=float, default=3.5, help="FLUX guidance-embedding value (default %(default)s)")
+    add_conditioning_arguments(p)
     add_route_and_plan(p)
     p.set_defaults(handler=lazy_handler("largemodel.diagnose.rank", "run_rank"))
 
@@ -121,5 +136,6 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto", help="network dtype: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp64")
     p.add_argument("--device", default=None, help="cuda, cpu... (default: CUDA if available)")
     p.add_argument("--guidance", type=float, default=3.5, help="FLUX guidance-embedding value (default %(default)s)")
+    add_conditioning_arguments(p)
     add_route_and_plan(p)
     p.set_defaults(handler=lazy_handler("largemodel.diagnose.explain_cli", "run_cli"))

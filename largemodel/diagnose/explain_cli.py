@@ -58,11 +58,18 @@ def run_cli(args: argparse.Namespace) -> int:
     from largemodel.models.load import load_model
     from largemodel.plan.commands import (check_explain_budgets, check_plan, check_resolution_fits, explain_plan,
                                           plan_memory_arg, print_plan)
-    from largemodel.study.items import items_from_folder
+    from largemodel.models.captions import conditioning_args
+    from largemodel.models.conditioning import check_guidance_scale
+    from largemodel.study.items import items_from_folder, selected_prompts
+    from largemodel.study.ode import warn_solver
 
     cfg = config_from_args(args)
+    check_guidance_scale(args.guidance_scale)
+    prompt, captions = conditioning_args(args)  # read and checked against the images before any model loads
+    prompts = [] if captions is None else selected_prompts(args.images, args.n_images, args.seed, captions, exclude=args.out)
     plan_for = lambda res, dev: explain_plan(args.model, cfg, resolution=res, dtype=args.dtype,  # noqa: E731
-                                             images_per_batch=args.images_per_batch, device_bytes=dev, out=args.out)
+                                             images_per_batch=args.images_per_batch, device_bytes=dev, out=args.out,
+                                             guidance_scale=args.guidance_scale)
     if args.plan is not None:
         dev = plan_memory_arg(args.plan, args.device)
         return max(print_plan(plan_for(res, dev)) for res in args.resolutions or (None,))
@@ -72,7 +79,9 @@ def run_cli(args: argparse.Namespace) -> int:
     check_explain_budgets(args.model, cfg.budgets, inverters=len(INVERTERS), steps=cfg.steps, solver=cfg.solver,
                           resolution=max(args.resolutions) if args.resolutions else None)
     claim_folder(args.out, "explain", "pfode largemodel explain")
-    model = load_model(args.model, device=args.device, dtype=args.dtype, guidance=args.guidance)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, guidance=args.guidance, prompt=prompt,
+                       prompts=prompts, guidance_scale=args.guidance_scale, prompt_cache=args.out)
+    warn_solver(args.solver, model.family)
     resolutions = args.resolutions or (model.resolution,)
     for res in resolutions:  # one cheap call per resolution: the model must accept that latent size
         try:
@@ -81,7 +90,7 @@ def run_cli(args: argparse.Namespace) -> int:
         except (ValueError, RuntimeError) as err:
             raise ValueError(f"--resolutions: {res} px does not fit this model: {err}") from None
     items = {res: items_from_folder(args.images, args.n_images, args.seed, res, model.image_channels,
-                                    exclude=args.out)
+                                    exclude=args.out, captions=captions)
              for res in resolutions}
     summary = run_explain(model, items, args.out, cfg, model_id=str(args.model.resolve()),
                           images_per_batch=args.images_per_batch, command="largemodel explain")
@@ -116,44 +125,51 @@ def run_explain(
         params = {"config": cfg.signature_params(), "model": model_id, "dtype": str(model.dtype),
                   "guidance": model.guidance}
         store = RecordStore(out, params, name=RECORDS)
+        cond0 = getattr(model, "conditioning", None)  # the experiments' stand-in fields have none
+        w, base = (cond0.guidance_scale, cond0.prompt) if cond0 is not None else (1.0, "")
         current: list[str] = []  # this run's record keys: the summary and CSV cover them only
         for res, group_items in items.items():
             shape = model.latent_shape(res)
             grid = (lambda s, shape=shape: model.sigmas(s, shape))
             todo = []
             for it in group_items:  # one image policy: an unreadable image is skipped, one warning, a record
+                cond = (it.prompt if it.prompt is not None else base, w)  # in the key
                 try:
                     pixels = it.load()
                 except (ValueError, OSError) as err:
-                    key = f"{record_key(it.key, it.content_hash)}@{res}px"
+                    key = f"{record_key(it.key, it.content_hash, *cond)}@{res}px"
                     if not store.done(key):
                         store.add(key, {"name": it.key, "key": key, "resolution": res, "skipped": str(err)})
                     print(f"pfode: warning: skipped {it.key}: {err}", file=sys.stderr, flush=True)
                     continue
-                key = f"{record_key(it.key, it.content_hash or pixel_digest(pixels))}@{res}px"
+                key = f"{record_key(it.key, it.content_hash or pixel_digest(pixels), *cond)}@{res}px"
                 current.append(key)
-                todo.append((it.key, key, pixels))
+                todo.append((it.key, key, pixels, cond[0]))
             # fixed groups of the whole list: a group cut by a kill is computed whole again and only
             # its missing records are added, so a resume changes no number
             for i in range(0, len(todo), images_per_batch):
                 chunk = todo[i : i + images_per_batch]
                 if all(store.done(c[1]) for c in chunk):
                     continue
-                x = torch.stack([c[2] for c in chunk])
-                # each image's draws from its own record key: a resumed run draws what a fresh one would
-                gen = image_generators(cfg.seed, [c[1] for c in chunk])
-                y = model.encode(x)
-                recs, recon = explain_batch(model.velocity, y, grid, cfg, gen, network_dtype=model.dtype)
-                img = x.to(model.device, model.state_dtype)
-                vae, total = _mse01(model.decode(y), img), _mse01(model.decode(recon), img)
-                for (name, key, _), rec, v, t in zip(chunk, recs, vae, total):
-                    if store.done(key):
-                        continue
-                    rec.update(name=name, key=key, resolution=res, vae_mse_pixel=v, mse_pixel=t,
-                               vae_share_pixel=(v / t if t > 0 else math.nan))
-                    store.add(key, rec)
-                    if on_record is not None:
-                        on_record(key, rec)
+                for prompt in dict.fromkeys(c[3] for c in chunk):  # one conditioning per sub-group
+                    sub = [c for c in chunk if c[3] == prompt]
+                    m = model if prompt == base else model.conditioned(prompt)
+                    x = torch.stack([c[2] for c in sub])
+                    # each image's draws from its own record key: a resumed run draws what a fresh one would
+                    gen = image_generators(cfg.seed, [c[1] for c in sub])
+                    y = m.encode(x)
+                    recs, recon = explain_batch(m.velocity, y, grid, cfg, gen, network_dtype=m.dtype)
+                    img = x.to(m.device, m.state_dtype)
+                    vae, total = _mse01(m.decode(y), img), _mse01(m.decode(recon), img)
+                    for (name, key, _, _), rec, v, t in zip(sub, recs, vae, total):
+                        if store.done(key):
+                            continue
+                        rec.update(name=name, key=key, resolution=res, vae_mse_pixel=v, mse_pixel=t,
+                                   vae_share_pixel=(v / t if t > 0 else math.nan),
+                                   **(m.conditioning.record() if cond0 is not None else {}))
+                        store.add(key, rec)
+                        if on_record is not None:
+                            on_record(key, rec)
         records = [store.get(k) for k in dict.fromkeys(current) if store.done(k)]  # this run's images only
         if not records:
             raise ValueError("--images: none of the selected images can be read")

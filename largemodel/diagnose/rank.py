@@ -59,8 +59,12 @@ def _resume_key(path: Path) -> str:
 
 
 def rank_folder(model: Any, images: Path, out: Path, cfg: ScoreConfig, *, risk: str = DEFAULT_RISK,
-                images_per_batch: int = 8, model_id: str = "") -> list[dict[str, Any]]:
-    """Score every image of ``images`` (resumable by content hash) and write ``ranking.csv``.
+                images_per_batch: int = 8, model_id: str = "", captions: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Score every image of ``images`` (resumable by content hash and conditioning) and write ``ranking.csv``.
+
+    Each image is scored on the model's conditioning, or with ``captions`` (relative path -> prompt,
+    ``--captions``) on its own prompt at the model's guidance scale (a group with several prompts runs
+    one sub-group per prompt); records carry ``prompt`` and ``guidance_scale``.
 
     Returns:
         the rows of ``ranking.csv``, riskiest first: ``rank``, ``file``, ``sha256``, ``risk``
@@ -78,7 +82,20 @@ def rank_folder(model: Any, images: Path, out: Path, cfg: ScoreConfig, *, risk: 
 
     # one image policy (largemodel.models.images): an unreadable image is skipped with one warning and
     # a record; names are shown escaped where they are not UTF-8
-    keyed = [(_resume_key(p), p) for p in paths]
+    from largemodel.models.captions import check_captions
+    from largemodel.study.items import conditioning_tag
+
+    names_of = {p: shown_name(p.relative_to(images).as_posix()) for p in paths}
+    if captions is not None:
+        check_captions(captions, list(names_of.values()), list(names_of.values()))
+    w = model.conditioning.guidance_scale
+    prompt_of = {p: model.conditioning.prompt if captions is None else captions[names_of[p]] for p in paths}
+
+    def resume_key(p: Path) -> str:  # content, then the conditioning unless it is the null prompt without guidance
+        key = _resume_key(p)
+        return key if (prompt_of[p] == "" and w == 1.0) else f"{key}~{conditioning_tag(prompt_of[p], w)}"
+
+    keyed = [(resume_key(p), p) for p in paths]
     params = {"model": model_id, "config": cfg.signature_params(), "resolution": model.resolution, "dtype": str(model.dtype)}
     store = RecordStore(out, params, name="scores.jsonl")
     unique: dict[str, Path] = {}
@@ -109,10 +126,15 @@ def rank_folder(model: Any, images: Path, out: Path, cfg: ScoreConfig, *, risk: 
                 skip(key, path, str(err))
         if not group:
             continue
-        recs, _ = score_group(model, torch.stack(imgs), cfg, image_generators(cfg.seed, [k for k, _ in group]))
-        for (key, _), rec in zip(group, recs):
-            if not store.done(key):
-                store.add(key, {k: rec[k] for k in (*names, "log_p_g", "n") if k in rec})
+        for prompt in dict.fromkeys(prompt_of[p] for _, p in group):  # one conditioning per sub-group
+            sub = [i for i, (_, p) in enumerate(group) if prompt_of[p] == prompt]
+            m = model if prompt == model.conditioning.prompt else model.conditioned(prompt)
+            recs, _ = score_group(m, torch.stack([imgs[i] for i in sub]), cfg,
+                                  image_generators(cfg.seed, [group[i][0] for i in sub]))
+            for i, rec in zip(sub, recs):
+                if not store.done(group[i][0]):
+                    store.add(group[i][0], {**{k: rec[k] for k in (*names, "log_p_g", "n") if k in rec},
+                                            **m.conditioning.record()})
     rows = [{"file": shown_name(p.relative_to(images)), "sha256": key, "_path": p, **store.get(key)}
             for key, p in keyed if "skipped" not in store.get(key)]
     if not rows:
@@ -171,7 +193,12 @@ def _verify(model: Any, images: Path, rows: list[dict[str, Any]], out: Path, cfg
     sig = model.sigmas(cfg.steps)
     with torch.no_grad():
         x = model.encode(imgs)
-        xr = generate(model.velocity, invert(model.velocity, x, sig, solver=cfg.solver), sig, solver=cfg.solver)
+        xr = torch.empty_like(x)
+        prompts = [r.get("prompt", model.conditioning.prompt) for r in chosen]
+        for prompt in dict.fromkeys(prompts):  # each image on its own conditioning
+            vel = model.conditioned(prompt).velocity
+            idx = torch.tensor([i for i, p in enumerate(prompts) if p == prompt], device=x.device)
+            xr[idx] = generate(vel, invert(vel, x[idx], sig, solver=cfg.solver), sig, solver=cfg.solver)
         pix = model.decode(xr).cpu()
     mse_lat = ((xr - x).flatten(1).to(torch.float64) ** 2).mean(1)
     mse_pix = (((pix - imgs.to(pix.dtype)) / 2).to(torch.float64) ** 2).flatten(1).mean(1)
@@ -194,18 +221,31 @@ def run_rank(args: argparse.Namespace) -> int:
     from largemodel.models.load import load_model
     from largemodel.plan.commands import check_plan, check_resolution_fits, plan_memory_arg, print_plan, rank_plan
 
+    from largemodel.models.captions import check_captions, conditioning_args
+    from largemodel.models.conditioning import check_guidance_scale
+    from largemodel.models.images import list_images, shown_name
+    from largemodel.study.ode import warn_solver
+
     cfg = _check_args(args)
+    check_guidance_scale(args.guidance_scale)
+    prompt, captions = conditioning_args(args)
+    if captions is not None:  # every image of the folder is ranked: each needs a caption (checked before loading)
+        names = [shown_name(p.relative_to(args.images).as_posix()) for p in list_images(args.images, exclude=args.out)]
+        check_captions(captions, names, names)
     plan_for = lambda dev: rank_plan(args.model, cfg, resolution=args.resolution, dtype=args.dtype,  # noqa: E731
                                      images_per_batch=args.images_per_batch, verify=args.verify, device_bytes=dev,
-                                     out=args.out)
+                                     out=args.out, guidance_scale=args.guidance_scale)
     if args.plan is not None:
         return print_plan(plan_for(plan_memory_arg(args.plan, args.device)))
     check_resolution_fits(args.model, args.resolution, dtype=args.dtype, device=args.device)  # before allocating
     check_plan(plan_for, args.device)
     claim_folder(args.out, "rank", "pfode largemodel rank")  # never a user's folder: its ranking.csv stays theirs
     with output_lock(args.out, command="pfode largemodel rank"):
-        model = load_model(args.model, device=args.device, dtype=args.dtype, resolution=args.resolution)
-        rows = rank_folder(model, args.images, args.out, cfg, risk=args.risk,
+        model = load_model(args.model, device=args.device, dtype=args.dtype, resolution=args.resolution,
+                           guidance=args.guidance, prompt=prompt, guidance_scale=args.guidance_scale,
+                           prompts=sorted(set(captions.values())) if captions else (), prompt_cache=args.out)
+        warn_solver(args.solver, model.family)
+        rows = rank_folder(model, args.images, args.out, cfg, risk=args.risk, captions=captions,
                            images_per_batch=args.images_per_batch, model_id=str(args.model.resolve()))
         print(f"{len(rows)} images ranked by {args.risk}; wrote {args.out / 'ranking.csv'}")
         if args.gallery > 0 and rows:

@@ -2,6 +2,9 @@
 
 Owns: ``load`` (``load_model``: a local SD3 / SD3.5 / FLUX folder, offline, safetensors only),
 ``flow_model`` (``FlowModel``: the velocity field ``u(x, sigma)`` of the PF-ODE, docs/theory.md §10.1),
+``conditioning`` (``Conditioning``: prompt, unconditional embeddings, guidance scale, §10.7), ``prompts``
+(each prompt encoded once by the folder's text encoders, cached), ``pipeline`` (``from_pipeline``: a
+loaded diffusers pipeline object as a ``FlowModel``),
 ``folder`` (reading and writing model folders), ``weights`` (complete models only: the tensors the
 configs define, present, shaped, floating, finite; the declared size within memory), ``transformer_configs`` (the one ``build_transformer``
 and the configs kept in ``configs/``), ``tiny`` / ``fullsize`` (random models from configs for tests and

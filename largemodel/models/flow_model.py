@@ -3,8 +3,10 @@ r"""The velocity field of a flow-matching model's probability-flow ODE (``FlowMo
 Convention (docs/theory.md §1.2, diffusers / SD3 / FLUX): ``x_sigma = (1 - sigma) x1 +
 sigma x0`` with ``x1`` the (latent) image and ``x0 ~ N(0, I)``; the transformer predicts
 ``u(x, sigma) = x0 - x1`` so that ``dx/dsigma = u`` and, with ``t = 1 - sigma``,
-``v(x, t) = -u(x, 1 - t)``. The model is always conditioned on the *null* prompt, with no
-classifier-free guidance, so that inversion and regeneration integrate the very same ODE.
+``v(x, t) = -u(x, 1 - t)``. The model is conditioned on a ``Conditioning``: the *null* prompt
+without classifier-free guidance by default, or a prompt with guidance scale ``W`` applied as the
+family's diffusers pipeline does (docs/theory.md §10.7); inversion and regeneration integrate the
+very same (guided) ODE.
 
 ``FlowModel.velocity`` is the only place the network is called; everything else (solvers,
 instability coefficients, the study) sees a function of ``(x, sigma)`` on latents of shape
@@ -16,13 +18,14 @@ and ``resolve_dtype`` (the ``--dtype`` names). Loading a folder into a ``FlowMod
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from largemodel.models.conditioning import Conditioning
 from largemodel.models.folder import FolderInfo
 
 __all__ = ["FlowModel", "JVP_REDUCTIONS", "jvp_reductions", "math_attention", "resolve_dtype"]
@@ -76,14 +79,16 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 @dataclass
 class FlowModel:
-    """A diffusers flow-matching transformer with its null-prompt conditioning.
+    """A diffusers flow-matching transformer with its conditioning (docs/theory.md §10.1, §10.7).
 
     Attributes:
         info: what the folder holds (family, configs).
         transformer: the network (eval mode, no gradients for its parameters).
         scheduler_config: the scheduler's config (shift, dynamic shifting).
         vae: the autoencoder, or ``None`` for pixel-space models.
-        prompt_embeds, pooled_prompt_embeds: the null-prompt conditioning, batch 1.
+        conditioning: the prompt and guidance scale the field is conditioned on (the null prompt,
+            ``W = 1``, unless asked); ``prompt_embeds`` / ``pooled_prompt_embeds`` are its
+            conditional embeddings.
         device, dtype: where and in what precision the network runs.
         state_dtype: precision of the ODE state and of all sums (float32 unless asked).
         guidance: FLUX's guidance-embedding value (``None`` for models without it).
@@ -91,14 +96,15 @@ class FlowModel:
         image_channels: channels of the images the model works with (3, or 1 for grayscale
             pixel-space models).
         offload: keep the VAE on the CPU except while encoding or decoding.
+        prompts: every prompt encoded when the model was loaded -> ``(embeds, pooled)``, kept on
+            the CPU, the null prompt ``""`` among them (``conditioned`` picks from it).
     """
 
     info: FolderInfo
     transformer: torch.nn.Module
     scheduler_config: dict[str, Any]
     vae: torch.nn.Module | None
-    prompt_embeds: Tensor
-    pooled_prompt_embeds: Tensor
+    conditioning: Conditioning
     device: torch.device
     dtype: torch.dtype
     state_dtype: torch.dtype
@@ -106,6 +112,30 @@ class FlowModel:
     resolution: int
     image_channels: int
     offload: bool = False
+    prompts: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
+
+    # ---- conditioning ---------------------------------------------------------------------
+    @property
+    def prompt_embeds(self) -> Tensor:
+        return self.conditioning.prompt_embeds
+
+    @property
+    def pooled_prompt_embeds(self) -> Tensor:
+        return self.conditioning.pooled_prompt_embeds
+
+    @property
+    def guidance_scale(self) -> float:
+        return self.conditioning.guidance_scale
+
+    def conditioned(self, prompt: str | None = None, guidance_scale: float | None = None) -> FlowModel:
+        """The same network conditioned on ``prompt`` with scale ``guidance_scale`` (each defaults to
+        this model's): a shallow copy sharing the transformer and VAE. The prompt must have been
+        encoded when the model was loaded (``prompts``); ``W > 1`` needs the null prompt there.
+        """
+        p = self.conditioning.prompt if prompt is None else prompt
+        w = self.conditioning.guidance_scale if guidance_scale is None else guidance_scale
+        table = self.prompts or {self.conditioning.prompt: (self.prompt_embeds, self.pooled_prompt_embeds)}
+        return replace(self, conditioning=Conditioning.from_table(table, p, w).to(self.device, self.dtype))
 
     # ---- geometry -------------------------------------------------------------------------
     @property
@@ -180,13 +210,42 @@ class FlowModel:
         t = 1000.0 * torch.as_tensor(sigma, dtype=torch.float32, device=self.device)
         return t.to(self.dtype) / 1000 if self.family == "flux" else t
 
-    def _cond(self, batch: int) -> tuple[Tensor, Tensor]:
-        e = self.prompt_embeds.expand(batch, *self.prompt_embeds.shape[1:])
-        p = self.pooled_prompt_embeds.expand(batch, *self.pooled_prompt_embeds.shape[1:])
-        return e, p
+    def _network(self, h: Tensor, sig: Tensor, enc: Tensor, pooled: Tensor) -> Tensor:
+        """One transformer call on latents ``h`` (model dtype) at ``sig`` ``(B,)``, in the model's dtype."""
+        b = h.shape[0]
+        if self.family != "flux":
+            return self.transformer(hidden_states=h, timestep=self.timestep(sig), encoder_hidden_states=enc,
+                                    pooled_projections=pooled, return_dict=False)[0]
+        _, c, hh, ww = h.shape
+        packed = h.view(b, c, hh // 2, 2, ww // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (hh // 2) * (ww // 2), c * 4)
+        img_ids = torch.zeros(hh // 2, ww // 2, 3, device=self.device, dtype=self.dtype)
+        img_ids[..., 1] += torch.arange(hh // 2, device=self.device, dtype=self.dtype)[:, None]
+        img_ids[..., 2] += torch.arange(ww // 2, device=self.device, dtype=self.dtype)[None, :]
+        txt_ids = torch.zeros(enc.shape[1], 3, device=self.device, dtype=self.dtype)
+        guidance = None
+        if self.guidance is not None:
+            guidance = torch.full((b,), float(self.guidance), device=self.device, dtype=torch.float32)
+        out = self.transformer(
+            hidden_states=packed,
+            timestep=self.timestep(sig),
+            guidance=guidance,
+            pooled_projections=pooled,
+            encoder_hidden_states=enc,
+            txt_ids=txt_ids,
+            img_ids=img_ids.reshape(-1, 3),
+            return_dict=False,
+        )[0]
+        return out.view(b, hh // 2, ww // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, hh, ww)
 
     def velocity(self, x: Tensor, sigma: Tensor | float) -> Tensor:
-        r"""``u(x, sigma) = dx/dsigma``, the transformer's prediction of ``x0 - x1``.
+        r"""``u_W(x, sigma) = dx/dsigma``, the transformer's (guided) prediction of ``x0 - x1``.
+
+        With ``W = conditioning.guidance_scale > 1``, classifier-free guidance as the family's
+        diffusers pipeline applies it (docs/theory.md §10.7), ``u_W = u_u + W (u_c - u_u)`` in the
+        model's dtype: SD3 / SD3.5 (``StableDiffusion3Pipeline``) run the unconditional and the
+        conditional rows in one batch of ``2B`` rows; FLUX (``FluxPipeline``'s ``true_cfg_scale``,
+        negative prompt ``""``) runs the conditional pass, then the unconditional one, each with
+        the guidance embedding (``--guidance``). With ``W = 1`` one pass on the conditional rows.
 
         Args:
             x: latents ``(B, C, H, W)`` in any float dtype (cast to the model's dtype).
@@ -198,37 +257,20 @@ class FlowModel:
         b = x.shape[0]
         sig = torch.as_tensor(sigma, dtype=torch.float32, device=self.device)
         sig = sig.expand(b) if sig.ndim == 0 else sig
-        enc, pooled = self._cond(b)
+        cond = self.conditioning
         h = x.to(self.dtype)
-        if self.family == "flux":
-            _, c, hh, ww = x.shape
-            packed = h.view(b, c, hh // 2, 2, ww // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (hh // 2) * (ww // 2), c * 4)
-            img_ids = torch.zeros(hh // 2, ww // 2, 3, device=self.device, dtype=self.dtype)
-            img_ids[..., 1] += torch.arange(hh // 2, device=self.device, dtype=self.dtype)[:, None]
-            img_ids[..., 2] += torch.arange(ww // 2, device=self.device, dtype=self.dtype)[None, :]
-            txt_ids = torch.zeros(enc.shape[1], 3, device=self.device, dtype=self.dtype)
-            guidance = None
-            if self.guidance is not None:
-                guidance = torch.full((b,), float(self.guidance), device=self.device, dtype=torch.float32)
-            out = self.transformer(
-                hidden_states=packed,
-                timestep=self.timestep(sig),
-                guidance=guidance,
-                pooled_projections=pooled,
-                encoder_hidden_states=enc,
-                txt_ids=txt_ids,
-                img_ids=img_ids.reshape(-1, 3),
-                return_dict=False,
-            )[0]
-            out = out.view(b, hh // 2, ww // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, hh, ww)
+        if not cond.guided:
+            out = self._network(h, sig, *cond.rows(b))
         else:
-            out = self.transformer(
-                hidden_states=h,
-                timestep=self.timestep(sig),
-                encoder_hidden_states=enc,
-                pooled_projections=pooled,
-                return_dict=False,
-            )[0]
+            w = cond.guidance_scale
+            if self.family == "flux":
+                u_c = self._network(h, sig, *cond.rows(b))
+                u_u = self._network(h, sig, *cond.rows(b, negative=True))
+            else:
+                (e_u, p_u), (e_c, p_c) = cond.rows(b, negative=True), cond.rows(b)
+                u_u, u_c = self._network(torch.cat([h, h]), torch.cat([sig, sig]), torch.cat([e_u, e_c]),
+                                         torch.cat([p_u, p_c])).chunk(2)
+            out = u_u + w * (u_c - u_u)
         return out.to(x.dtype)
 
     # ---- images <-> latents ---------------------------------------------------------------

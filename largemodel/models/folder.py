@@ -233,6 +233,27 @@ def inspect_folder(path: str | Path) -> FolderInfo:
     )
 
 
+def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``dtype=`` where this diffusers reads it (it deprecates ``torch_dtype=``), else ``torch_dtype=``."""
+    try:
+        from diffusers.utils import deprecation_utils
+
+        has_dtype = hasattr(deprecation_utils, "_resolve_dtype")
+    except ImportError:  # older diffusers: torch_dtype only
+        has_dtype = False
+    return {"dtype": dtype} if has_dtype else {"torch_dtype": dtype}
+
+
+def _load_kwargs(dtype: torch.dtype) -> dict[str, Any]:
+    """Offline, safetensors-only ``from_pretrained`` options, every default diffusers would warn
+    about set explicitly: ``low_cpu_mem_usage`` only where ``accelerate`` is installed (without
+    it diffusers prints a "Cannot initialize model with low cpu memory usage" notice)."""
+    import importlib.util
+
+    return {"local_files_only": True, "use_safetensors": True,
+            "low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None, **_dtype_kwargs(dtype)}
+
+
 def save_model_folder(
     out: str | Path,
     transformer: torch.nn.Module,

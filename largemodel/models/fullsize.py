@@ -51,6 +51,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from largemodel.models.conditioning import Conditioning
 from largemodel.models.flow_model import FlowModel
 from largemodel.models.folder import FolderInfo, family_of, save_model_folder
 from largemodel.models.transformer_configs import (
@@ -141,8 +142,7 @@ def flow_model_from_transformer(
         transformer=transformer,
         scheduler_config=dict(scheduler_config),
         vae=None,
-        prompt_embeds=prompt_embeds.to(param.device, param.dtype),
-        pooled_prompt_embeds=pooled_prompt_embeds.to(param.device, param.dtype),
+        conditioning=Conditioning("", prompt_embeds, pooled_prompt_embeds).to(param.device, param.dtype),
         device=param.device,
         dtype=param.dtype,
         state_dtype=state_dtype,

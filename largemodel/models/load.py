@@ -1,7 +1,9 @@
 r"""Loading a local diffusers folder as a ``FlowModel`` (docs/theory.md §1.2 conventions).
 
 ``load_model`` reads SD3, SD3.5, FLUX and the models trained here, offline and safetensors only;
-the null-prompt conditioning is computed before the transformer is loaded (and cached). The
+the prompt embeddings (the null prompt's, and any prompt asked) are computed before the transformer
+is loaded, and cached (``largemodel.models.prompts``). A diffusers pipeline object already in
+memory is ``largemodel.models.pipeline.from_pipeline``'s. The
 velocity field itself is ``largemodel.models.flow_model.FlowModel``, re-exported here with
 ``math_attention``, as are the names other modules import from ``largemodel.models.load``.
 """
@@ -9,127 +11,19 @@ velocity field itself is ``largemodel.models.flow_model.FlowModel``, re-exported
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
-from torch import Tensor
 
+from largemodel.models.conditioning import Conditioning, check_guidance_scale
 from largemodel.models.flow_model import FlowModel, math_attention, resolve_dtype
-from largemodel.models.folder import FolderInfo, ModelFolderError, inspect_folder
+from largemodel.models.folder import FolderInfo, ModelFolderError, _dtype_kwargs, _load_kwargs, inspect_folder  # noqa: F401
+from largemodel.models.prompts import prompt_table
 from largemodel.models.weights import check_config, check_finite, check_weights, scan_finite
 
-__all__ = ["FlowModel", "check_model_folder", "load_model", "math_attention", "NULL_PROMPT_CACHE_NAME"]
-
-#: file name of the cached null-prompt embeddings inside a ``null_prompt_cache`` folder
-NULL_PROMPT_CACHE_NAME = "null_prompt_cache.safetensors"
-
-
-def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """``dtype=`` where this diffusers reads it (it deprecates ``torch_dtype=``), else ``torch_dtype=``."""
-    try:
-        from diffusers.utils import deprecation_utils
-
-        has_dtype = hasattr(deprecation_utils, "_resolve_dtype")
-    except ImportError:  # older diffusers: torch_dtype only
-        has_dtype = False
-    return {"dtype": dtype} if has_dtype else {"torch_dtype": dtype}
-
-
-def _load_kwargs(dtype: torch.dtype) -> dict[str, Any]:
-    """Offline, safetensors-only ``from_pretrained`` options, every default diffusers would warn
-    about set explicitly: ``low_cpu_mem_usage`` only where ``accelerate`` is installed (without
-    it diffusers prints a "Cannot initialize model with low cpu memory usage" notice)."""
-    import importlib.util
-
-    return {"local_files_only": True, "use_safetensors": True,
-            "low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None, **_dtype_kwargs(dtype)}
-
-
-def _free_device_memory(device: torch.device) -> None:
-    import gc
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _null_prompt_from_encoders(info: FolderInfo, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Encode the empty prompt once with the folder's own text encoders, then drop them (the
-    returned tensors are on the CPU and the encoders' memory is released before returning)."""
-    import diffusers
-
-    pipe_cls = getattr(diffusers, info.pipeline_class)
-    try:
-        pipe = pipe_cls.from_pretrained(info.path, transformer=None, vae=None, **_load_kwargs(dtype))
-    except (OSError, ValueError) as exc:
-        raise ModelFolderError(f"{info.path}: cannot load the text encoders offline: {exc}") from None
-    pipe.to(device)
-    with torch.no_grad():
-        if info.family == "flux":
-            embeds, pooled, _ = pipe.encode_prompt(prompt="", prompt_2=None, device=device)
-        else:
-            embeds, _, pooled, _ = pipe.encode_prompt(
-                prompt="", prompt_2=None, prompt_3=None, device=device, do_classifier_free_guidance=False
-            )
-    embeds, pooled = embeds.cpu(), pooled.cpu()
-    del pipe
-    _free_device_memory(device)
-    return embeds, pooled
-
-
-def _null_prompt(
-    info: FolderInfo, device: torch.device, dtype: torch.dtype, cache: Path | None
-) -> tuple[Tensor, Tensor]:
-    """The null-prompt conditioning, before any other weight is loaded.
-
-    Order: the folder's ``null_prompt.safetensors``; else ``cache`` (a file pfode wrote
-    earlier for this folder and dtype); else the text encoders (loaded alone, run once, freed),
-    whose output is then written to ``cache``. So the peak is max(encoders, transformer), not
-    their sum, and a second run loads no encoder at all.
-    """
-    from safetensors.torch import load_file, save
-
-    if info.null_prompt_file is not None:
-        tensors = load_file(str(info.null_prompt_file))
-        if {"prompt_embeds", "pooled_prompt_embeds"} - tensors.keys():
-            raise ModelFolderError(f"{info.null_prompt_file}: needs prompt_embeds and pooled_prompt_embeds")
-        return tensors["prompt_embeds"], tensors["pooled_prompt_embeds"]
-    stamp = {"model": str(info.path.resolve()), "dtype": str(dtype),
-             "model_index_mtime_ns": str((info.path / "model_index.json").stat().st_mtime_ns)}
-    if cache is not None and cache.is_file() and not cache.is_symlink():
-        cached = _read_null_prompt_cache(cache, stamp)
-        if cached is not None:
-            return cached
-    embeds, pooled = _null_prompt_from_encoders(info, device, dtype)
-    if cache is not None:  # atomic, recorded in the run folder's manifest, no link followed
-        from theory.output.files import write_bytes
-
-        write_bytes(cache, save({"prompt_embeds": embeds.contiguous(), "pooled_prompt_embeds": pooled.contiguous()},
-                                metadata=stamp))
-    return embeds, pooled
-
-
-def _read_null_prompt_cache(cache: Path, stamp: dict[str, str]) -> tuple[Tensor, Tensor] | None:
-    """The cached null prompt if ``cache`` was written for this folder and dtype (``stamp``);
-    ``None`` (rebuild) if it was written for another, or if it is damaged: then one warning line
-    on stderr names the file, and the rebuilt cache replaces it."""
-    import sys
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(cache), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        if not all(meta.get(k) == v for k, v in stamp.items()):
-            return None
-        tensors = load_file(str(cache))
-        return tensors["prompt_embeds"], tensors["pooled_prompt_embeds"]
-    except Exception as exc:  # SafetensorError, OSError, KeyError: a damaged file, rebuilt
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        print(f"pfode: warning: damaged null-prompt cache {cache} ({reason}); rebuilding it", file=sys.stderr)
-        return None
+__all__ = ["FlowModel", "assemble", "check_model_folder", "load_model", "math_attention"]
 
 
 def _cast(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -193,7 +87,10 @@ def load_model(
     offload: bool = False,
     guidance: float | None = 3.5,
     resolution: int | None = None,
-    null_prompt_cache: str | Path | None = None,
+    prompt: str | None = None,
+    guidance_scale: float = 1.0,
+    prompts: Sequence[str] = (),
+    prompt_cache: str | Path | None = None,
 ) -> FlowModel:
     """Load a local diffusers folder (SD3, SD3.5 Medium/Large, FLUX, or a model trained here).
 
@@ -207,13 +104,15 @@ def load_model(
         state_dtype: dtype of the ODE state and reductions.
         offload: keep the VAE on the CPU except while it encodes or decodes (``--offload``). It
             does not offload the transformer (it runs at every step) nor the text encoders: they
-            are never resident with the transformer anyway (see ``null_prompt_cache``).
-        null_prompt_cache: where to keep the null-prompt embeddings of a folder without
-            ``null_prompt.safetensors`` (a ``.safetensors`` file, or a folder that gets
-            ``null_prompt_cache.safetensors``; the study passes its output folder). The text
-            encoders are loaded first, run once, freed, and only then the transformer is
-            loaded; with a cache the next run skips the encoders. The model folder is never
-            written to.
+            are never resident with the transformer anyway (see ``prompt_cache``).
+        prompt: the prompt the field is conditioned on (default: the null prompt ``""``).
+        guidance_scale: classifier-free guidance scale ``W >= 1`` (docs/theory.md §10.7); 1 = none.
+        prompts: further prompts to encode now (e.g. every caption of a study), so that
+            ``model.conditioned(p)`` needs no encoder later.
+        prompt_cache: a folder (the run's ``--out``) where each prompt's embeddings are cached in
+            ``prompt_cache/`` (``largemodel.models.prompts``). The text encoders are loaded first,
+            run once per prompt, freed, and only then the transformer is loaded; with a cache the
+            next run skips the encoders. The model folder is never written to.
         guidance: FLUX guidance-embedding value (ignored by models without one; the PF-ODE is
             the same both ways whatever its value).
         resolution: default image side; defaults to the model's native resolution.
@@ -225,15 +124,18 @@ def load_model(
     """
     from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_model takes a model folder, got a {type(path).__name__} object: for a loaded diffusers "
+                        "pipeline use largemodel.from_pipeline(pipe, prompt=..., guidance_scale=...)")
+    w = check_guidance_scale(guidance_scale, "guidance_scale")
     info = inspect_folder(path)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dt = resolve_dtype(dtype, dev)
-    cache = None if null_prompt_cache is None else Path(null_prompt_cache)
-    if cache is not None and cache.suffix != ".safetensors":
-        cache = cache / NULL_PROMPT_CACHE_NAME
+    prompt = "" if prompt is None else prompt
     tf_cls = FluxTransformer2DModel if info.family == "flux" else SD3Transformer2DModel
     _check_complete(info, tf_cls, AutoencoderKL, dt, dev)  # headers only, before anything is allocated
-    embeds, pooled = _null_prompt(info, dev, dt, cache)  # encoders first (then freed), transformer after
+    # encoders first (then freed), transformer after
+    table = prompt_table(info, [prompt, *prompts], dev, dt, None if prompt_cache is None else Path(prompt_cache))
     common = _load_kwargs(dt)
     try:
         transformer = tf_cls.from_pretrained(info.path, subfolder="transformer", **common)
@@ -247,6 +149,19 @@ def load_model(
         _cast(vae, torch.device("cpu") if offload else dev, dt).eval().requires_grad_(False)
         check_finite(vae, info.path / "vae")
     scheduler_config = json.loads((info.path / "scheduler" / "scheduler_config.json").read_text())
+    return assemble(info, transformer, scheduler_config, vae, table, prompt=prompt, guidance_scale=w, device=dev,
+                    dtype=dt, state_dtype=state_dtype, guidance=guidance, resolution=resolution, offload=offload)
+
+
+def assemble(
+    info: FolderInfo, transformer: torch.nn.Module, scheduler_config: dict[str, Any], vae: torch.nn.Module | None,
+    table: dict[str, tuple[torch.Tensor, torch.Tensor]], *, prompt: str, guidance_scale: float, device: torch.device,
+    dtype: torch.dtype, state_dtype: torch.dtype, guidance: float | None, resolution: int | None, offload: bool,
+) -> FlowModel:
+    """The ``FlowModel`` of loaded components (``load_model``'s and ``from_pipeline``'s one route): the
+    image channels and native resolution from the VAE and transformer configs (and ``pfode_model.json``),
+    FLUX's guidance embedding where the transformer has one, the conditioning on ``prompt`` at
+    ``guidance_scale`` from ``table`` (prompt -> embeddings, the null prompt among them)."""
     if vae is not None:
         image_channels = int(vae.config.in_channels)
         f = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -260,15 +175,15 @@ def load_model(
         transformer=transformer,
         scheduler_config=scheduler_config,
         vae=vae,
-        prompt_embeds=embeds.to(dev, dt),
-        pooled_prompt_embeds=pooled.to(dev, dt),
-        device=dev,
-        dtype=dt,
+        conditioning=Conditioning.from_table(table, prompt, guidance_scale).to(device, dtype),
+        device=device,
+        dtype=dtype,
         state_dtype=state_dtype,
         guidance=float(guidance) if (has_guidance and guidance is not None) else None,
         resolution=int(resolution) if resolution is not None else native,
         image_channels=image_channels,
         offload=offload,
+        prompts={p: (e.to(dtype), pooled.to(dtype)) for p, (e, pooled) in table.items()},
     )
     model.latent_shape()  # validates the resolution
     return model

@@ -160,7 +160,7 @@ def check_plan(plan_for: Any, device: str | None) -> None:
 
 
 def check_before_run(model: str | Path, cfg: Any, *, resolution: int | None, dtype: str, device: str | None,
-                     out: str | Path | None = None) -> None:
+                     out: str | Path | None = None, guidance_scale: float = 1.0) -> None:
     """Refuse, before any weight is loaded, a study that cannot run: ``--log-lambda exact`` above
     ``EXACT_LOG_LAMBDA_MAX_DIM`` dimensions, or (on CUDA) a plan over the device's memory."""
     from largemodel.study.instability import check_exact_dim
@@ -170,7 +170,7 @@ def check_before_run(model: str | Path, cfg: Any, *, resolution: int | None, dty
         arch, res = _arch_and_resolution(model, resolution)
         check_exact_dim(arch.latent_numel(res), evaluations=nfe_per_map(cfg.solver, cfg.steps))
     check_plan(lambda dev: study_plan(model, cfg, resolution=resolution, dtype=dtype, device_bytes=dev,
-                                      lambda_method=cfg.lambda_method, out=out), device)
+                                      lambda_method=cfg.lambda_method, out=out, guidance_scale=guidance_scale), device)
 
 
 def check_resolution_fits(model: str | Path, resolution: int | None, *, dtype: str, device: str | None,

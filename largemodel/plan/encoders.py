@@ -69,11 +69,26 @@ def _from_folder(path: Path) -> EncoderPhase:
     return EncoderPhase(tuple(names), total)
 
 
+def _null_prompt_cached(out: Path) -> bool:
+    """Whether ``out``'s prompt cache (``largemodel.models.prompts``) holds the null prompt's embeddings (read
+    from the files' metadata only; a run with other prompts still encodes those)."""
+    from safetensors import safe_open
+
+    from largemodel.models.prompts import PROMPT_CACHE_DIR
+
+    for f in sorted((out / PROMPT_CACHE_DIR).glob("*.safetensors")) if (out / PROMPT_CACHE_DIR).is_dir() else ():
+        try:
+            with safe_open(str(f), framework="pt") as handle:
+                if (handle.metadata() or {}).get("prompt") == "":
+                    return True
+        except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt by the run: not cached
+            continue
+    return False
+
+
 def encoder_phase(model: str | Path, family: str, *, out: str | Path | None = None) -> EncoderPhase:
     """The text-encoder phase of a run of ``model`` (a folder or a ``KNOWN_MODELS`` name) writing to ``out``."""
-    from largemodel.models.load import NULL_PROMPT_CACHE_NAME
-
-    if out is not None and (Path(out) / NULL_PROMPT_CACHE_NAME).is_file():
+    if out is not None and _null_prompt_cached(Path(out)):
         return EncoderPhase((), 0, skipped=f"null prompt cached in {Path(out).name}")
     path = Path(model)
     if not path.is_dir():

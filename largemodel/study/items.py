@@ -1,10 +1,11 @@
 """Images and records of the reconstruction study: content keys, reconstruction file names,
 reading the records back, and the warnings about skipped images.
 
-A record is keyed on ``record_key(name, digest)``: the image's name and the SHA-256 of its
-content (the file's bytes for images read from a folder, else the loaded pixels), so rerunning
-a study on a folder holding other pixels under the same names studies them afresh, while an
-unchanged image is never studied twice. ``study.json`` lists the record keys of the latest run;
+A record is keyed on ``record_key(name, digest, prompt, guidance_scale)``: the image's name and the
+SHA-256 of its content (the file's bytes for images read from a folder, else the loaded pixels), and
+its conditioning when it is not the null prompt without guidance, so rerunning a study on a folder
+holding other pixels under the same names, or with another prompt or guidance scale, studies them
+afresh, while an unchanged image is never studied twice. ``study.json`` lists the record keys of the latest run;
 ``load_records(..., keys=...)`` and ``summarize`` use it to report that run only.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,8 @@ from typing import Any, Callable, Collection, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["ImageItem", "image_generators", "items_from_folder", "pixel_digest", "record_key", "recon_path", "load_records"]
+__all__ = ["ImageItem", "conditioning_tag", "selected_prompts", "image_generators", "items_from_folder", "pixel_digest", "record_key",
+           "recon_path", "load_records"]
 
 
 @dataclass(frozen=True)
@@ -32,15 +35,36 @@ class ImageItem:
         load: returns the pixels; raises ``ValueError`` or ``OSError`` if they cannot be read.
         content_hash: SHA-256 (hex) of what the image is made of (e.g. its file's bytes); when
             ``None`` the study hashes the loaded pixels (``pixel_digest``).
+        prompt: the image's caption (``--captions``), or ``None`` for the model's own prompt.
     """
 
     key: str
     load: Callable[[], Tensor]
     content_hash: str | None = None
+    prompt: str | None = None
+
+
+def _listing(folder: str | Path, n_images: int, seed: int, exclude: str | Path | None) -> tuple[list[Path], list[Path], Callable[[Path], str]]:
+    from largemodel.models.images import list_images, select_images, shown_name
+
+    root = Path(folder)
+    listed = list_images(root, exclude=exclude)
+    return listed, select_images(listed, n_images, seed, root=root), (lambda p: shown_name(p.relative_to(root).as_posix()))
+
+
+def selected_prompts(folder: str | Path, n_images: int, seed: int, captions: dict[str, str], *,
+                     exclude: str | Path | None = None) -> list[str]:
+    """The distinct prompts of the images ``items_from_folder`` selects, after ``check_captions`` (no
+    image is read): what the text encoders must encode before the transformer loads."""
+    from largemodel.models.captions import check_captions
+
+    listed, paths, name = _listing(folder, n_images, seed, exclude)
+    check_captions(captions, [name(p) for p in listed], [name(p) for p in paths])
+    return list(dict.fromkeys(captions[name(p)] for p in paths))
 
 
 def items_from_folder(folder: str | Path, n_images: int, seed: int, resolution: int, channels: int, *,
-                      exclude: str | Path | None = None) -> list[ImageItem]:
+                      exclude: str | Path | None = None, captions: dict[str, str] | None = None) -> list[ImageItem]:
     """A seeded random subset of an image folder, centre-cropped and resized on loading.
 
     ``exclude`` (the command's own output folder) and everything in it are left out when it lies
@@ -48,16 +72,18 @@ def items_from_folder(folder: str | Path, n_images: int, seed: int, resolution: 
 
     The subset is drawn from the names alone (``select_images``), before any file is read, so
     an unreadable file does not change which other images are chosen; each item's content hash
-    is the SHA-256 of its file's bytes.
+    is the SHA-256 of its file's bytes. ``captions`` (``--captions``, relative path -> prompt) gives
+    each item its prompt, after ``largemodel.models.captions.check_captions``.
     """
-    from largemodel.models.images import file_digest, list_images, load_image, select_images, shown_name
+    from largemodel.models.captions import check_captions
+    from largemodel.models.images import file_digest, load_image
 
-    root = Path(folder)
-    paths = select_images(list_images(root, exclude=exclude), n_images, seed, root=root)
+    listed, paths, name = _listing(folder, n_images, seed, exclude)
+    if captions is not None:
+        check_captions(captions, [name(p) for p in listed], [name(p) for p in paths])
     return [
-        ImageItem(key=shown_name(p.relative_to(root).as_posix()),
-                  load=(lambda p=p: load_image(p, resolution, channels=channels)),
-                  content_hash=file_digest(p))
+        ImageItem(key=name(p), load=(lambda p=p: load_image(p, resolution, channels=channels)),
+                  content_hash=file_digest(p), prompt=None if captions is None else captions[name(p)])
         for p in paths
     ]
 
@@ -70,10 +96,17 @@ def pixel_digest(pixels: Tensor) -> str:
     return h.hexdigest()
 
 
-def record_key(name: str, digest: str | None) -> str:
+def record_key(name: str, digest: str | None, prompt: str = "", guidance_scale: float = 1.0) -> str:
     """The key of an image's record: its name and content, ``name#<16 hex digits>``
-    (``name#unreadable`` for an image whose content could not be read)."""
-    return f"{name}#{digest[:16] if digest else 'unreadable'}"
+    (``name#unreadable`` for an image whose content could not be read), then its conditioning
+    ``~<conditioning_tag>`` unless it is the null prompt without guidance (so keys of earlier runs stay)."""
+    key = f"{name}#{digest[:16] if digest else 'unreadable'}"
+    return key if (prompt == "" and guidance_scale == 1.0) else f"{key}~{conditioning_tag(prompt, guidance_scale)}"
+
+
+def conditioning_tag(prompt: str, guidance_scale: float) -> str:
+    """``p<12 hex digits of the prompt's SHA-256>w<W>``: the conditioning part of a resume key."""
+    return f"p{hashlib.sha256(prompt.encode()).hexdigest()[:12]}w{float(guidance_scale):g}"
 
 
 def recon_path(out: str | Path, key: str) -> Path:
@@ -97,14 +130,15 @@ def _pixels(item: ImageItem) -> Tensor:
     return pixels
 
 
-def _resolve(item: ImageItem) -> tuple[str, str | None]:
-    """(record key, why the image cannot be read or ``None``); loads it if it carries no hash."""
+def _resolve(item: ImageItem, prompt: str = "", guidance_scale: float = 1.0) -> tuple[str, str | None]:
+    """(record key, why the image cannot be read or ``None``); loads it if it carries no hash. The
+    key includes the conditioning (``prompt``, ``guidance_scale``) the image is studied with."""
     if item.content_hash is not None:
-        return record_key(item.key, item.content_hash), None
+        return record_key(item.key, item.content_hash, prompt, guidance_scale), None
     try:
-        return record_key(item.key, pixel_digest(_pixels(item))), None
+        return record_key(item.key, pixel_digest(_pixels(item)), prompt, guidance_scale), None
     except (ValueError, OSError) as err:
-        return record_key(item.key, None), str(err)
+        return record_key(item.key, None, prompt, guidance_scale), str(err)
 
 
 def _records_files(out: Path) -> list[Path]:
@@ -194,11 +228,18 @@ class _Warnings:
 
 def image_generators(seed: int, keys: Sequence[str]) -> list[torch.Generator]:
     """One generator per image (perturbations, directions, probes), seeded by the run's ``seed``
-    and the image's own record key (its name and content), never by the other images of its group.
+    and the image's own record key (its name and content, not its conditioning: the same draws
+    whatever its prompt and guidance scale), never by the other images of its group.
 
     Every draw of the study, ``scores``, ``maps`` and ``explain`` takes each image's rows from its
     own generator (``largemodel.study.instability.draw_per_image``), so a record does not depend on
     ``--images-per-batch``, on the number of processes, or on where an interrupted run resumed.
     """
-    return [torch.Generator().manual_seed(int(seed) * 1_000_003 + int(hashlib.sha256(k.encode()).hexdigest()[:8], 16))
+    return [torch.Generator().manual_seed(int(seed) * 1_000_003 + int(hashlib.sha256(_unconditioned(k).encode()).hexdigest()[:8], 16))
             for k in keys]
+
+
+def _unconditioned(key: str) -> str:
+    """``key`` without its conditioning tag: an image draws the same perturbations, directions and probes
+    whatever its prompt and guidance scale (common random numbers when comparing them)."""
+    return re.sub(r"~p[0-9a-f]{12}w[^~@#]*", "", key)

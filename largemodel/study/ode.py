@@ -64,6 +64,8 @@ Progress = Callable[[int, int], None] | None
 
 __all__ = [
     "SOLVERS",
+    "solver_note",
+    "warn_solver",
     "euler_step",
     "generate",
     "heun_diffusers_step",
@@ -118,6 +120,29 @@ def nfe_per_step(solver: str) -> int:
 def nfe_per_map(solver: str, steps: int) -> int:
     """Network evaluations of one ``steps``-step map: ``N``, ``2N`` or ``2N - 1`` (heun-diffusers)."""
     return nfe_per_step(solver) * int(steps) - (1 if solver == "heun-diffusers" else 0)
+
+
+def solver_note(solver: str, family: str) -> str | None:
+    """Why a solver follows no diffusers pipeline for this model family, or ``None``.
+
+    ``FluxPipeline`` passes custom ``sigmas`` (and ``mu``) to its scheduler's ``set_timesteps``, which
+    ``FlowMatchHeunDiscreteScheduler`` does not take, so no FLUX pipeline runs ``heun-diffusers``: on
+    FLUX it is Heun with an Euler last step on FLUX's grid, not a pipeline's sampler.
+    """
+    if solver == "heun-diffusers" and family == "flux":
+        return ("--solver heun-diffusers on FLUX: FluxPipeline cannot use FlowMatchHeunDiscreteScheduler (it passes "
+                "custom sigmas, which that scheduler does not take), so this map matches no diffusers FLUX pipeline; "
+                "it is Heun with an Euler last step on FLUX's grid")
+    return None
+
+
+def warn_solver(solver: str, family: str) -> None:
+    """Print ``solver_note`` as one ``pfode: warning:`` line on stderr, when there is one."""
+    note = solver_note(solver, family)
+    if note is not None:
+        import sys
+
+        print(f"pfode: warning: {note}", file=sys.stderr, flush=True)
 
 
 def _check_solver(solver: str) -> str:

@@ -2,7 +2,8 @@ r"""The reconstruction-instability study (paper Fig. 4c, Fig. A1, App. E.2, App.
 
 For each image ``x`` (latent of a real image, the paper's ``p_r``):
 
-1. invert: ``z~ = F~(x)`` (Euler or Heun on the model's sigma grid, null prompt, no CFG);
+1. invert: ``z~ = F~(x)`` (Euler or Heun on the model's sigma grid, on the field of the image's
+   conditioning: the null prompt without guidance unless asked, docs/theory.md §10.7);
 2. regenerate: ``x^ = G(z~)``; reconstruction error in latent and pixel space (MSE, PSNR);
 3. instability at ``z~``: the paper's ``mu_bar`` over ``K`` perturbations of RMS size ``eps_rms``
    (the ``K`` regenerations batched with the reconstruction), ``lambda_G`` along random
@@ -11,9 +12,10 @@ For each image ``x`` (latent of a real image, the paper's ``p_r``):
 4. ``||z~||^2 / n`` (Theorem 4.1's ``p2`` statistic).
 
 Records are appended one JSON line per image as soon as its group is done, keyed on the
-image's name and content (``record_key``: the name and the SHA-256 of the file's bytes or of the
-loaded pixels), so a rerun with the same parameters skips exactly the images it has already
-studied, and an image with the same name but other pixels is studied again. An image that
+image's name, content and conditioning (``record_key``: the name, the SHA-256 of the file's bytes or
+of the loaded pixels, the prompt and ``W``), so a rerun with the same parameters skips exactly the
+images it has already studied, and an image with other pixels, prompt or ``W`` is studied again.
+A group of images with several captions runs one sub-group per prompt (each on its conditioned field). An image that
 cannot be read is skipped with one warning line and a record saying why. With several processes
 (``accelerate launch``) each process takes every ``world``-th image and writes its own file;
 ``summarize`` merges them and reports the images of the latest run only (``study.json``).
@@ -260,7 +262,9 @@ def _run_locked(
     owner = (lambda: check_owner(out, str(run_id))) if rank > 0 else (lambda: None)
     owner()
     store = RecordStore(out, params, name=name)
-    resolved = [(it, *_resolve(it)) for it in items]
+    w = model.conditioning.guidance_scale
+    prompt_of = {it.key: it.prompt if it.prompt is not None else model.conditioning.prompt for it in items}
+    resolved = [(it, *_resolve(it, prompt_of[it.key], w)) for it in items]  # keys carry prompt and W
     done = {r["record_key"] for r in load_records(out, store.signature)}
     failed = {r["record_key"]: r["skipped"] for r in load_records(out, store.signature, skipped=True)}
     # split the full list (not the remaining one) so that processes started at different
@@ -283,21 +287,24 @@ def _run_locked(
     recorded = done | set(failed)
 
     def study(group: list[tuple[ImageItem, str, Tensor]]) -> None:
-        gen = image_generators(cfg.seed, [g[1] for g in group])  # each image's draws from its own record key
-        with jvp_reductions(cfg.jvp_reductions):
-            records, recon, _ = _study_group(model, cfg, torch.stack([g[2] for g in group]), sigmas, gen)
-        for (it, key, _), rec, img in zip(group, records, recon):
-            if key in recorded:  # recomputed with its group only so that the others see the same batch
-                continue
-            rec.update(key=it.key, record_key=key, nfe_per_map=nfe)
-            owner()
-            if save_images:
-                _save_png(img, recon_path(out, key))
-            store.add(key, rec)
-            warnings.studied_one()
-            if on_record is not None:
-                on_record(it.key, rec)
-            bar.update(1)
+        for prompt in dict.fromkeys(prompt_of[g[0].key] for g in group):  # one conditioning per sub-group
+            sub = [g for g in group if prompt_of[g[0].key] == prompt]
+            m = model if prompt == model.conditioning.prompt else model.conditioned(prompt)
+            gen = image_generators(cfg.seed, [g[1] for g in sub])  # each image's draws from its own record key
+            with jvp_reductions(cfg.jvp_reductions):
+                records, recon, _ = _study_group(m, cfg, torch.stack([g[2] for g in sub]), sigmas, gen)
+            for (it, key, _), rec, img in zip(sub, records, recon):
+                if key in recorded:  # recomputed with its group only so that the others see the same batch
+                    continue
+                rec.update(key=it.key, record_key=key, nfe_per_map=nfe, **m.conditioning.record())
+                owner()
+                if save_images:
+                    _save_png(img, recon_path(out, key))
+                store.add(key, rec)
+                warnings.studied_one()
+                if on_record is not None:
+                    on_record(it.key, rec)
+                bar.update(1)
 
     # fixed groups of this process's list: a resumed group is computed whole again (its recorded
     # images are not recorded twice), so every record comes from the batch an uninterrupted run uses

@@ -34,7 +34,17 @@ def test_text_encoders_are_a_phase_and_refuse_a_10_gb_plan(tmp_path):
     assert max(e.peak_bytes for e in plan.estimators[1:]) < 10e9 < plan.estimators[0].peak_bytes  # the transformer fits
     with pytest.raises(cost.PlanError, match=r"^text encoders \(CLIP-L, CLIP-G, T5-XXL\) needs 13\.3 GB .* cached in --out"):
         cost.check_fits(plan)
-    (tmp_path / "null_prompt_cache.safetensors").write_bytes(b"")  # a cached null prompt: no encoder is loaded
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "prompt_cache").mkdir()
+    other = tmp_path / "prompt_cache" / "a.safetensors"
+    save_file({"prompt_embeds": torch.zeros(1)}, str(other), metadata={"prompt": "a cat"})  # another prompt: encoders
+    assert any(e.kind == "encoders" for e in commands.study_plan(
+        "sd3.5-medium", StudyConfig(), resolution=1024, dtype="auto", device_bytes=10e9, lambda_method="auto",
+        out=tmp_path).estimators)
+    save_file({"prompt_embeds": torch.zeros(1)}, str(tmp_path / "prompt_cache" / "b.safetensors"),
+              metadata={"prompt": ""})  # a cached null prompt: no encoder is loaded
     cached = commands.study_plan("sd3.5-medium", StudyConfig(), resolution=1024, dtype="auto", device_bytes=10e9,
                                  lambda_method="auto", out=tmp_path)
     assert not any(e.kind == "encoders" for e in cached.estimators) and "not loaded" in cached.notes[0]

@@ -482,28 +482,28 @@ def test_null_prompt_cache_is_atomic_and_a_damaged_one_is_named_and_rebuilt(tmp_
 
     import torch
 
-    from largemodel.models import load as load_mod
+    from largemodel.models import prompts as prompts_mod
 
     calls = []
 
-    def encoders(info, device, dtype):
+    def encoders(info, prompts, device, dtype):
         calls.append(1)
-        return torch.ones(1, 2, 3), torch.ones(1, 4)
+        return {p: (torch.ones(1, 2, 3), torch.ones(1, 4)) for p in prompts}
 
-    monkeypatch.setattr(load_mod, "_null_prompt_from_encoders", encoders)
+    monkeypatch.setattr(prompts_mod, "_from_encoders", encoders)
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "model_index.json").write_text("{}")
-    info = types.SimpleNamespace(null_prompt_file=None, path=tmp_path / "model")
+    info = types.SimpleNamespace(null_prompt_file=None, path=tmp_path / "model", components={}, has_text_encoders=True,
+                                 family="sd3")
     out = claim_folder(tmp_path / "study", "study")
-    cache = out / load_mod.NULL_PROMPT_CACHE_NAME
-    load_mod._null_prompt(info, "cpu", torch.float32, cache)
-    load_mod._null_prompt(info, "cpu", torch.float32, cache)
+    prompts_mod.prompt_table(info, [], "cpu", torch.float32, out)
+    prompts_mod.prompt_table(info, [], "cpu", torch.float32, out)
+    (cache,) = (out / prompts_mod.PROMPT_CACHE_DIR).iterdir()
     assert len(calls) == 1 and unowned_files(out) == []  # cached, and recorded as pfode's
     cache.write_bytes(cache.read_bytes()[:20])  # truncated
-    embeds, _ = load_mod._null_prompt(info, "cpu", torch.float32, cache)
+    embeds, _ = prompts_mod.prompt_table(info, [], "cpu", torch.float32, out)[""]
     err = capsys.readouterr().err
     assert len(calls) == 2 and str(cache) in err and "damaged" in err and torch.equal(embeds, torch.ones(1, 2, 3))
-    assert load_mod._null_prompt(info, "cpu", torch.float32, cache) is not None and len(calls) == 2  # rebuilt
+    assert prompts_mod.prompt_table(info, [], "cpu", torch.float32, out) is not None and len(calls) == 2  # rebuilt
 
 
 def test_broken_pipe_is_quiet_and_plan_inf_is_refused(tmp_path):
