@@ -233,7 +233,8 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
     step(f"learned_vs_exact: {len(units)} units ({', '.join(opts.regimes)}; n = {', '.join(map(str, opts.ns))}; "
          f"budgets {', '.join(map(str, opts.budgets))} steps)")
     sweep(store, units, desc=NAME, progress=False, threads=opts.threads)
-    records = {key: store.get(key) for key, _ in units}
+    records = {r: {n: {m: store.get(unit_key(r, n, m)) for m in model_names(r, n, opts)} for n in opts.ns}
+               for r in opts.regimes}
     judged = judge(opts, records)
     figures = draw_figures(root, opts, judged.numbers)
     judged.numbers["claim_figures"] = {"learned_vs_exact": list(figures)}

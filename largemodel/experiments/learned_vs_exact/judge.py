@@ -155,14 +155,13 @@ def control_verdict(numbers: dict[str, Any]) -> Verdict:
                            f"{c['sigma_factor']:g} posing as the learned model)")
 
 
-def judge(opts: Any, records: dict[str, dict[str, Any]]) -> Judged:
-    """Decide the claim (module docstring) from the records ``"<regime>:n=<n>:<model>" -> record``."""
-    from largemodel.experiments.learned_vs_exact.experiment import model_names, unit_key
-
+def judge(opts: Any, records: dict[str, dict[int, dict[str, dict[str, Any]]]]) -> Judged:
+    """Decide the claim (module docstring) from the records ``records[regime][n][model]`` (models: ``exact``,
+    ``learned@<budget>`` per budget, ``control`` in the control regime at the largest ``n``)."""
     cells, ell = [], {}
     for regime in opts.regimes:
         for n in opts.ns:
-            recs = {m: records[unit_key(regime, n, m)] for m in model_names(regime, n, opts)}
+            recs = records[regime][n]
             cells.append(_cell(opts, regime, n, recs))
             ell.setdefault(regime, {})[str(n)] = {m: r["log_Lambda"] for m, r in recs.items()}
     top, big = max(opts.ns), f"learned@{max(opts.budgets)}"

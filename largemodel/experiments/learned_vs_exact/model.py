@@ -11,7 +11,9 @@ predict ``x0 - x1`` (:func:`largemodel.training.objective.flow_matching_loss`, w
   ``div_x u = tr(W3 D2 W2 D1 W1x) = d2^T (W2 o M^T) d1`` with ``D_l = diag(d_l)``, ``d_l = s'(h_l)``,
   ``M = W1x W3`` (``W1x``: the columns of ``W1`` acting on ``x``), exact and ``O(width^2)`` per point;
 * :class:`NetField` -- any net with ``u(x, sigma)`` and ``div_u(x, sigma)`` as a field the simulator's
-  solvers and estimators take (``velocity``, ``divergence``; ``t`` a float or a ``(B,)`` tensor).
+  solvers and estimators take (``velocity``, ``divergence``; ``t`` a float or a ``(B,)`` tensor);
+* :class:`FieldAsNet` -- the other way round: an exact simulator field posing as a net (the positive control:
+  ``NetField(FieldAsNet(f))`` is ``f``, so the learned pipeline must reproduce the exact numbers).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["VelocityMLP", "NetField"]
+__all__ = ["VelocityMLP", "NetField", "FieldAsNet"]
 
 
 def _silu_grad(h: Tensor) -> Tensor:
@@ -106,3 +108,16 @@ class NetField:
 
     def __repr__(self) -> str:
         return f"NetField({type(self.net).__name__}, n={self.n})"
+
+
+class FieldAsNet:
+    """An exact field ``v`` as a net: ``u(x, sigma) = -v(x, 1 - sigma)``, ``div_u = -div v`` (docs/theory.md §1.2)."""
+
+    def __init__(self, field: Any) -> None:
+        self.field = field
+
+    def u(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return -self.field.velocity(x, 1.0 - sigma)
+
+    def div_u(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return -self.field.divergence(x, 1.0 - sigma)
