@@ -79,7 +79,7 @@ class LearnedOptions:
     atol: float = 1e-8
     width: int = 96
     freqs: int = 8
-    budgets: tuple[int, ...] = (250, 1000)
+    budgets: tuple[int, ...] = (200, 800)
     batch_size: int = 128
     lr: float = 2e-3
     warmup: int = 50
@@ -90,7 +90,7 @@ class LearnedOptions:
     control_sigma_factor: float = 3.0
     tau: float = 1.0
     level: float = 0.2
-    n_boot: int = 1000
+    n_boot: int = 500
     threads: int = 1
 
     def __post_init__(self) -> None:
