@@ -33,7 +33,7 @@ def _ci(d: dict[str, Any], key: str = "mean", digits: int = 2) -> str:
     return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def learned_markdown(numbers: dict[str, Any], row: ClaimRow, figures: list[str], budgets: list[int]) -> str:
+def learned_markdown(numbers: dict[str, Any], row: ClaimRow, figures: list[str]) -> str:
     """The section as Markdown: one table row per regime, ``n`` and learned budget."""
     lines = [
         "## Learned vs exact flows on known mixtures",
@@ -77,5 +77,5 @@ def run_learned_section(out_dir: Path, quick: bool = True, progress: Callable[[s
     row = ClaimRow("learned_vs_exact", res.verdict_for("learned_vs_exact"), figures=list(figs))
     row.controls = run_controls("learned_vs_exact", res)
     numbers = {k: v for k, v in res.numbers.items() if k not in ("log_Lambda", "claim_figures")}
-    data = {**numbers, "seconds": res.seconds, "markdown": learned_markdown(res.numbers, row, figs, list(res.params["budgets"]))}
+    data = {**numbers, "seconds": res.seconds, "markdown": learned_markdown(res.numbers, row, figs)}
     return [row], data

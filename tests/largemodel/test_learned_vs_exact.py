@@ -109,7 +109,7 @@ def test_exact_field_as_the_learned_model_reproduces_every_number(tmp_path: Path
     from reports.claims import ClaimRow
     from reports.learned_suite import learned_markdown
 
-    md = learned_markdown(res.numbers, ClaimRow("learned_vs_exact", res.verdict), ["f.png"], [1])
+    md = learned_markdown(res.numbers, ClaimRow("learned_vs_exact", res.verdict), ["f.png"])
     assert "| sparse | 16 | 1 |" in md and "inherits" in md and "control (sigma x 3)" in md
     # resumable: a second run computes nothing (every unit recorded)
     monkeypatch.setattr(lve, "compute_unit", lambda *a, **k: pytest.fail("recomputed a recorded unit"))

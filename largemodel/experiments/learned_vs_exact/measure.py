@@ -57,7 +57,8 @@ def measure_field(field: Any, x: torch.Tensor, *, log_lambda: str, steps: tuple[
     for big_n in steps:
         rec = reconstruct(field, x, inv_solver="euler", inv_steps=big_n, gen_solver="euler", gen_steps=big_n)
         out[f"err_{big_n}"] = (rec.error / math.sqrt(n)).tolist()
-        first = first or rec
+        if first is None:
+            first = rec
     g_kw = {"solver": "euler", "steps": steps[0]}
     z = first.z.detach()
     out["lambda_jvp"] = lambda_G(field, z, _unit_rows(b, n, seed), method="jvp", **g_kw).detach().tolist()
