@@ -31,6 +31,8 @@ Modules:
   reconstruct badly, docs/theory.md §5.3) and renders it.
 * :mod:`reports.failure_suite` -- runs :mod:`largemodel.experiments.failure.experiment` (which images fail,
   predicted from one inversion pass) and renders it.
+* :mod:`reports.learned_suite` -- runs :mod:`largemodel.experiments.learned_vs_exact.experiment` (learned vs
+  exact flows on known mixtures, docs/theory.md §10.8) and renders its row and section.
 
 The suites measure nothing themselves: every experiment, its options and its judge live in
 ``simulate.experiments`` or ``largemodel.experiments``; the suites run them and render the rows.
@@ -61,6 +63,7 @@ _SUBMODULES: tuple[str, ...] = (
     "failure_suite",
     "identities",
     "largemodel_suite",
+    "learned_suite",
     "report",
     "report_cli",
     "simulate_suite",

@@ -1,7 +1,8 @@
 """The report's time budget: seconds planned per section, and the seconds each section spent.
 
 A section is a suite (``theory``, ``simulate``) or a part of the large-model suite (``fig4c``: the
-Fig. 4(c) study and the Theorem 4.1 / 4.3 trend, ``explain``, ``failure``). :data:`PLANNED` is the
+Fig. 4(c) study and the Theorem 4.1 / 4.3 trend, ``explain``, ``failure``, ``learned``: learned vs exact flows
+on known mixtures, its small nets trained on the first run, then cached). :data:`PLANNED` is the
 plan of each scale (``quick``, ``full``): what the section may spend on a 2-core CPU with the two
 quick-report models shipped (nothing trained) and two workers. ``run_report`` records the seconds
 each section spent (``spent_seconds``) in ``results.json`` (``meta.budget``) and prints the plan
@@ -20,12 +21,13 @@ from typing import Any
 __all__ = ["PLANNED", "SECTIONS", "budget_markdown", "budget_rows", "check_budget", "spent_seconds"]
 
 #: the sections, in the order the report runs them
-SECTIONS: tuple[str, ...] = ("theory", "simulate", "fig4c", "explain", "failure")
+SECTIONS: tuple[str, ...] = ("theory", "simulate", "fig4c", "explain", "failure", "learned")
 
 #: seconds planned per section, by scale
 PLANNED: dict[str, dict[str, float]] = {
-    "quick": {"theory": 10.0, "simulate": 70.0, "fig4c": 60.0, "explain": 50.0, "failure": 50.0},
-    "full": {"theory": 120.0, "simulate": 3600.0, "fig4c": 2400.0, "explain": 1200.0, "failure": 1200.0},
+    "quick": {"theory": 10.0, "simulate": 70.0, "fig4c": 60.0, "explain": 50.0, "failure": 50.0, "learned": 25.0},
+    "full": {"theory": 120.0, "simulate": 3600.0, "fig4c": 2400.0, "explain": 1200.0, "failure": 1200.0,
+             "learned": 3600.0},
 }
 
 
@@ -47,8 +49,9 @@ def spent_seconds(suite: str, data: Any, seconds: float) -> dict[str, float]:
     if suite != "largemodel":
         return {suite: float(seconds)}
     parts = dict((data or {}).get("seconds_by_section") or {})
-    rest = max(0.0, float(seconds) - sum(parts.get(s, 0.0) for s in ("explain", "failure")))
-    return {"fig4c": parts.get("fig4c", rest), "explain": parts.get("explain", 0.0), "failure": parts.get("failure", 0.0)}
+    others = ("explain", "failure", "learned")
+    rest = max(0.0, float(seconds) - sum(parts.get(s, 0.0) for s in others))
+    return {"fig4c": parts.get("fig4c", rest), **{s: parts.get(s, 0.0) for s in others}}
 
 
 def budget_rows(planned: dict[str, float], spent: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -69,8 +72,8 @@ def budget_markdown(rows: list[dict[str, Any]], mode: str) -> str:
     lines = ["## Time budget", "",
              f"Seconds planned per section at the {mode} scale (`reports.budget.PLANNED`) and spent in this run; "
              "a section reused from an earlier run shows the seconds it took then. With `--workers 2` the large-model "
-             "suite runs in a process of its own while the simulator suite runs, and its three sections (fig4c, "
-             "explain, failure) run side by side, so their times overlap: the sum of sections exceeds the run's "
+             "suite runs in a process of its own while the simulator suite runs, and its four sections (fig4c, "
+             "explain, failure, learned) run side by side, so their times overlap: the sum of sections exceeds the run's "
              "wall time.", "",
              "| section | planned (s) | spent (s) | |", "|---|---|---|---|"]
     total_plan = total_spent = 0.0

@@ -81,6 +81,9 @@ CLAIMS: tuple[Claim, ...] = (
           "docs/theory.md §5.3", "simulate.experiments.fig4.judge.judge", ("fig4b_shuffled",)),
     Claim("fig4c", "Fig. 4(c) / A1: the same correlation on SD3.5 / FLUX", "Section 3.2, App. B",
           "docs/theory.md §10.4", "largemodel.experiments.fig4c.judge.judge", ("fig4c_reversed", "fig4c_shuffled")),
+    Claim("learned_vs_exact", "Does a network trained on a Gaussian-neighbour mixture reproduce its instability?",
+          "Sections 1, 4.2-4.3 (the paper's argument: data are mixtures of Gaussian neighbours, hence unstable models)",
+          "docs/theory.md §10.8", "largemodel.experiments.learned_vs_exact.judge.judge", ("learned_wrong_sigma",)),
 )
 
 #: the registry's ids, in table order

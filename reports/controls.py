@@ -25,6 +25,8 @@ fig4b         the run's own points with the errors shuffled against ``mu_bar``; 
 fig4c         the Fig. 4(c) judge on planted records whose errors fall as ``mu_bar`` rises (must say fails),
               and on the run's own study records with the errors shuffled (no correlation left: the
               judge says inconclusive, reported as undetermined)
+learned_*     (``learned_vs_exact``) the exact field with a wrong ``sigma`` (x 3) posing as the learned
+              model, measured at the run's own points; its judge must not say it inherits the instability
 ============  ===================================================================================
 
 A control's ``status`` is ``"fails"`` when the judge did not confirm the claim on it (refuted), ``"holds"``
@@ -253,6 +255,18 @@ def fig4c_reversed(result: Any = None) -> Control:
     err = np.exp(-3.0 * np.log(mu) + rng.normal(0, 0.3, 48))
     corr = correlation_summary(mu, err, seed=0, n_resamples=1000)
     return _ctl("error falling with mu_bar (48 planted records)", judge_fig4c(corr, "planted records", stand_in=False))
+
+
+# ------------------------------------------------------------------------------------------ learned_vs_exact
+def learned_wrong_sigma(result: Any) -> Control:
+    """The learned-vs-exact judge with the exact field at ``sigma`` times ``control_sigma_factor`` posing as the
+    learned model (measured by the run at the same points, the learned pipeline's divergence integral): a model
+    that is known not to have the data law's instability must not be judged to inherit it."""
+    from largemodel.experiments.learned_vs_exact.judge import control_verdict
+
+    c = result.numbers["control"]
+    return _ctl(f"exact field with sigma x {c['sigma_factor']:g} as the learned model ({c['regime']}, n = {c['n']})",
+                control_verdict(result.numbers))
 
 
 def run_controls(claim_id: str, result: Any = None) -> list[dict[str, str]]:

@@ -10,7 +10,10 @@ flow-matching transformers trained here on offline data, held-out real images as
    Jacobian;
 2. :mod:`largemodel.experiments.explain.experiment` -- why images reconstruct badly
    (``reports.explain_suite``);
-3. :mod:`largemodel.experiments.failure.experiment` -- which images fail (``reports.failure_suite``).
+3. :mod:`largemodel.experiments.failure.experiment` -- which images fail (``reports.failure_suite``);
+4. :mod:`largemodel.experiments.learned_vs_exact.experiment` -- learned vs exact flows on known mixtures: does a
+   network trained on a Gaussian-neighbour mixture reproduce its instability? (``reports.learned_suite``; its
+   own claim row).
 
 This module turns their results into :class:`~reports.claims.ClaimRow` s and the suite's data.
 """
@@ -56,6 +59,7 @@ def _run(
     from largemodel.experiments.fig4c import experiment as fig4c
     from reports.explain_suite import run_explain_suite
     from reports.failure_suite import run_failure_section
+    from reports.learned_suite import run_learned_section
     from simulate.experiments.runner import parallel_calls
 
     step = progress or (lambda msg: None)
@@ -70,12 +74,14 @@ def _run(
             return run(), time.perf_counter() - start
         return call
 
-    # three independent sections (own folders, own seeds, models shipped): up to --workers processes;
+    # four independent sections (own folders, own seeds, models shipped or cached): up to --workers processes;
     # a user's model (perhaps on a GPU, which a forked process cannot share) runs them here, in turn
-    (res, t_fig), ((explain_rows, explain_data), t_explain), (failure_data, t_failure) = parallel_calls([
+    ((res, t_fig), ((explain_rows, explain_data), t_explain), (failure_data, t_failure),
+     ((learned_rows, learned_data), t_learned)) = parallel_calls([
         timed(lambda: fig4c.run(out_dir / FOLDER, full=not quick, progress=step, model=model, images=images)),
         timed(lambda: run_explain_suite(out_dir, quick=quick, progress=step)),
         timed(lambda: run_failure_section(out_dir, quick=quick, progress=step)),
+        timed(lambda: run_learned_section(out_dir, quick=quick, progress=step)),
     ], workers=1 if model is not None else None)
     nums = res.numbers
     data: dict[str, Any] = {"scale": opts.scale(), "study_digits": nums["study_digits"]}
@@ -86,9 +92,9 @@ def _run(
     rows = [ClaimRow(c, res.verdict_for(c), figures=figures.get(c, [])) for c in ("fig4c", "thm43_pinst", "lemma_d1")]
     study_dir = out_dir / FOLDER / ("study-user" if "study_user" in nums else "study-digits")
     rows[0].controls = run_controls("fig4c", {"study_dir": study_dir})  # the Fig. 4(c) judge where the claim is false
-    rows += explain_rows
-    data["explain"], data["failure"] = explain_data, failure_data
+    rows += explain_rows + learned_rows
+    data["explain"], data["failure"], data["learned"] = explain_data, failure_data, learned_data
     data["seconds"] = time.perf_counter() - t0
     # the report's time budget (reports.budget): each section's own wall time (they may overlap)
-    data["seconds_by_section"] = {"fig4c": t_fig, "explain": t_explain, "failure": t_failure}
+    data["seconds_by_section"] = {"fig4c": t_fig, "explain": t_explain, "failure": t_failure, "learned": t_learned}
     return rows, data

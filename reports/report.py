@@ -22,7 +22,7 @@ __all__ = ["SUITES", "run_report", "render_markdown"]
 SUITES = ("theory", "simulate", "largemodel")
 
 #: bump when a suite's output format or content changes (invalidates cached suite results)
-REPORT_VERSION = 4
+REPORT_VERSION = 5
 
 
 def _anchor(claim_id: str) -> str:
@@ -362,7 +362,7 @@ def _write_report(out_dir: Path, suites: tuple[str, ...], mode: str, t0: float, 
         "budget": budget,
     }
     large = suite_data.get("largemodel") or {}
-    sections = [large[k]["markdown"] for k in ("explain", "failure") if (large.get(k) or {}).get("markdown")]
+    sections = [large[k]["markdown"] for k in ("explain", "failure", "learned") if (large.get(k) or {}).get("markdown")]
     identities = _identities(suite_data)
     if identities:
         sections.append(identities_markdown(identities))

@@ -5,7 +5,7 @@ Each experiment has a frozen ``<Exp>Options`` dataclass (validated on constructi
 (:func:`simulate.experiments.common.replace_options`); its measurements are resumable (the study's
 and ``simulate.store.RecordStore``'s records); a judge turns them into
 :class:`~simulate.verdict.Verdict` s; ``run`` measures, judges, draws and returns the result. The
-report suites (``reports.largemodel_suite``, ``reports.explain_suite``, ``reports.failure_suite``)
+report suites (``reports.largemodel_suite``, ``reports.explain_suite``, ``reports.failure_suite``, ``reports.learned_suite``)
 only call ``run`` and render the result as table rows and Markdown.
 
 Modules:
@@ -24,6 +24,10 @@ Modules:
 * :mod:`largemodel.experiments.failure.experiment` -- which images fail: one-pass scores against the
   reconstruction error (``FailureOptions``, ``run``); :mod:`largemodel.experiments.failure.measure`
   -- its records, timings and instability maps.
+* :mod:`largemodel.experiments.learned_vs_exact.experiment` -- learned vs exact flows on known mixtures: small
+  MLP velocity nets trained on box mixtures of the Theorem 4.3 geometry against the exact fields
+  (``LearnedOptions``, ``run``); :mod:`largemodel.experiments.learned_vs_exact.judge` -- inherits / damps /
+  exaggerates per regime, the claim's verdict and its control.
 
 Importing the package imports nothing heavy.
 """
@@ -33,4 +37,4 @@ from __future__ import annotations
 __all__ = ["MODULES"]
 
 #: the experiment modules (relative to this package)
-MODULES: tuple[str, ...] = ("fig4c", "explain_study", "failure")
+MODULES: tuple[str, ...] = ("fig4c", "explain_study", "failure", "learned_vs_exact")
