@@ -91,3 +91,24 @@ def test_explain_guidance_axis(tmp_path) -> None:
     assert len(rows) == 2 * 2 * 2 and all(r["mu_bar"] and r["log_Lambda"] for r in rows)
     assert (tmp_path / "o" / "caption_w3" / "explain.jsonl").is_file() and (tmp_path / "o" / "guidance.png").is_file()
     assert main([*argv, "--resolutions", "8,16"]) == 2  # the axis takes one resolution
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_report_section_and_its_control(tmp_path) -> None:
+    """The report's guidance section on the shipped class model (8 images, 8 steps): the judge decides on the
+    class prompt, and on the null prompt (W changes nothing) its control says fails."""
+    from reports.largemodel_suite import run_guidance_section
+
+    import largemodel.experiments.guidance.experiment as exp
+
+    small = exp.make_options(images=8, steps=8, perturbations=2)
+    orig = exp.make_options
+    try:
+        exp.make_options = lambda full=False, **kw: small  # noqa: E731
+        rows, data = run_guidance_section(tmp_path)
+    finally:
+        exp.make_options = orig
+    [row] = rows
+    assert row.claim_id == "guidance" and str(row.status).split(":")[0] in ("verified", "refuted", "inconclusive")
+    assert [c["status"] for c in row.controls] == ["fails"] and "all ties" in row.controls[0]["key"]
+    assert "## Guidance and prompt" in data["markdown"] and "| latent MSE | caption |" in data["markdown"]

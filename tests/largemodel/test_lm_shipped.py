@@ -30,10 +30,12 @@ def test_the_report_specs_are_shipped_under_the_current_key() -> None:
     from largemodel.experiments.explain.experiment import ExplainOptions
     from largemodel.experiments.failure.experiment import FailureOptions
     from largemodel.experiments.fig4c.experiment import Fig4cOptions
+    from largemodel.experiments.guidance.experiment import GuidanceOptions
 
     used = {Fig4cOptions().study_model, *Fig4cOptions().trend_models, FailureOptions().model,
             ExplainOptions().model, *ExplainOptions().trend_models}
     assert used == {s[:4] for s in SPECS if not s[4]}
+    assert {(*GuidanceOptions().model, True)} == {s for s in SPECS if s[4]}
     for spec in SPECS:
         folder = shipped_model(spec[0], spec[1], _key(*spec))
         assert folder is not None and folder.parent == SHIPPED_DIR
