@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from largemodel.diagnose.args import add_conditioning_arguments, add_explain_parser, add_rank_parser, lazy_handler
+from largemodel.diagnose.args import (add_conditioning_arguments, add_explain_parser, add_guidance_axis, add_rank_parser,
+                                     lazy_handler)
 from largemodel.models.routes import JACOBIAN_ROUTES
 from largemodel.training.cli import add_train_arguments
 
@@ -58,6 +59,7 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
     st.add_argument("--log-lambda", choices=("none", "hutchinson", "exact"), default="none",
                     help="log Lambda_G in the inversion pass (default %(default)s)")
     st.add_argument("--probes", type=int, default=1, help="Hutchinson probes per evaluation (default %(default)s)")
+    add_guidance_axis(st)
     st.add_argument("--lambda-method", choices=("auto", "jvp", "fd"), default="auto",
                     help="lambda_G by forward-mode AD (jvp) or central differences batched with the mu_bar rows (fd); "
                          "auto = fd on CUDA, jvp elsewhere (default %(default)s)")
@@ -169,9 +171,53 @@ def _print_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_axis(args: argparse.Namespace, scales: tuple[float, ...]) -> int:
+    """``study --guidance-scales``: ``run_study`` once per (prompt mode, W) in ``<out>/<mode>_w<W>``, then
+    the axis's table, figure and paired changes (``largemodel.study.guidance``, docs/theory.md §10.9)."""
+    from largemodel.models.captions import conditioning_args
+    from largemodel.models.load import load_model
+    from largemodel.plan.commands import check_before_run
+    from largemodel.study.guidance import axis_items, guidance_lines, run_guidance_axis
+    from largemodel.study.items import selected_prompts
+    from largemodel.study.runner import items_from_folder, load_records, run_study
+    from simulate.store import claim_folder
+
+    if _distributed().world > 1:
+        raise ValueError("--guidance-scales runs in one process: launch it without torchrun")
+    cfg = _study_config(args)
+    prompt, captions = conditioning_args(args)
+    prompts = [] if captions is None else selected_prompts(args.images, args.n_images, args.seed, captions, exclude=args.out)
+    check_before_run(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device=args.device, out=args.out,
+                     guidance_scale=max(scales))
+    claim_folder(args.out, "study", "pfode largemodel study")
+    model = load_model(args.model, device=args.device, dtype=args.dtype, offload=args.offload, guidance=args.guidance,
+                       resolution=args.resolution, prompt=prompt, prompts=prompts, prompt_cache=args.out)
+    items, modes = axis_items(items_from_folder(args.images, args.n_images, args.seed, model.resolution,
+                                                model.image_channels, exclude=args.out, captions=captions), prompt)
+
+    def measure(m: Any, its: list[Any], sub: Path) -> list[dict[str, Any]]:
+        claim_folder(sub, "study", "pfode largemodel study")
+        run_study(m, its, sub, cfg, model_id=str(args.model.resolve()), save_images=False, progress=False)
+        meta = json.loads((sub / "study.json").read_text())
+        return [{**r, "name": r["key"]} for r in load_records(sub, meta["signature"], keys=meta["keys"])]
+
+    effects = run_guidance_axis(model, items, args.out, scales, measure, modes=modes, seed=args.seed)
+    for line in guidance_lines(effects):
+        print(line)
+    print(f"wrote {effects['csv']}, {effects['figure']}, {args.out / 'guidance.json'}")
+    return 0
+
+
 def _run_study(args: argparse.Namespace) -> int:
+    from largemodel.study.guidance import check_axis_flags
+
+    scales = check_axis_flags(args)  # before any model loads
     if args.plan is not None:
+        if scales is not None:
+            args.guidance_scale = max(scales)  # the plan prices the costliest condition
         return _print_plan(args)
+    if scales is not None:
+        return _study_axis(args, scales)
     out, summary, _ = _study(args)
     if summary is None:
         return 0

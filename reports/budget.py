@@ -21,13 +21,14 @@ from typing import Any
 __all__ = ["PLANNED", "SECTIONS", "budget_markdown", "budget_rows", "check_budget", "spent_seconds"]
 
 #: the sections, in the order the report runs them
-SECTIONS: tuple[str, ...] = ("theory", "simulate", "fig4c", "explain", "failure", "learned")
+SECTIONS: tuple[str, ...] = ("theory", "simulate", "fig4c", "explain", "failure", "learned", "guidance")
 
 #: seconds planned per section, by scale
 PLANNED: dict[str, dict[str, float]] = {
-    "quick": {"theory": 10.0, "simulate": 70.0, "fig4c": 60.0, "explain": 50.0, "failure": 50.0, "learned": 25.0},
+    "quick": {"theory": 10.0, "simulate": 70.0, "fig4c": 60.0, "explain": 50.0, "failure": 50.0, "learned": 25.0,
+              "guidance": 25.0},
     "full": {"theory": 120.0, "simulate": 3600.0, "fig4c": 2400.0, "explain": 1200.0, "failure": 1200.0,
-             "learned": 3600.0},
+             "learned": 3600.0, "guidance": 600.0},
 }
 
 
@@ -49,7 +50,7 @@ def spent_seconds(suite: str, data: Any, seconds: float) -> dict[str, float]:
     if suite != "largemodel":
         return {suite: float(seconds)}
     parts = dict((data or {}).get("seconds_by_section") or {})
-    others = ("explain", "failure", "learned")
+    others = ("explain", "failure", "learned", "guidance")
     rest = max(0.0, float(seconds) - sum(parts.get(s, 0.0) for s in others))
     return {"fig4c": parts.get("fig4c", rest), **{s: parts.get(s, 0.0) for s in others}}
 
@@ -72,8 +73,8 @@ def budget_markdown(rows: list[dict[str, Any]], mode: str) -> str:
     lines = ["## Time budget", "",
              f"Seconds planned per section at the {mode} scale (`reports.budget.PLANNED`) and spent in this run; "
              "a section reused from an earlier run shows the seconds it took then. With `--workers 2` the large-model "
-             "suite runs in a process of its own while the simulator suite runs, and its four sections (fig4c, "
-             "explain, failure, learned) run side by side, so their times overlap: the sum of sections exceeds the run's "
+             "suite runs in a process of its own while the simulator suite runs, and its five sections (fig4c, "
+             "explain, failure, learned, guidance) run side by side, so their times overlap: the sum of sections exceeds the run's "
              "wall time.", "",
              "| section | planned (s) | spent (s) | |", "|---|---|---|---|"]
     total_plan = total_spent = 0.0

@@ -84,6 +84,9 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("learned_vs_exact", "Does a network trained on a Gaussian-neighbour mixture reproduce its instability?",
           "Sections 1, 4.2-4.3 (the paper's argument: data are mixtures of Gaussian neighbours, hence unstable models)",
           "docs/theory.md §10.8", "largemodel.experiments.learned_vs_exact.judge.judge", ("learned_wrong_sigma",)),
+    Claim("guidance", "Does classifier-free guidance (W = 7 vs 1, class prompt) raise the reconstruction error?",
+          "Section 3.2 (reconstruction error); issue 27: inversion with a source prompt and guidance",
+          "docs/theory.md §10.9", "largemodel.experiments.guidance.judge.judge", ("guidance_null_prompt",)),
 )
 
 #: the registry's ids, in table order

@@ -27,6 +27,8 @@ fig4c         the Fig. 4(c) judge on planted records whose errors fall as ``mu_b
               judge says inconclusive, reported as undetermined)
 learned_*     (``learned_vs_exact``) the exact field with a wrong ``sigma`` (x 3) posing as the learned
               model, measured at the run's own points; its judge must not say it inherits the instability
+guidance      the run's own images on the null prompt, where ``u_W = u_u`` for every ``W``: the guidance
+              judge must not say that ``W`` raises the error
 ============  ===================================================================================
 
 A control's ``status`` is ``"fails"`` when the judge did not confirm the claim on it (refuted), ``"holds"``
@@ -267,6 +269,17 @@ def learned_wrong_sigma(result: Any) -> Control:
     c = result.numbers["control"]
     return _ctl(f"exact field with sigma x {c['sigma_factor']:g} as the learned model ({c['regime']}, n = {c['n']})",
                 control_verdict(result.numbers))
+
+
+# ------------------------------------------------------------------------------------------ guidance
+def guidance_null_prompt(result: Any) -> Control:
+    """The guidance judge on the run's own images under the null prompt (docs/theory.md §10.9): there
+    ``u_W = u_u + W (u_u - u_u) = u_u``, so ``W`` cannot change the reconstruction, and a judge that says it
+    raises the error is broken."""
+    from largemodel.experiments.guidance.judge import control_verdict
+
+    return _ctl(f"null prompt, where W changes nothing ({result.numbers['images']} images of the run)",
+                control_verdict(result.numbers["effects"]))
 
 
 def run_controls(claim_id: str, result: Any = None) -> list[dict[str, str]]:

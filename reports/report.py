@@ -362,7 +362,7 @@ def _write_report(out_dir: Path, suites: tuple[str, ...], mode: str, t0: float, 
         "budget": budget,
     }
     large = suite_data.get("largemodel") or {}
-    sections = [large[k]["markdown"] for k in ("explain", "failure", "learned") if (large.get(k) or {}).get("markdown")]
+    sections = [large[k]["markdown"] for k in ("explain", "failure", "learned", "guidance") if (large.get(k) or {}).get("markdown")]
     identities = _identities(suite_data)
     if identities:
         sections.append(identities_markdown(identities))

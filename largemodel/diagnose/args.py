@@ -14,7 +14,24 @@ from typing import Any, Callable
 from largemodel.diagnose.score_names import DEFAULT_RISK, ONE_PASS_SCORES
 from largemodel.models.routes import JACOBIAN_ROUTES
 
-__all__ = ["add_conditioning_arguments", "add_explain_parser", "add_rank_parser", "add_route_and_plan", "lazy_handler"]
+__all__ = ["add_conditioning_arguments", "add_explain_parser", "add_guidance_axis", "add_rank_parser", "add_route_and_plan", "lazy_handler"]
+
+
+class _Given(argparse.Action):
+    """Stores the value and notes ``<dest>_given`` (so ``--guidance-scale 1`` given is told from the default)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
+def add_guidance_axis(p: argparse.ArgumentParser) -> None:
+    """``--guidance-scales W1,W2,...`` (study, explain; docs/theory.md §10.9): one run per prompt mode and W."""
+    p.add_argument("--guidance-scales", default=None, metavar="W1,W2,...",
+                   help="guidance as a study axis: each image measured at every W (>= 1, e.g. 1,3.5,7) with the empty "
+                        "prompt and (with --prompt or --captions) its caption; guidance.csv, guidance.json, guidance.png "
+                        "with paired changes vs the smallest W; excludes --guidance-scale")
 
 
 def add_conditioning_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +42,7 @@ def add_conditioning_arguments(p: argparse.ArgumentParser) -> None:
                    help="a prompt per image: CSV with columns file,prompt, JSONL {\"file\", \"prompt\"}, or PIE-Bench's "
                         "mapping_file.json as is (original_prompt, brackets removed); file = path relative to --images; "
                         "every image needs one and every caption must name an image")
-    p.add_argument("--guidance-scale", type=float, default=1.0, metavar="W",
+    p.add_argument("--guidance-scale", type=float, default=1.0, metavar="W", action=_Given,
                    help="classifier-free guidance scale W >= 1 as the model's diffusers pipeline applies it, "
                         "u_u + W (u_c - u_u) on the null prompt and the prompt; 1 = none, one pass (default %(default)s)")
 
@@ -137,5 +154,6 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cuda, cpu... (default: CUDA if available)")
     p.add_argument("--guidance", type=float, default=3.5, help="FLUX guidance-embedding value (default %(default)s)")
     add_conditioning_arguments(p)
+    add_guidance_axis(p)
     add_route_and_plan(p)
     p.set_defaults(handler=lazy_handler("largemodel.diagnose.explain_cli", "run_cli"))

@@ -63,13 +63,19 @@ def run_cli(args: argparse.Namespace) -> int:
     from largemodel.study.items import items_from_folder, selected_prompts
     from largemodel.study.ode import warn_solver
 
+    from largemodel.study.guidance import check_axis_flags
+
     cfg = config_from_args(args)
     check_guidance_scale(args.guidance_scale)
+    scales = check_axis_flags(args)  # --guidance-scales: one run per prompt mode and W (docs/theory.md §10.9)
+    if scales is not None and args.resolutions is not None and len(args.resolutions) > 1:
+        raise ValueError("--guidance-scales takes one resolution: give --resolutions a single value")
+    w_max = args.guidance_scale if scales is None else max(scales)  # the plan prices the costliest condition
     prompt, captions = conditioning_args(args)  # read and checked against the images before any model loads
     prompts = [] if captions is None else selected_prompts(args.images, args.n_images, args.seed, captions, exclude=args.out)
     plan_for = lambda res, dev: explain_plan(args.model, cfg, resolution=res, dtype=args.dtype,  # noqa: E731
                                              images_per_batch=args.images_per_batch, device_bytes=dev, out=args.out,
-                                             guidance_scale=args.guidance_scale)
+                                             guidance_scale=w_max)
     if args.plan is not None:
         dev = plan_memory_arg(args.plan, args.device)
         return max(print_plan(plan_for(res, dev)) for res in args.resolutions or (None,))
@@ -92,11 +98,35 @@ def run_cli(args: argparse.Namespace) -> int:
     items = {res: items_from_folder(args.images, args.n_images, args.seed, res, model.image_channels,
                                     exclude=args.out, captions=captions)
              for res in resolutions}
+    if scales is not None:
+        return _explain_axis(model, items, args, cfg, scales, prompt)
     summary = run_explain(model, items, args.out, cfg, model_id=str(args.model.resolve()),
                           images_per_batch=args.images_per_batch, command="largemodel explain")
     for line in summary_lines(summary):
         print(line)
     print(f"wrote {args.out / 'summary.json'}, {args.out / 'explain.csv'}")
+    return 0
+
+
+def _explain_axis(model: Any, items: dict[int, list[Any]], args: argparse.Namespace, cfg: ExplainConfig,
+                  scales: tuple[float, ...], prompt: str | None) -> int:
+    """``--guidance-scales``: ``run_explain`` once per (prompt mode, W) in ``<out>/<mode>_w<W>``, then the
+    axis's table, figure and paired changes (``largemodel.study.guidance``)."""
+    from largemodel.study.guidance import axis_items, guidance_lines, run_guidance_axis
+
+    [(res, group)] = items.items()
+    group, modes = axis_items(group, prompt)
+
+    def measure(m: Any, its: list[Any], sub: Path) -> list[dict[str, Any]]:
+        claim_folder(sub, "explain", "pfode largemodel explain")
+        run_explain(m, {res: its}, sub, cfg, model_id=str(args.model.resolve()), images_per_batch=args.images_per_batch,
+                    command="largemodel explain")
+        return list(csv.DictReader(io.StringIO((sub / "explain.csv").read_text())))
+
+    effects = run_guidance_axis(model, group, args.out, scales, measure, modes=modes, seed=args.seed)
+    for line in guidance_lines(effects):
+        print(line)
+    print(f"wrote {effects['csv']}, {effects['figure']}, {args.out / 'guidance.json'}")
     return 0
 
 

@@ -5,7 +5,7 @@ Each experiment has a frozen ``<Exp>Options`` dataclass (validated on constructi
 (:func:`simulate.experiments.common.replace_options`); its measurements are resumable (the study's
 and ``simulate.store.RecordStore``'s records); a judge turns them into
 :class:`~simulate.verdict.Verdict` s; ``run`` measures, judges, draws and returns the result. The
-report suites (``reports.largemodel_suite``, ``reports.explain_suite``, ``reports.failure_suite``, ``reports.learned_suite``)
+report suites (``reports.largemodel_suite``, ``reports.explain_suite``, ``reports.failure_suite``, ``reports.learned_suite``; the guidance section in ``reports.largemodel_suite``)
 only call ``run`` and render the result as table rows and Markdown.
 
 Modules:
@@ -28,6 +28,9 @@ Modules:
   MLP velocity nets trained on box mixtures of the Theorem 4.3 geometry against the exact fields
   (``LearnedOptions``, ``run``); :mod:`largemodel.experiments.learned_vs_exact.judge` -- inherits / damps /
   exaggerates per regime, the claim's verdict and its control.
+* :mod:`largemodel.experiments.guidance.experiment` -- guidance scale and prompt on the class-conditional digits
+  model trained here (``GuidanceOptions``, ``run``); :mod:`largemodel.experiments.guidance.judge` -- does ``W``
+  raise the error (sign test), and the same judge on the null prompt as its control.
 
 Importing the package imports nothing heavy.
 """

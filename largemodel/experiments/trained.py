@@ -37,10 +37,21 @@ def trained_model(spec: ModelSpec) -> Path:
     return cached_model(data, size, train_images, steps=steps, progress=False)
 
 
-def heldout_items(folder: Path, n: int) -> list:
-    """The first ``n`` held-out images of the model in ``folder`` as study items ``heldoutNNNN``."""
+def heldout_items(folder: Path, n: int, *, captions: bool = False) -> list:
+    """The first ``n`` held-out images of the model in ``folder`` as study items ``heldoutNNNN``; with
+    ``captions`` each carries its label's class name as its prompt (``"digit 3"``,
+    ``largemodel.training.classes.class_prompt``), as a caption file would give it.
+
+    Raises:
+        ValueError: ``captions`` for a dataset without labels.
+    """
     from largemodel.study.items import ImageItem
+    from largemodel.training.classes import class_prompt
     from largemodel.training.train import model_dataset
 
-    held = model_dataset(folder).heldout[:n]
-    return [ImageItem(f"heldout{i:04d}", (lambda i=i: held[i])) for i in range(held.shape[0])]
+    data = model_dataset(folder)
+    held = data.heldout[:n]
+    if captions and data.labels_heldout is None:
+        raise ValueError(f"{folder}: its {data.name} images have no class labels to caption them with")
+    prompt = (lambda i: class_prompt(int(data.labels_heldout[i]))) if captions else (lambda i: None)  # noqa: E731
+    return [ImageItem(f"heldout{i:04d}", (lambda i=i: held[i]), prompt=prompt(i)) for i in range(held.shape[0])]

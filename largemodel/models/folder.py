@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 NULL_PROMPT_FILE = "null_prompt.safetensors"
+#: a class-conditional model's learned table, prompt name -> embeddings (``largemodel.models.prompts``)
+CLASS_PROMPTS_FILE = "class_prompts.safetensors"
 PFODE_META_FILE = "pfode_model.json"
 
 #: pipeline class in ``model_index.json`` -> (family, transformer class name)
@@ -51,6 +53,8 @@ class FolderInfo:
         has_text_encoders: whether text encoders and tokenizers are present.
         null_prompt_file: ``null_prompt.safetensors`` if the folder has one.
         meta: ``pfode_model.json`` (written for models trained here), or ``{}``.
+        class_prompts_file: ``class_prompts.safetensors`` if the folder has one (a class-conditional
+            model trained here: its prompts are the class names, no text encoder needed).
     """
 
     path: Path
@@ -62,6 +66,7 @@ class FolderInfo:
     has_text_encoders: bool
     null_prompt_file: Path | None
     meta: dict[str, Any] = field(default_factory=dict)
+    class_prompts_file: Path | None = None
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -230,6 +235,7 @@ def inspect_folder(path: str | Path) -> FolderInfo:
         has_text_encoders=has_text,
         null_prompt_file=null_file,
         meta=meta,
+        class_prompts_file=root / CLASS_PROMPTS_FILE if (root / CLASS_PROMPTS_FILE).is_file() else None,
     )
 
 
@@ -263,6 +269,7 @@ def save_model_folder(
     pooled_prompt_embeds: torch.Tensor,
     vae: torch.nn.Module | None = None,
     meta: dict[str, Any] | None = None,
+    class_prompts: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Path:
     """Write a folder that ``largemodel.load_model`` (and diffusers) can load.
 
@@ -277,6 +284,10 @@ def save_model_folder(
         scheduler: a ``FlowMatchEulerDiscreteScheduler``.
         vae: optional ``AutoencoderKL``; without one the model works in pixel space.
         meta: extra metadata (e.g. training data, resolution, channels) -> ``pfode_model.json``.
+        class_prompts: a class-conditional model's table, name -> ``((1, L, D), (1, P))``, written
+            as ``class_prompts.safetensors``: ``prompt_embeds`` ``(K, L, D)`` and
+            ``pooled_prompt_embeds`` ``(K, P)`` stacked in the order of the metadata's ``prompts``
+            (a JSON list of the names).
     """
     from safetensors.torch import save_file
 
@@ -311,6 +322,11 @@ def save_model_folder(
         },
         str(root / NULL_PROMPT_FILE),
     )
+    if class_prompts:
+        names = list(class_prompts)
+        save_file({"prompt_embeds": torch.cat([class_prompts[n][0] for n in names]).detach().to("cpu", torch.float32).contiguous(),
+                   "pooled_prompt_embeds": torch.cat([class_prompts[n][1] for n in names]).detach().to("cpu", torch.float32).contiguous()},
+                  str(root / CLASS_PROMPTS_FILE), metadata={"prompts": json.dumps(names)})
     (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     if meta is not None:
         (root / PFODE_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -7,10 +7,12 @@ their sum) and a rerun loads no encoder at all:
 
 1. the null prompt from the folder's ``null_prompt.safetensors`` when it has one (models trained
    here, tiny test folders);
-2. each remaining prompt from the cache, ``<out>/prompt_cache/<key>.safetensors``, keyed on the
+2. the class names of a class-conditional model trained here from its ``class_prompts.safetensors``
+   (``read_class_prompts``: ``"digit 3"`` -> its learned embeddings, docs/theory.md §10.9);
+3. each remaining prompt from the cache, ``<out>/prompt_cache/<key>.safetensors``, keyed on the
    prompt text, the SHA-256 of every text-encoder and tokenizer file, the family and the dtype
    (a file whose metadata disagrees is not used; a damaged one is named and rebuilt);
-3. the rest from the text encoders, loaded alone (``transformer=None, vae=None``), run once per
+4. the rest from the text encoders, loaded alone (``transformer=None, vae=None``), run once per
    prompt, freed; then written to the cache.
 
 The encoding itself is the family pipeline's ``encode_prompt`` (``encode_with_pipeline``), the same
@@ -31,7 +33,8 @@ from torch import Tensor
 
 from largemodel.models.folder import FolderInfo, ModelFolderError, _load_kwargs
 
-__all__ = ["PROMPT_CACHE_DIR", "encode_with_pipeline", "encoder_digest", "prompt_cache_path", "prompt_table"]
+__all__ = ["PROMPT_CACHE_DIR", "encode_with_pipeline", "encoder_digest", "prompt_cache_path", "prompt_table",
+           "read_class_prompts"]
 
 #: the cache folder inside a run's output folder
 PROMPT_CACHE_DIR = "prompt_cache"
@@ -145,6 +148,28 @@ def _read_cache(path: Path, stamp: dict[str, str]) -> tuple[Tensor, Tensor] | No
         return None
 
 
+def read_class_prompts(path: Path) -> Table:
+    """A class-conditional model's table from ``class_prompts.safetensors``: ``name -> (embeds (1, L, D),
+    pooled (1, P))``, the names in the metadata's ``prompts`` (a JSON list), row ``i`` of each stacked tensor.
+
+    Raises:
+        ModelFolderError: an unreadable file, or names and rows that do not match.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            names = json.loads((fh.metadata() or {}).get("prompts", "null"))
+            embeds, pooled = fh.get_tensor("prompt_embeds"), fh.get_tensor("pooled_prompt_embeds")
+    except Exception as exc:  # SafetensorError, OSError, JSONDecodeError: named, never guessed around
+        raise ModelFolderError(f"{path}: not a readable class-prompt table ({type(exc).__name__}: {exc})") from None
+    if (not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)
+            or embeds.ndim != 3 or pooled.ndim != 2 or not embeds.shape[0] == pooled.shape[0] == len(names)):
+        raise ModelFolderError(f"{path}: needs distinct prompt names in its metadata and one row of "
+                               "prompt_embeds (K, L, D) and pooled_prompt_embeds (K, P) per name")
+    return {n: (embeds[i:i + 1], pooled[i:i + 1]) for i, n in enumerate(names)}
+
+
 def prompt_table(info: FolderInfo, prompts: Iterable[str], device: torch.device, dtype: torch.dtype,
                  cache_dir: Path | None) -> Table:
     """``prompt -> (embeds, pooled)`` on the CPU for ``prompts`` and the null prompt ``""`` (see the module).
@@ -154,17 +179,21 @@ def prompt_table(info: FolderInfo, prompts: Iterable[str], device: torch.device,
     """
     from safetensors.torch import load_file, save
 
-    wanted = list(dict.fromkeys(["", *prompts]))
+    # a class table is small: all of it is kept, so ``FlowModel.conditioned("digit 5")`` needs no reload
+    classes = read_class_prompts(info.class_prompts_file) if info.class_prompts_file is not None else {}
+    wanted = list(dict.fromkeys(["", *prompts, *classes]))
     table: Table = {}
     if info.null_prompt_file is not None:
         tensors = load_file(str(info.null_prompt_file))
         if {"prompt_embeds", "pooled_prompt_embeds"} - tensors.keys():
             raise ModelFolderError(f"{info.null_prompt_file}: needs prompt_embeds and pooled_prompt_embeds")
         table[""] = (tensors["prompt_embeds"], tensors["pooled_prompt_embeds"])
+    table.update({p: e for p, e in classes.items() if p})
     missing = [p for p in wanted if p not in table]
     if missing and not info.has_text_encoders:
-        raise ModelFolderError(f"{info.path}: no text encoders, so it can be conditioned on the null prompt only "
-                               f"(its {info.null_prompt_file.name if info.null_prompt_file else 'null prompt'}); "
+        known = f"its class prompts {', '.join(map(repr, classes))} or the null prompt" if classes else (
+            f"the null prompt only (its {info.null_prompt_file.name if info.null_prompt_file else 'null prompt'})")
+        raise ModelFolderError(f"{info.path}: no text encoders, so it can be conditioned on {known}; "
                                f"cannot encode {missing[0]!r}")
     stamps: dict[str, dict[str, str]] = {}
     if missing and cache_dir is not None:

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from largemodel.training.data import Dataset, dataset_from_split
-from largemodel.models.folder import PFODE_META_FILE
+from largemodel.models.folder import CLASS_PROMPTS_FILE, PFODE_META_FILE
 from theory.output.files import make_dirs, write_bytes
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "model_dataset",
     "save_checkpoint",
+    "shipped_files",
     "shipped_model",
 ]
 
@@ -163,15 +164,23 @@ FILES: tuple[str, ...] = ("model_index.json", "pfode_model.json", "null_prompt.s
                           "scheduler/scheduler_config.json", "transformer/config.json",
                           "transformer/diffusion_pytorch_model.safetensors")
 
-#: the shipped configurations: ``(data, size, train images, steps)`` with the training defaults otherwise
-SPECS: tuple[tuple[str, int, int, int], ...] = (("digits", 8, 100, 1000), ("digits", 16, 100, 1000))
+#: the shipped configurations: ``(data, size, train images, steps, class_conditional)`` with the training
+#: defaults otherwise (the class-conditional one with condition dropout 0.1: the report's guidance section)
+SPECS: tuple[tuple[str, int, int, int, bool], ...] = (("digits", 8, 100, 1000, False), ("digits", 16, 100, 1000, False),
+                                                      ("digits", 8, 500, 1000, True))
+
+
+def shipped_files(class_conditional: bool) -> tuple[str, ...]:
+    """The files of a shipped folder: :data:`FILES`, and a class-conditional model's class table."""
+    return FILES + ((CLASS_PROMPTS_FILE,) if class_conditional else ())
 
 
 def shipped_model(data: str, size: int, key: str) -> Path | None:
     """The shipped folder of the configuration with cache key ``key``, or ``None`` if none is shipped.
 
-    A folder counts only if it holds every file of :data:`FILES` and its ``pfode_model.json`` names
-    the same ``config_key``; anything else is ignored (the caller trains).
+    A folder counts only if it holds every file of :data:`FILES` (and, for a class-conditional
+    configuration, its class table: ``shipped_files``) and its ``pfode_model.json`` names the same
+    ``config_key``; anything else is ignored (the caller trains).
     """
     folder = SHIPPED_DIR / f"{data}-{size}px-{key}"
     if folder.is_symlink() or not all((folder / rel).is_file() for rel in FILES):
@@ -180,4 +189,7 @@ def shipped_model(data: str, size: int, key: str) -> Path | None:
         meta = json.loads((folder / "pfode_model.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return folder if isinstance(meta, dict) and meta.get("config_key") == key else None
+    if not isinstance(meta, dict) or meta.get("config_key") != key:
+        return None
+    classes = bool(isinstance(meta.get("config"), dict) and meta["config"].get("class_conditional"))
+    return folder if all((folder / rel).is_file() for rel in shipped_files(classes)) else None

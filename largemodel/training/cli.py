@@ -42,6 +42,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-layers", type=int, default=DEFAULTS["num_layers"], help="transformer blocks (default %(default)s)")
     parser.add_argument("--num-heads", type=int, default=DEFAULTS["num_heads"], help="attention heads (default %(default)s)")
     parser.add_argument("--head-dim", type=int, default=DEFAULTS["head_dim"], help="width of each attention head (default %(default)s)")
+    parser.add_argument("--class-conditional", action="store_true",
+                        help="condition on the class (digits only), a learned embedding per class and a null one "
+                             "(docs/theory.md section 10.9); load with --prompt 'digit 3'")
+    parser.add_argument("--cond-dropout", type=float, default=None,
+                        help="with --class-conditional: probability of training on the null class (default 0.1)")
     parser.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (0: none)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads while training (default 1; 0: keep torch's setting)")
@@ -67,7 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay, seed=args.seed,
         data_seed=args.data_seed, heldout_images=args.heldout_images, sigma_sampling=args.sigma_sampling,
         patch_size=args.patch_size, num_layers=args.num_layers, num_heads=args.num_heads, head_dim=args.head_dim,
-        progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+        class_conditional=args.class_conditional, cond_dropout=args.cond_dropout, progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
         num_threads=None if args.threads == 0 else args.threads,
     )
     # looked up on the module at call time, so that ``largemodel.training.train`` is the one place to stub them

@@ -23,6 +23,7 @@ __all__ = [
     "Arch",
     "CONTEXT_TOKENS",
     "DEFAULTS",
+    "DEFAULT_COND_DROPOUT",
     "JOINT_DIM",
     "POOLED_DIM",
     "SIGMA_SAMPLINGS",
@@ -56,7 +57,12 @@ DEFAULTS: dict[str, Any] = {
     "num_layers": 4,
     "num_heads": 4,
     "head_dim": 16,
+    "class_conditional": False,
+    "cond_dropout": None,
 }
+
+#: condition dropout of a class-conditional model when ``cond_dropout`` is not given
+DEFAULT_COND_DROPOUT = 0.1
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ def train_config(data: str, size: int, train_images: int | None, **kwargs: Any) 
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
         raise ValueError(f"ema_decay must be a number in [0, 1), got {decay!r}")
     arch = _arch(size, opts["patch_size"], opts["num_layers"], opts["num_heads"], opts["head_dim"])
+    classes = _class_options(data, opts["class_conditional"], opts["cond_dropout"])
     return {
         "version": TRAIN_VERSION,
         "data": data,
@@ -150,7 +157,27 @@ def train_config(data: str, size: int, train_images: int | None, **kwargs: Any) 
         "warmup": warmup,
         "sigma_sampling": opts["sigma_sampling"],
         "arch": asdict(arch),
+        **classes,
     }
+
+
+def _class_options(data: str, class_conditional: Any, cond_dropout: Any) -> dict[str, Any]:
+    """The configuration's class-conditioning entries (``largemodel.training.classes``, docs/theory.md
+    §10.9): none for an unconditional model (so the keys of the models trained before it stay the
+    same), ``class_conditional`` and ``cond_dropout`` in ``[0, 1)`` otherwise (default
+    ``DEFAULT_COND_DROPOUT``)."""
+    if not isinstance(class_conditional, bool):
+        raise ValueError(f"class_conditional must be True or False, got {class_conditional!r}")
+    if not class_conditional:
+        if cond_dropout is not None:
+            raise ValueError("cond_dropout applies to a class-conditional model only (--class-conditional)")
+        return {}
+    if data != "digits":
+        raise ValueError(f"class_conditional needs class labels, which only digits has, got data={data!r}")
+    p = DEFAULT_COND_DROPOUT if cond_dropout is None else cond_dropout
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"cond_dropout must be a number in [0, 1), got {p!r}")
+    return {"class_conditional": True, "cond_dropout": float(p)}
 
 
 def config_key(config: dict[str, Any]) -> str:

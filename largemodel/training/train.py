@@ -17,16 +17,17 @@ logit-normal ``sigma = 1 / (1 + exp(-z))``, ``z ~ N(0, 1)`` (SD3's default; weig
 the path) or uniformly on ``(0, 1)`` (``sigma_sampling="uniform"``).
 
 The conditioning is a fixed null prompt: ``E`` of shape ``(1, 1, 32)`` and ``P`` of shape
-``(1, 32)``, standard normal draws seeded by the training seed, expanded to the batch. The
+``(1, 32)``, standard normal draws seeded by the training seed, expanded to the batch; or, with
+``class_conditional``, each image's learned class embedding with condition dropout
+(``largemodel.training.classes``, docs/theory.md §10.9). The
 model saved is the exponential moving average (EMA) of the weights, ``theta_ema <- d theta_ema
 + (1 - d) theta`` with ``d = min(ema_decay, (1 + k) / (10 + k))`` at the ``k``-th update.
 Optimiser: AdamW, linear warm-up then cosine decay of the learning rate to a tenth, gradient
 norm clipped at 1. Training is resumable (periodic checkpoints in the output folder) and
 bit-for-bit deterministic given the arguments on a given machine.
 
-``cached_model`` keeps trained folders under a cache directory keyed by a hash of the
-arguments, so reports reuse them; the quick report's two models ship with the package
-(``largemodel.training.shipped``) and are returned without training when the key matches.
+``cached_model`` keeps trained folders under a cache directory keyed by a hash of the arguments;
+the quick report's models ship with the package (``largemodel.training.shipped``).
 
 Where the pieces live (all re-exported here): the configuration, its validation and cache key in
 ``largemodel.training.options``; the objective (``flow_matching_loss``, ``null_conditioning``,
@@ -51,6 +52,7 @@ from simulate.experiments.runner import torch_threads
 from simulate.store import atomic_folder, claim_folder, describe_kept, output_lock, unowned_files
 from theory._validate import require_int
 
+from largemodel.training.classes import ClassConditioned, batch_conditioning, eval_conditioning
 from largemodel.training.data import Dataset, load_dataset
 from largemodel.models.folder import save_model_folder
 from largemodel.training.cache import (
@@ -145,6 +147,8 @@ def train_model(
     num_layers: int = DEFAULTS["num_layers"],
     num_heads: int = DEFAULTS["num_heads"],
     head_dim: int = DEFAULTS["head_dim"],
+    class_conditional: bool = DEFAULTS["class_conditional"],
+    cond_dropout: float | None = DEFAULTS["cond_dropout"],
     progress: bool = True,
     checkpoint_every: int = 500,
     callback: Callable[[int, float], None] | None = None,
@@ -179,6 +183,8 @@ def train_model(
         warmup: warm-up steps (``None``: ``min(100, steps // 10)``).
         sigma_sampling: ``"logit_normal"`` or ``"uniform"``.
         patch_size, num_layers, num_heads, head_dim: the architecture (see ``Arch``).
+        class_conditional, cond_dropout: train on the class as conditioning, dropped to the null
+            class with probability ``cond_dropout`` (default 0.1; ``largemodel.training.classes``).
         progress: show a tqdm progress bar.
         checkpoint_every: steps between checkpoints (0: none).
         callback: called as ``callback(step, loss)`` after every optimiser step (``step``
@@ -201,6 +207,7 @@ def train_model(
         data, size, train_images, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed,
         data_seed=data_seed, heldout_images=heldout_images, warmup=warmup, sigma_sampling=sigma_sampling,
         patch_size=patch_size, num_layers=num_layers, num_heads=num_heads, head_dim=head_dim,
+        class_conditional=class_conditional, cond_dropout=cond_dropout,
     )
     checkpoint_every = require_int("checkpoint_every", checkpoint_every, 0)
     key = config_key(config)
@@ -260,9 +267,12 @@ def _train(dataset: Dataset, config: dict[str, Any], key: str, root: Path, *, pr
 
     arch = Arch(**config["arch"])
     model = build_transformer(dataset.channels, dataset.size, arch, seed=config["seed"])  # in training mode
+    if config.get("class_conditional"):
+        model = ClassConditioned(model, 10, config["seed"])
     ema = AveragedModel(model, multi_avg_fn=_ema_update_fn(config["ema_decay"]), use_buffers=True)
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
     cond = null_conditioning(config["seed"])
+    conds = batch_conditioning(model, dataset.labels_train, cond, config.get("cond_dropout"))
     gen = torch.Generator().manual_seed(config["seed"] + 1)
     losses: list[float] = []
     start, seconds = 0, 0.0
@@ -280,7 +290,7 @@ def _train(dataset: Dataset, config: dict[str, Any], key: str, root: Path, *, pr
     t0 = time.perf_counter()
     try:
         for step in range(start, config["steps"]):
-            loss = _train_step(model, opt, x_all, cond, gen, config, step)
+            loss = _train_step(model, opt, x_all, conds, gen, config, step)
             if not math.isfinite(loss):
                 raise ValueError(f"training diverged at step {step + 1} (loss {loss}); lower lr={config['lr']}")
             ema.update_parameters(model)
@@ -306,9 +316,10 @@ def _train(dataset: Dataset, config: dict[str, Any], key: str, root: Path, *, pr
     return root
 
 
-def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: Tensor, cond: tuple[Tensor, Tensor],
+def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: Tensor, conds: Callable[..., tuple[Tensor, Tensor]],
                 gen: torch.Generator, config: dict[str, Any], step: int) -> float:
-    """One AdamW step on a batch drawn with replacement; returns the batch loss."""
+    """One AdamW step on a batch drawn with replacement (``conds(idx, gen)``: its conditioning,
+    drawn after the noise levels); returns the batch loss."""
     b = config["batch_size"]
     idx = torch.randint(x_all.shape[0], (b,), generator=gen)
     x1 = x_all[idx]
@@ -316,7 +327,7 @@ def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: Tenso
     sigma = sample_sigmas(b, gen, config["sigma_sampling"])
     for group in opt.param_groups:
         group["lr"] = _lr_at(step, config)
-    loss = flow_matching_loss(model, x1, x0, sigma, *cond)
+    loss = flow_matching_loss(model, x1, x0, sigma, *conds(idx, gen))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -334,12 +345,14 @@ def _loss_curve(losses: list[float], bins: int = 100) -> list[float]:
 
 def _save_final(root: Path, ema_model: torch.nn.Module, dataset: Dataset, config: dict[str, Any], key: str,
                 cond: tuple[Tensor, Tensor], losses: list[float], seconds: float) -> None:
-    """Write the EMA model folder with its metadata (``pfode_model.json`` last)."""
+    """Write the EMA model folder (a class-conditional one with its class table) and ``pfode_model.json``."""
     import diffusers
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     tail = max(1, min(100, len(losses) // 10))
     ema_model.eval()
+    cond_train = eval_conditioning(ema_model, dataset.labels_train, cond)
+    cond_held = eval_conditioning(ema_model, dataset.labels_heldout, cond)
     meta = {
         "source": "pfode largemodel train",
         "data": dataset.name,
@@ -354,20 +367,22 @@ def _save_final(root: Path, ema_model: torch.nn.Module, dataset: Dataset, config
         "split": dataset.split,
         "final_loss": float(sum(losses[-tail:]) / tail),
         "loss_curve": _loss_curve(losses),
-        "eval_loss_train": eval_loss(ema_model, dataset.train, cond, seed=config["seed"] + 2),
-        "eval_loss_heldout": eval_loss(ema_model, dataset.heldout, cond, seed=config["seed"] + 2),
+        "eval_loss_train": eval_loss(ema_model, dataset.train, cond_train, seed=config["seed"] + 2),
+        "eval_loss_heldout": eval_loss(ema_model, dataset.heldout, cond_held, seed=config["seed"] + 2),
         "train_seconds": seconds,
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
     }
-    save_model_folder(root, ema_model, FlowMatchEulerDiscreteScheduler(shift=1.0), prompt_embeds=cond[0],
-                      pooled_prompt_embeds=cond[1], vae=None, meta=meta)
+    classes = isinstance(ema_model, ClassConditioned)  # its learned null class is the null prompt
+    null = ema_model.null() if classes else cond
+    save_model_folder(root, ema_model.transformer if classes else ema_model, FlowMatchEulerDiscreteScheduler(shift=1.0),
+                      prompt_embeds=null[0], pooled_prompt_embeds=null[1], vae=None, meta=meta,
+                      class_prompts=ema_model.table() if classes else None)
 
 
 def cached_model(data: str, size: int, train_images: int | None, *, cache_dir: str | Path | None = None,
                  **train_kwargs: Any) -> Path:
     """The trained model folder for these arguments: the shipped one if the package holds it
-    (``largemodel.training.shipped``: the quick report's two models), else the cached one, trained
-    into the cache if absent.
+    (``largemodel.training.shipped``), else the cached one, trained into the cache if absent.
 
     The folder is ``<cache_dir>/<data>-<size>px-<key>`` with ``key`` the hash of the full
     configuration (``train_config``), so equal configurations share one folder whether

@@ -47,7 +47,7 @@ def _experiment_claims() -> dict[str, list[str]]:
 
 
 def test_registry_ids_are_unique_and_sections_cited() -> None:
-    assert len(set(CLAIM_IDS)) == len(CLAIMS) == 12
+    assert len(set(CLAIM_IDS)) == len(CLAIMS) == 13
     for c in CLAIMS:
         assert c.text and c.paper_section and c.theory_section.startswith("docs/theory.md §"), c
 

@@ -73,8 +73,8 @@ def test_bad_budget_is_refused_before_anything_runs(bad: dict, needle: str, tmp_
 
 def test_large_model_sections_split_the_suite_time() -> None:
     spent = budget_mod.spent_seconds("largemodel", {"seconds_by_section": {"fig4c": 5.0, "explain": 2.0, "failure": 1.0,
-                                                                           "learned": 0.5}}, 8.5)
-    assert spent == {"fig4c": 5.0, "explain": 2.0, "failure": 1.0, "learned": 0.5}
+                                                                           "learned": 0.5, "guidance": 0.25}}, 8.75)
+    assert spent == {"fig4c": 5.0, "explain": 2.0, "failure": 1.0, "learned": 0.5, "guidance": 0.25}
     assert budget_mod.spent_seconds("theory", {}, 3.0) == {"theory": 3.0}
 
 
@@ -86,11 +86,12 @@ def test_workers_flag_is_checked(value: str, capsys) -> None:
 
 
 def _fake_sections(monkeypatch) -> None:
-    """The large-model suite's four sections replaced by quick deterministic stand-ins."""
+    """The large-model suite's five sections replaced by quick deterministic stand-ins."""
     import os
 
     import reports.explain_suite as explain_suite
     import reports.failure_suite as failure_suite
+    import reports.largemodel_suite as largemodel_suite
     import reports.learned_suite as learned_suite
     from largemodel.experiments.fig4c import experiment as fig4c
     from reports.claims import ClaimRow
@@ -110,6 +111,8 @@ def _fake_sections(monkeypatch) -> None:
         "auroc": 0.7, "pid": os.getpid()})
     monkeypatch.setattr(learned_suite, "run_learned_section", lambda out_dir, quick=True, progress=None: (
         [ClaimRow("learned_vs_exact", Verdict("refuted", "3", "fake"))], {"regimes": 3, "pid": os.getpid()}))
+    monkeypatch.setattr(largemodel_suite, "run_guidance_section", lambda out_dir, quick=True, progress=None: (
+        [ClaimRow("guidance", Verdict("verified", "4", "fake"))], {"images": 24, "pid": os.getpid()}))
 
 
 def test_large_model_sections_give_the_same_rows_with_two_workers(tmp_path: Path, monkeypatch) -> None:
@@ -124,10 +127,10 @@ def test_large_model_sections_give_the_same_rows_with_two_workers(tmp_path: Path
         rows2, data2 = run_largemodel_suite(tmp_path / "b")
     assert [r.as_dict() for r in rows1] == [r.as_dict() for r in rows2]
     pids = lambda d: {d["study_digits"].pop("pid"), d["explain"].pop("pid"), d["failure"].pop("pid"),  # noqa: E731
-                      d["learned"].pop("pid")}
+                      d["learned"].pop("pid"), d["guidance"].pop("pid")}
     assert pids(data1) == {os.getpid()} and os.getpid() not in pids(data2)  # two workers: other processes
     for d in (data1, data2):
-        assert set(d.pop("seconds_by_section")) == {"fig4c", "explain", "failure", "learned"}
+        assert set(d.pop("seconds_by_section")) == {"fig4c", "explain", "failure", "learned", "guidance"}
         d.pop("seconds")
     assert data1 == data2
 
