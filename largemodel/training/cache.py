@@ -37,6 +37,7 @@ __all__ = [
     "existing_model",
     "file_lock",
     "load_checkpoint",
+    "resume_from_checkpoint",
     "model_dataset",
     "save_checkpoint",
     "shipped_files",
@@ -118,6 +119,20 @@ def load_checkpoint(path: Path, key: str) -> dict[str, Any] | None:
             "remove it or choose another output folder"
         )
     return state
+
+
+def resume_from_checkpoint(path: Path, key: str, model: Any, ema: Any, opt: Any,
+                           gen: torch.Generator) -> tuple[list[float], int, float]:
+    """Restore ``model``, ``ema``, ``opt`` and ``gen`` from the checkpoint at ``path`` (:func:`load_checkpoint`)
+    and return its ``(losses, step, seconds)``; ``([], 0, 0.0)`` (nothing restored) when there is none."""
+    state = load_checkpoint(path, key)
+    if state is None:
+        return [], 0, 0.0
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["opt"])
+    gen.set_state(state["gen"])
+    return list(state["losses"]), int(state["step"]), float(state["seconds"])
 
 
 def existing_model(out: Path, key: str) -> bool:

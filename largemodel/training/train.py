@@ -61,7 +61,7 @@ from largemodel.training.cache import (
     default_cache_dir,
     existing_model,
     file_lock,
-    load_checkpoint,
+    resume_from_checkpoint,
     model_dataset,
     save_checkpoint,
     shipped_model,
@@ -274,16 +274,8 @@ def _train(dataset: Dataset, config: dict[str, Any], key: str, root: Path, *, pr
     cond = null_conditioning(config["seed"])
     conds = batch_conditioning(model, dataset.labels_train, cond, config.get("cond_dropout"))
     gen = torch.Generator().manual_seed(config["seed"] + 1)
-    losses: list[float] = []
-    start, seconds = 0, 0.0
     ckpt_path = root / CHECKPOINT_FILE
-    state = load_checkpoint(ckpt_path, key)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        losses, start, seconds = list(state["losses"]), int(state["step"]), float(state["seconds"])
+    losses, start, seconds = resume_from_checkpoint(ckpt_path, key, model, ema, opt, gen)
     x_all = dataset.train
     bar = tqdm(total=config["steps"], initial=start, disable=not progress, desc=f"train {dataset.name}",
                dynamic_ncols=True)

@@ -132,7 +132,7 @@ def _train(field: Any, spec: NetSpec, folder: Path, key: str, checkpoint_every: 
     from safetensors.torch import save
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    from largemodel.training.cache import load_checkpoint, save_checkpoint
+    from largemodel.training.cache import resume_from_checkpoint, save_checkpoint
     from largemodel.training.objective import flow_matching_loss, sample_sigmas
     from theory.output.files import claim_folder, write_bytes, write_text
 
@@ -142,15 +142,7 @@ def _train(field: Any, spec: NetSpec, folder: Path, key: str, checkpoint_every: 
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(spec.ema_decay), use_buffers=True)
     opt = torch.optim.AdamW(net.parameters(), lr=spec.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(spec.seed + 1)
-    losses: list[float] = []
-    start, seconds = 0, 0.0
-    state = load_checkpoint(folder / CHECKPOINT, key)
-    if state is not None:
-        net.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        losses, start, seconds = list(state["losses"]), int(state["step"]), float(state["seconds"])
+    losses, start, seconds = resume_from_checkpoint(folder / CHECKPOINT, key, net, ema, opt, gen)
     no_prompt = (torch.zeros(1, 1, 1), torch.zeros(1, 1))  # the MLP takes no prompt
     b = spec.batch_size
     t0 = time.perf_counter()
