@@ -229,7 +229,7 @@ FLAG_RULES: dict[tuple[str, ...], dict[str, _Rule]] = {
         "--ema-decay": bounded_float(0, 1, hi_open=True), "--patch-size": bounded_int(1, 512),
         "--num-layers": bounded_int(1, 64), "--num-heads": bounded_int(1, 64), "--head-dim": bounded_int(1, 1024),
         "--checkpoint-every": bounded_int(0, 10_000_000), "--quality-samples": bounded_int(0, 100_000),
-        "--sample-steps": bounded_int(1, 100_000),
+        "--sample-steps": bounded_int(1, 100_000), "--cond-dropout": bounded_float(0, 1, hi_open=True),
     },
     ("report",): {"--workers": bounded_int(1, 64)},  # worker processes (simulate.experiments.runner.sweep_workers)
     # any command (after the command's own rules)

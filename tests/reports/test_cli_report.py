@@ -127,10 +127,11 @@ def test_report_quick_all_suites(quick_report) -> None:
     assert quick_report.returncode == 0, quick_report.stderr[-2000:]
     out = quick_report.out
     # no transformer is trained (they ship with the package); only the learned-vs-exact section's small MLPs,
-    # whose training at two budgets is that experiment's measurement, are trained and cached
+    # whose training at two budgets is that experiment's measurement, are trained and cached (each folder
+    # with its training lock, ``.learned-...lock``)
     models = quick_report.cache / "models"
     trained = sorted(p.name for p in models.iterdir()) if models.is_dir() else []
-    assert all(name.startswith("learned-") for name in trained), trained
+    assert all(name.lstrip(".").startswith("learned-") for name in trained), trained
     err = quick_report.stderr.splitlines()
     assert err and all(re.match(r"\[\s*\d+\.\ds\] ", line) for line in err), [
         line for line in err if not re.match(r"\[\s*\d+\.\ds\] ", line)][:5]

@@ -492,7 +492,7 @@ def test_null_prompt_cache_is_atomic_and_a_damaged_one_is_named_and_rebuilt(tmp_
 
     monkeypatch.setattr(prompts_mod, "_from_encoders", encoders)
     (tmp_path / "model").mkdir()
-    info = types.SimpleNamespace(null_prompt_file=None, path=tmp_path / "model", components={}, has_text_encoders=True,
+    info = types.SimpleNamespace(null_prompt_file=None, class_prompts_file=None, path=tmp_path / "model", components={}, has_text_encoders=True,
                                  family="sd3")
     out = claim_folder(tmp_path / "study", "study")
     prompts_mod.prompt_table(info, [], "cpu", torch.float32, out)
