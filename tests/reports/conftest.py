@@ -9,6 +9,9 @@ only reads its output shares it (CI runs the quick report once, not once per tes
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +42,12 @@ def theory_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def quick_report(request: pytest.FixtureRequest) -> ReportRun:
-    """The default report (all suites, quick) in a fresh folder with an empty model cache: started when
-    the tests were collected (tests/conftest.py ``start_quick_report``), so it ran alongside the other
-    tests; here it is waited for."""
-    config = request.config
-    job = getattr(config, "pfode_quick_report", None) or config.pfode_start_quick_report(config)
-    returncode = job["proc"].wait(timeout=3600)
-    return ReportRun(job["out"], job["cache"], returncode, job["stdout"].read_text(), job["stderr"].read_text())
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> ReportRun:
+    """The default report (all suites, quick) in a fresh folder with an empty model cache."""
+    root = tmp_path_factory.mktemp("quick_report")
+    out, cache = root / "run", root / "cache"
+    env = {**os.environ, "PFODE_CACHE": str(cache), "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-m", "reports.cli", "report", "--quick", "--out", str(out)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=3600)
+    return ReportRun(out, cache, proc.returncode, proc.stdout, proc.stderr)

@@ -155,6 +155,7 @@ def test_report_quick_all_suites(quick_report) -> None:
     assert md.index("## Why images reconstruct badly") > md.index(f"## {CLAIMS[-1].text}")
     for fig in results["suites"]["largemodel"]["failure"]["figures"]:
         assert f"![{fig}]({fig})" in md and (out / fig).stat().st_size > 0
-    assert [r["section"] for r in results["meta"]["budget"]] == ["theory", "simulate", "fig4c", "explain", "failure"]
+    assert [r["section"] for r in results["meta"]["budget"]] == ["theory", "simulate", "fig4c", "explain", "failure", "learned",
+                                                               "guidance"]
     assert "## Time budget" in md and results["meta"]["pending"] == []
     assert sum("rows written to" in line for line in err) == 2  # after theory, after simulate
