@@ -30,12 +30,6 @@ __all__ = ["LOG_LAMBDA_METHODS", "measure_field"]
 LOG_LAMBDA_METHODS = ("density_ratio", "divergence")
 
 
-def _unit_rows(b: int, n: int, seed: int) -> torch.Tensor:
-    """``b`` directions uniform on the unit sphere of ``R^n`` (float64), from ``seed``."""
-    d = torch.randn(b, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    return d / torch.linalg.vector_norm(d, dim=1, keepdim=True)
-
-
 def measure_field(field: Any, x: torch.Tensor, *, log_lambda: str, steps: tuple[int, ...], perturbations: int,
                   eps_rms: float, rtol: float, atol: float, seed: int) -> dict[str, Any]:
     """The per-point numbers of one field at the points ``x`` (module docstring); lists of floats, one per row.
@@ -46,6 +40,7 @@ def measure_field(field: Any, x: torch.Tensor, *, log_lambda: str, steps: tuple[
     """
     from simulate.instability import averaged_instability, lambda_G, log_Lambda_G_at_inverse
     from simulate.maps import reconstruct
+    from theory.estimators import unit_directions
     from theory.thm41 import log_standard_normal_density
 
     if log_lambda not in LOG_LAMBDA_METHODS:
@@ -61,7 +56,7 @@ def measure_field(field: Any, x: torch.Tensor, *, log_lambda: str, steps: tuple[
             first = rec
     g_kw = {"solver": "euler", "steps": steps[0]}
     z = first.z.detach()
-    out["lambda_jvp"] = lambda_G(field, z, _unit_rows(b, n, seed), method="jvp", **g_kw).detach().tolist()
+    out["lambda_jvp"] = lambda_G(field, z, unit_directions((b, n), torch.Generator().manual_seed(seed), z), method="jvp", **g_kw).detach().tolist()
     out["mu_bar"] = averaged_instability(field, z, num_perturbations=perturbations, eps=eps_rms * math.sqrt(n),
                                          generator=torch.Generator().manual_seed(seed + 1),
                                          gz=first.x_hat.detach(), **g_kw).detach().tolist()

@@ -41,15 +41,15 @@ class NetSpec:
     """How the learned field is trained: ``width`` / ``freqs`` of the MLP, the nested training ``budgets``
     (steps), ``batch_size``, ``lr`` (after ``warmup`` steps of linear warm-up), ``ema_decay``,
     ``sigma_sampling`` (:data:`largemodel.training.options.SIGMA_SAMPLINGS`) and ``seed``. Validated by
-    the experiment's options."""
+    the experiment's options (``LearnedOptions.net_spec``, whose defaults are the only ones)."""
 
-    width: int = 128
-    freqs: int = 8
-    budgets: tuple[int, ...] = (300, 1500)
-    batch_size: int = 256
-    lr: float = 2e-3
-    warmup: int = 50
-    ema_decay: float = 0.99
+    width: int
+    freqs: int
+    budgets: tuple[int, ...]
+    batch_size: int
+    lr: float
+    warmup: int
+    ema_decay: float
     sigma_sampling: str = "uniform"
     seed: int = 0
 
