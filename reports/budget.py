@@ -50,7 +50,7 @@ def spent_seconds(suite: str, data: Any, seconds: float) -> dict[str, float]:
     if suite != "largemodel":
         return {suite: float(seconds)}
     parts = dict((data or {}).get("seconds_by_section") or {})
-    others = ("explain", "failure", "learned", "guidance")
+    others = SECTIONS[SECTIONS.index("fig4c") + 1:]  # the large-model sections after fig4c
     rest = max(0.0, float(seconds) - sum(parts.get(s, 0.0) for s in others))
     return {"fig4c": parts.get("fig4c", rest), **{s: parts.get(s, 0.0) for s in others}}
 
