@@ -2,7 +2,8 @@
 
 A section is a suite (``theory``, ``simulate``) or a part of the large-model suite (``fig4c``: the
 Fig. 4(c) study and the Theorem 4.1 / 4.3 trend, ``explain``, ``failure``, ``learned``: learned vs exact flows
-on known mixtures, its small nets trained on the first run, then cached). :data:`PLANNED` is the
+on known mixtures, its small nets shipped with the package at the quick scale, trained on the first run and
+cached at the full scale). :data:`PLANNED` is the
 plan of each scale (``quick``, ``full``): what the section may spend on a 2-core CPU with the two
 quick-report models shipped (nothing trained) and two workers. ``run_report`` records the seconds
 each section spent (``spent_seconds``) in ``results.json`` (``meta.budget``) and prints the plan

@@ -3,6 +3,7 @@ exact-vs-exact pipeline, the negative control, cached resumable training, option
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -26,6 +27,12 @@ def test_mlp_divergence_closed_form_equals_the_autograd_trace() -> None:
     field = NetField(net, 6)  # v(x, t) = -u(x, 1 - t), per-row times as dopri5 passes them
     torch.testing.assert_close(field.velocity(x, 1.0 - sigma), -net.u(x, sigma))
     torch.testing.assert_close(field.divergence(x, 0.25), -net.div_u(x, torch.full((5,), 0.75, dtype=torch.float64)))
+    # the one-pass evaluation the solvers use for the log-determinant: the same velocity and the autograd trace
+    both = field.evaluate(x, 1.0 - sigma, velocity=True, divergence=True)
+    torch.testing.assert_close(both.velocity, -net.u(x, sigma), rtol=0, atol=0)
+    torch.testing.assert_close(both.divergence, -jac.diagonal(dim1=1, dim2=2).sum(-1), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="no closed-form score"):
+        field.evaluate(x, 0.5, score=True)
 
 
 class _GaussianNet:
@@ -87,8 +94,6 @@ def test_exact_field_as_the_learned_model_reproduces_every_number(tmp_path: Path
 
     monkeypatch.setattr(training, "trained_nets", exact_as_nets)
     res = lve.run(tmp_path / "run", **_small().__dict__)
-    import json
-
     store = [json.loads(line)["value"] for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()[1:]]
     by = {(r["regime"], r["model"]): r for r in store}
     for regime in ("sparse", "single"):
@@ -177,6 +182,74 @@ def test_a_weights_file_with_a_missing_tensor_is_refused(tmp_path: Path) -> None
         training.load_net(folder, 3, 4, _tiny())
 
 
+# ---- the quick scale's nets, shipped with the package ---------------------------------------------------------
+def test_the_quick_nets_are_shipped_and_loaded_without_training(tmp_path: Path, monkeypatch) -> None:
+    """Every (regime, n) of the quick scale has a complete shipped folder under the key the current code computes;
+    trained_nets loads it and neither trains nor writes to the cache; another configuration is trained (negative
+    control)."""
+    from largemodel.experiments.learned_vs_exact.shipped import shipped_configs
+
+    opts, spec = lve.make_options(), lve.make_options().net_spec()
+    assert shipped_configs() == [(r, n) for r in opts.regimes for n in opts.ns]
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained a shipped net")
+
+    monkeypatch.setattr(training, "_train", no_training)
+    for regime, n in shipped_configs():
+        field = lve.exact_field(regime, n, opts)
+        folder = training.shipped_folder(field, spec, regime)
+        assert folder is not None and folder.parent == training.SHIPPED_DIR
+        assert sorted(p.name for p in folder.iterdir()) == sorted(training.shipped_files(spec))
+        nets, meta = training.trained_nets(field, spec, regime, cache_dir=tmp_path / "cache")
+        assert set(nets) == set(opts.budgets) and meta["config"] == training.train_config(field, spec)
+        assert all(not p.requires_grad and p.dtype == torch.float64 for p in nets[max(opts.budgets)].parameters())
+    assert not (tmp_path / "cache").exists()  # nothing written
+    other = lve.exact_field("single", 16, opts, sigma_factor=2.0)
+    assert training.shipped_folder(other, spec, "single") is None
+    with pytest.raises(AssertionError, match="trained a shipped net"):
+        training.trained_nets(other, spec, "single", cache_dir=tmp_path / "cache")
+
+
+def test_a_shipped_folder_counts_only_when_complete_and_of_its_key(tmp_path: Path, monkeypatch) -> None:
+    opts = lve.make_options()
+    field, spec = lve.exact_field("sparse", 16, opts), opts.net_spec()
+    src = training.shipped_folder(field, spec, "sparse")
+    dst = tmp_path / src.name
+    dst.mkdir()
+    for name in training.shipped_files(spec):
+        (dst / name).write_bytes((src / name).read_bytes())
+    monkeypatch.setattr(training, "SHIPPED_DIR", tmp_path)
+    assert training.shipped_folder(field, spec, "sparse") == dst
+    (dst / "budget-800.safetensors").unlink()
+    assert training.shipped_folder(field, spec, "sparse") is None
+    (dst / "budget-800.safetensors").write_bytes((src / "budget-800.safetensors").read_bytes())
+    meta = json.loads((dst / "meta.json").read_text())
+    (dst / "meta.json").write_text(json.dumps({**meta, "config_key": "0" * 16}))
+    assert training.shipped_folder(field, spec, "sparse") is None
+
+
+@pytest.mark.slow
+def test_retraining_reproduces_the_shipped_nets(tmp_path: Path, single_thread) -> None:
+    """Retrain the six quick-scale nets with the project's code (about 25 s on one core): the EMA weights at every
+    budget are bit-identical to the shipped ones (training is deterministic on a given machine with one thread; on
+    another CPU float rounding may differ, and the mismatch is then reported with its size)."""
+    from safetensors.torch import load_file
+
+    from largemodel.experiments.learned_vs_exact.shipped import regenerate, shipped_configs
+
+    written = regenerate(tmp_path / "work", tmp_path / "shipped")
+    assert [p.name.split("-")[1:3] for p in written] == [[r, f"n{n}"] for r, n in shipped_configs()]
+    for folder in written:
+        for name in (f for f in training.shipped_files(lve.make_options().net_spec()) if f.endswith(".safetensors")):
+            new, old = load_file(folder / name), load_file(training.SHIPPED_DIR / folder.name / name)
+            assert new.keys() == old.keys()
+            mismatched = [k for k in new if not torch.equal(new[k], old[k])]
+            assert not mismatched, (folder.name, name, max(float((new[k] - old[k]).abs().max()) for k in mismatched))
+        new_meta = json.loads((folder / "meta.json").read_text())
+        old_meta = json.loads((training.SHIPPED_DIR / folder.name / "meta.json").read_text())
+        assert new_meta["loss_at_budget"] == old_meta["loss_at_budget"] and new_meta["config"] == old_meta["config"]
+
+
 # ---- options -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("overrides, needle", [
     ({"regimes": ("sparse", "nosuch")}, "regimes must name some of sparse, undetermined, single"),
@@ -204,6 +277,6 @@ def test_bad_options_are_refused_before_anything_runs(overrides: dict, needle: s
 def test_fast_and_full_scales() -> None:
     fast, full = lve.make_options(), lve.make_options(full=True)
     assert fast.ns == (16, 64) and full.ns == (16, 64, 256)
-    assert len(fast.budgets) == 2 and len(full.budgets) == 3 and fast.steps == full.steps == (50, 500)
+    assert len(fast.budgets) == 2 and len(full.budgets) == 3 and fast.steps == (50,) and full.steps == (50, 500)
     assert fast.regimes == full.regimes == ("sparse", "undetermined", "single")
     assert lve.REGIMES["sparse"].gap_ratio == 8.0 and lve.REGIMES["undetermined"].gap_ratio == 2.0

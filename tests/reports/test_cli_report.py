@@ -121,17 +121,16 @@ def test_report_model_needs_images(tmp_path, capsys) -> None:
 def test_report_quick_all_suites(quick_report) -> None:
     """The default report (all suites, quick), as a user runs it (``quick_report``, run once per
     session): every row has a status and a number or a reason; the large-model rows come from the
-    models trained here and shipped with the package (the empty cache gets no transformer: the first
-    report trains only the learned-vs-exact section's small MLPs); its stderr holds only pfode's own progress lines (no
+    models trained here and shipped with the package (the empty cache gets nothing: the transformers and the
+    learned-vs-exact section's small MLPs ship with the package); its stderr holds only pfode's own progress lines (no
     third-party notices); the time budget lists every section."""
     assert quick_report.returncode == 0, quick_report.stderr[-2000:]
     out = quick_report.out
-    # no transformer is trained (they ship with the package); only the learned-vs-exact section's small MLPs,
-    # whose training at two budgets is that experiment's measurement, are trained and cached (each folder
-    # with its training lock, ``.learned-...lock``)
+    # nothing is trained: the transformers and the learned-vs-exact MLPs (largemodel.experiments.learned_vs_exact.
+    # shipped) ship with the package
     models = quick_report.cache / "models"
     trained = sorted(p.name for p in models.iterdir()) if models.is_dir() else []
-    assert all(name.lstrip(".").startswith("learned-") for name in trained), trained
+    assert trained == [], trained
     err = quick_report.stderr.splitlines()
     assert err and all(re.match(r"\[\s*\d+\.\ds\] ", line) for line in err), [
         line for line in err if not re.match(r"\[\s*\d+\.\ds\] ", line)][:5]

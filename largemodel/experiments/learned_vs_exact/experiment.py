@@ -72,11 +72,11 @@ class LearnedOptions:
     ns: tuple[int, ...] = (16, 64)
     side: float = 0.1
     points: int = 20
-    steps: tuple[int, ...] = (50, 500)
+    steps: tuple[int, ...] = (50,)
     perturbations: int = 8
     eps_rms: float = 1e-3
-    rtol: float = 1e-6
-    atol: float = 1e-8
+    rtol: float = 1e-5
+    atol: float = 1e-7
     width: int = 96
     freqs: int = 8
     budgets: tuple[int, ...] = (200, 800)
@@ -136,9 +136,12 @@ class LearnedOptions:
                        sigma_sampling=self.sigma_sampling, seed=self.seed)
 
 
+#: the quick scale: the nets are shipped with the package (:mod:`.shipped`: nothing is trained on a first run), and
+#: the reconstructions use ``N = 50`` only (``N = 500`` enters no verdict, table row or figure, and its Euler solves
+#: were the largest part of the section's time)
 FAST = LearnedOptions()
-FULL = dataclasses.replace(FAST, ns=(16, 64, 256), points=64, width=256, budgets=(500, 2000, 8000), batch_size=256,
-                           n_boot=2000)
+FULL = dataclasses.replace(FAST, ns=(16, 64, 256), points=64, steps=(50, 500), rtol=1e-6, atol=1e-8, width=256,
+                           budgets=(500, 2000, 8000), batch_size=256, n_boot=2000)
 
 
 def make_options(full: bool = False, **overrides: Any) -> LearnedOptions:

@@ -1,8 +1,8 @@
 """Figure of the learned-vs-exact experiment (docs/theory.md §10.8): ``learned_vs_exact.png``.
 
 Left: per point, learned against exact ``(1/n) log Lambda_G(F(x))`` (the net after the largest budget),
-coloured by regime, circles at ``x ~ p_r``, crosses at held-out ``x ~ p_g``, the diagonal and ``log tau``
-lines. Right: ``P_inst(tau)`` at ``x ~ p_r`` with its 95% Clopper-Pearson interval per regime, ``n`` and model
+coloured by regime, the marker's size growing with ``n`` (one legend entry per regime and ``n``), circles at
+``x ~ p_r``, crosses at held-out ``x ~ p_g``, the diagonal and ``log tau`` lines. Right: ``P_inst(tau)`` at ``x ~ p_r`` with its 95% Clopper-Pearson interval per regime, ``n`` and model
 (exact, each budget, the control).
 """
 
@@ -32,13 +32,14 @@ def draw_figures(out_dir: Path, opts: Any, numbers: dict[str, Any]) -> list[str]
     big = f"learned@{max(opts.budgets)}"
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.4]})
     lo_hi = []
+    sizes = {str(n): 8.0 + 14.0 * k for k, n in enumerate(opts.ns)}  # the marker grows with n
     for regime, by_n in numbers["log_Lambda"].items():
         for n, models in by_n.items():
             e, lrn = np.asarray(models["exact"]), np.asarray(models[big])
             lo_hi += [e.min(), e.max(), lrn.min(), lrn.max()]
-            kw = {"color": _COLOURS.get(regime, "gray"), "alpha": 0.7}
-            ax.scatter(e[:p], lrn[:p], marker="o", s=18, label=f"{regime}, n = {n}, x ~ p_r" if n == str(max(opts.ns)) else None, **kw)
-            ax.scatter(e[p:], lrn[p:], marker="x", s=18, **kw)
+            kw = {"color": _COLOURS.get(regime, "gray"), "alpha": 0.7, "s": sizes[n]}
+            ax.scatter(e[:p], lrn[:p], marker="o", label=f"{regime}, n = {n}", **kw)
+            ax.scatter(e[p:], lrn[p:], marker="x", **kw)
     lo, hi = min(lo_hi), max(lo_hi)
     ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8, ls="--", label="learned = exact")
     ax.axhline(math.log(opts.tau), color="k", lw=0.6)

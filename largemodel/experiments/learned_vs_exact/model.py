@@ -67,12 +67,17 @@ class VelocityMLP(nn.Module):
         _, h2 = self._hidden(x, sigma)
         return self.l3(nn.functional.silu(h2))
 
-    def div_u(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """``div_x u_theta(x, sigma) = d2^T (W2 o M^T) d1``, ``M = W1x W3`` (exact; module docstring), ``(B,)``."""
+    def u_and_div_u(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """``u_theta(x, sigma)`` and ``div_x u_theta(x, sigma) = d2^T (W2 o M^T) d1``, ``M = W1x W3`` (exact;
+        module docstring) from one pass through the hidden layers: ``(B, n)`` and ``(B,)``."""
         h1, h2 = self._hidden(x, sigma)
         m = self.l1.weight[:, : self.n] @ self.l3.weight  # (width, width): M[b, a] = sum_i W1x[b, i] W3[i, a]
         core = self.l2.weight * m.T  # (W2 o M^T)[a, b]
-        return ((_silu_grad(h1) @ core.T) * _silu_grad(h2)).sum(dim=1)
+        return self.l3(nn.functional.silu(h2)), ((_silu_grad(h1) @ core.T) * _silu_grad(h2)).sum(dim=1)
+
+    def div_u(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """``div_x u_theta(x, sigma)`` (:meth:`u_and_div_u`), ``(B,)``."""
+        return self.u_and_div_u(x, sigma)[1]
 
     def forward(self, hidden_states: Tensor, timestep: Tensor, encoder_hidden_states: Any = None,
                 pooled_projections: Any = None, return_dict: bool = False) -> tuple[Tensor]:
@@ -105,6 +110,25 @@ class NetField:
     def divergence(self, x: Tensor, t: Any) -> Tensor:
         """``div_x v(x, t) = -div_x u(x, 1 - t)``."""
         return -self.net.div_u(x, self._sigma(x, t))
+
+    def evaluate(self, x: Tensor, t: Any, *, velocity: bool = True, score: bool = False, log_prob: bool = False,
+                 divergence: bool = False) -> Any:
+        """Velocity and divergence in one call (:class:`simulate.fields.FieldValues`), as the solvers ask for them
+        when they integrate the log-determinant: one pass through the net when it has ``u_and_div_u``. A net knows
+        no score or log density.
+
+        Raises:
+            ValueError: ``score`` or ``log_prob`` asked for."""
+        from simulate.fields.base import FieldValues
+
+        if score or log_prob:
+            raise ValueError("a learned field has no closed-form score or log density")
+        if not divergence:
+            return FieldValues(velocity=self.velocity(x, t) if velocity else None)
+        sigma = self._sigma(x, t)
+        fused = getattr(self.net, "u_and_div_u", None)
+        u, div = fused(x, sigma) if callable(fused) else (self.net.u(x, sigma), self.net.div_u(x, sigma))
+        return FieldValues(velocity=-u if velocity else None, divergence=-div)
 
     def __repr__(self) -> str:
         return f"NetField({type(self.net).__name__}, n={self.n})"

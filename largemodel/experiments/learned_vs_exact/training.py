@@ -12,6 +12,13 @@ with ``key`` the hash of the configuration, which holds a digest of the exact fi
 weights and ``sigma``): ``budget-<steps>.safetensors`` per budget, ``meta.json`` last. A checkpoint
 (:func:`largemodel.training.cache.save_checkpoint`, read back with ``weights_only=True``) every
 ``checkpoint_every`` steps makes an interrupted training resume; a lock serialises two trainings of one key.
+
+Shipped nets: the quick scale's nets (:data:`.experiment.FAST`, every regime and ``n``) come with the package in
+:data:`SHIPPED_DIR` (``shipped_nets/learned-<label>-n<n>-<key>/``: the same files as a cache folder, produced by
+this module's training with its fixed seeds, :func:`.shipped.regenerate`). :func:`trained_nets` loads a shipped
+folder whose ``meta.json`` names the requested key and trains nothing; any other configuration is trained into
+the cache. A change to the training bumps :data:`TRAIN_VERSION`, which changes every key: the shipped folders
+then stop matching (regenerate them with ``python -m largemodel.experiments.learned_vs_exact.shipped WORK``).
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ import torch
 
 from largemodel.experiments.learned_vs_exact.model import VelocityMLP
 
-__all__ = ["NetSpec", "TRAIN_VERSION", "field_digest", "train_config", "cache_folder", "trained_nets", "load_net"]
+__all__ = ["NetSpec", "TRAIN_VERSION", "SHIPPED_DIR", "field_digest", "train_config", "folder_name", "cache_folder",
+           "shipped_folder", "shipped_files", "trained_nets", "load_net"]
 
 #: bump when a change to the training makes cached nets stale
 TRAIN_VERSION = 1
 META_FILE = "meta.json"
 CHECKPOINT = "train_checkpoint.pt"
+#: the folder holding the shipped nets of the quick scale (package data)
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped_nets"
 
 
 @dataclass(frozen=True)
@@ -69,19 +79,42 @@ def train_config(field: Any, spec: NetSpec) -> dict[str, Any]:
             **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items()}}
 
 
+def folder_name(field: Any, spec: NetSpec, label: str) -> tuple[str, str]:
+    """``(name, key)``: the folder name ``learned-<label>-n<n>-<key>`` of the nets of ``field`` and ``spec``
+    (``label`` names the regime) and the configuration key."""
+    from largemodel.training.options import config_key
+
+    key = config_key(train_config(field, spec))
+    return f"learned-{label}-n{field.n}-{key}", key
+
+
 def cache_folder(field: Any, spec: NetSpec, label: str, cache_dir: str | Path | None = None) -> tuple[Path, str]:
     """``(folder, key)`` of the nets of ``field`` and ``spec`` in the model cache (``label`` names the regime)."""
     from largemodel.training.cache import default_cache_dir
-    from largemodel.training.options import config_key
     from theory.output.files import make_dirs
 
-    key = config_key(train_config(field, spec))
+    name, key = folder_name(field, spec, label)
     base = make_dirs(Path(cache_dir) if cache_dir is not None else default_cache_dir())
-    return base / f"learned-{label}-n{field.n}-{key}", key
+    return base / name, key
 
 
 def _snapshot_name(budget: int) -> str:
     return f"budget-{budget}.safetensors"
+
+
+def shipped_files(spec: NetSpec) -> tuple[str, ...]:
+    """The files of a finished folder that are shipped: one snapshot per budget and ``meta.json``."""
+    return (*(_snapshot_name(b) for b in spec.budgets), META_FILE)
+
+
+def shipped_folder(field: Any, spec: NetSpec, label: str) -> Path | None:
+    """The shipped folder of these nets (:data:`SHIPPED_DIR`), or ``None`` if none is shipped: it counts only
+    if it holds every file of :func:`shipped_files` and its ``meta.json`` names the configuration's key."""
+    name, key = folder_name(field, spec, label)
+    folder = SHIPPED_DIR / name
+    if folder.is_symlink() or not all((folder / f).is_file() for f in shipped_files(spec)):
+        return None
+    return folder if _finished(folder, key) else None
 
 
 def load_net(folder: Path, budget: int, n: int, spec: NetSpec) -> VelocityMLP:
@@ -115,14 +148,17 @@ def _finished(folder: Path, key: str) -> bool:
 
 def trained_nets(field: Any, spec: NetSpec, label: str, *, cache_dir: str | Path | None = None,
                  checkpoint_every: int = 500) -> tuple[dict[int, VelocityMLP], dict[str, Any]]:
-    """The nets trained on samples of ``field``'s ``p_g`` at every budget of ``spec`` (trained now unless
-    cached), each in float64 and ``eval`` mode, and the training's metadata (losses, seconds, folder)."""
+    """The nets trained on samples of ``field``'s ``p_g`` at every budget of ``spec`` (shipped with the package,
+    else cached, else trained now into the cache), each in float64 and ``eval`` mode, and the training's metadata
+    (losses, seconds: those of the training that produced them)."""
     from largemodel.training.cache import file_lock
 
-    folder, key = cache_folder(field, spec, label, cache_dir)
-    with file_lock(folder.parent / f".{folder.name}.lock"):
-        if not _finished(folder, key):
-            _train(field, spec, folder, key, checkpoint_every)
+    folder = shipped_folder(field, spec, label)
+    if folder is None:  # not shipped: the cache, trained into it unless there
+        folder, key = cache_folder(field, spec, label, cache_dir)
+        with file_lock(folder.parent / f".{folder.name}.lock"):
+            if not _finished(folder, key):
+                _train(field, spec, folder, key, checkpoint_every)
     meta = json.loads((folder / META_FILE).read_text())
     return {b: load_net(folder, b, field.n, spec) for b in spec.budgets}, meta
 
