@@ -11,7 +11,8 @@ predict ``x0 - x1`` (:func:`largemodel.training.objective.flow_matching_loss`, w
   ``div_x u = tr(W3 D2 W2 D1 W1x) = d2^T (W2 o M^T) d1`` with ``D_l = diag(d_l)``, ``d_l = s'(h_l)``,
   ``M = W1x W3`` (``W1x``: the columns of ``W1`` acting on ``x``), exact and ``O(width^2)`` per point;
 * :class:`NetField` -- any net with ``u(x, sigma)`` and ``div_u(x, sigma)`` as a field the simulator's
-  solvers and estimators take (``velocity``, ``divergence``; ``t`` a float or a ``(B,)`` tensor);
+  solvers and estimators take (``velocity``, ``divergence``, and ``evaluate`` for both from one pass through the
+  net, as the solvers ask when they integrate the log-determinant; ``t`` a float or a ``(B,)`` tensor);
 * :class:`FieldAsNet` -- the other way round: an exact simulator field posing as a net (the positive control:
   ``NetField(FieldAsNet(f))`` is ``f``, so the learned pipeline must reproduce the exact numbers).
 """
