@@ -59,7 +59,7 @@ def draw_figures(out_dir: Path, opts: Any, numbers: dict[str, Any]) -> list[str]
         labels.append((xs + 0.15 * (len(cell["models"]) - 1) / 2, f"{cell['regime']}\nn = {cell['n']}"))
         xs += 1
     bx.axhline(opts.level, color="gray", lw=0.8, ls="--")
-    bx.set_xticks([x for x, _ in labels], [t for _, t in labels], fontsize=7)
+    bx.set_xticks([x for x, _ in labels], [t for _, t in labels], fontsize=7, rotation=30, ha="right")
     bx.set(ylim=(-0.05, 1.05), ylabel=f"P_inst(tau = {opts.tau:g}) at x ~ U[0,1]^n, 95% Clopper-Pearson",
            title="squares: exact; circles: learned (budgets " + ", ".join(map(str, opts.budgets)) + " steps, left to right); "
                  "triangle: control", )
