@@ -109,14 +109,22 @@ class ProportionEstimate:
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> ProportionEstimate:
-    """Clopper-Pearson interval for ``successes`` out of ``trials`` (scipy's exact binomial interval)."""
+    """Clopper-Pearson interval for ``successes`` ``k`` out of ``trials`` ``n`` at level ``1 - alpha``.
+
+    The exact binomial interval in its closed form by beta quantiles: lower ``B^{-1}(alpha/2; k, n - k + 1)``
+    (0 when ``k = 0``), upper ``B^{-1}(1 - alpha/2; k + 1, n - k)`` (1 when ``k = n``); the same interval as
+    scipy's ``binomtest(k, n).proportion_ci(method="exact")``, which finds it by root search (tested to agree),
+    at a fraction of the cost (the Theorem 4.3 judge calls it thousands of times).
+    """
     k = int(as_int_array("successes", successes, minimum=0))
     n = int(as_int_array("trials", trials, minimum=1))
     if k > n:
         raise ValueError(f"successes must be <= trials, got {k} > {n}")
     conf = float(require_probability("confidence", confidence))
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=conf, method="exact")
-    return ProportionEstimate(k / n, float(ci.low), float(ci.high), k, n, conf)
+    alpha = 1.0 - conf
+    low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return ProportionEstimate(k / n, low, high, k, n, conf)
 
 
 @dataclass(frozen=True)

@@ -157,3 +157,16 @@ def test_theorem41_bad_input() -> None:
         theorem41_from_samples([1.0], [1.0], [1.0], 2, 0.0, 2.0)
     with pytest.raises(ValueError, match="^log_pg_x"):
         theorem41_from_samples([1.0], [float("nan")], [1.0], 2, 1.0, 2.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 5000), frac=st.floats(0.0, 1.0), conf=st.sampled_from([0.5, 0.8, 0.9, 0.95, 0.99, 0.999]))
+def test_clopper_pearson_equals_scipy_root_search(n: int, frac: float, conf: float) -> None:
+    """The beta-quantile closed form agrees with scipy's exact binomial interval (found by root search)."""
+    from scipy import stats
+
+    k = min(n, int(round(frac * n)))
+    ci = clopper_pearson(k, n, conf)
+    ref = stats.binomtest(k, n).proportion_ci(confidence_level=conf, method="exact")
+    assert ci.lower == pytest.approx(ref.low, rel=1e-9, abs=1e-12)
+    assert ci.upper == pytest.approx(ref.high, rel=1e-9, abs=1e-12)
