@@ -89,7 +89,8 @@ def _tag(mode: str, w: float) -> str:
 
 
 def run_guidance_axis(model: Any, items: Sequence[Any], out: Path, scales: Sequence[float], measure: Measure, *,
-                      modes: Sequence[str] = MODES, seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
+                      modes: Sequence[str] = MODES, seed: int = 0, n_boot: int = 2000,
+                      mode_scales: dict[str, Sequence[float]] | None = None) -> dict[str, Any]:
     """Measure ``items`` under every ``(mode, W)``; write ``guidance.csv``, ``guidance.json``, ``guidance.png``.
 
     Args:
@@ -100,6 +101,9 @@ def run_guidance_axis(model: Any, items: Sequence[Any], out: Path, scales: Seque
         measure: ``measure(model, items, folder) -> records`` (each with ``name`` and the ``METRICS``
             it measured), one run of ``explain`` or ``study``.
         modes: the prompt modes (``"caption"`` needs every item's ``prompt``).
+        mode_scales: a mode's own scales where it needs fewer (a subset of ``scales`` holding the smallest and
+            the largest, so that its change from ``W_ref`` to the largest ``W`` is measured); ``None``: every mode
+            at every scale.
 
     Returns:
         ``guidance_effects`` of the rows, with ``figure`` and ``csv`` paths.
@@ -109,10 +113,15 @@ def run_guidance_axis(model: Any, items: Sequence[Any], out: Path, scales: Seque
     out = Path(out)
     if "caption" in modes and any(it.prompt is None for it in items):
         raise ValueError("the caption mode needs a prompt per image (--captions or --prompt)")
+    own = dict(mode_scales or {})
+    for mode, ws in own.items():
+        if mode not in modes or not set(ws) <= set(scales) or min(scales) not in ws or max(scales) not in ws:
+            raise ValueError(f"mode_scales[{mode!r}] must be scales of {list(scales)} holding {min(scales):g} and "
+                             f"{max(scales):g}, got {list(ws)}")
     rows: list[dict[str, Any]] = []
     for mode in modes:
         group = [replace(it, prompt="") for it in items] if mode == "empty" else list(items)
-        for w in scales:
+        for w in sorted(own.get(mode, scales)):
             records = measure(model.conditioned("", w), group, out / _tag(mode, w))
             prompt_of = {it.key: it.prompt for it in group}
             rows += [{"name": r["name"], "prompt": prompt_of.get(r["name"], ""), "mode": mode, "guidance_scale": w,

@@ -112,3 +112,18 @@ def test_report_section_and_its_control(tmp_path) -> None:
     assert row.claim_id == "guidance" and str(row.status).split(":")[0] in ("verified", "refuted", "inconclusive")
     assert [c["status"] for c in row.controls] == ["fails"] and "all ties" in row.controls[0]["key"]
     assert "## Guidance and prompt" in data["markdown"] and "| latent MSE | caption |" in data["markdown"]
+    # the null prompt (the control) is measured at the smallest and the largest W only
+    assert sorted(p.name for p in tmp_path.rglob("empty_w*") if p.is_dir()) == ["empty_w1", "empty_w7"]
+    assert sorted(p.name for p in tmp_path.rglob("caption_w*") if p.is_dir()) == ["caption_w1", "caption_w3.5", "caption_w7"]
+    assert "mse_latent|empty|3.5" not in data["effects"]["medians"] and "mse_latent|empty|7" in data["effects"]["medians"]
+
+
+def test_guidance_null_scales_checked() -> None:
+    """The control's scales must hold the pair its judge compares (smallest and largest W)."""
+    import largemodel.experiments.guidance.experiment as exp
+
+    with pytest.raises(ValueError, match="^null_scales"):
+        exp.make_options(null_scales=(1.0, 3.5))
+    with pytest.raises(ValueError, match="^null_scales"):
+        exp.make_options(null_scales=(1.0, 5.0, 7.0))
+    assert exp.FULL.null_scales == exp.FULL.scales

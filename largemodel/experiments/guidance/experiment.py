@@ -35,6 +35,8 @@ class GuidanceOptions:
         model: the class-conditional model's ``(data, size, train images, steps)``.
         images: held-out images studied.
         scales: the guidance scales ``W`` (the smallest is the reference).
+        null_scales: the scales the null prompt (the control, where ``u_W = u_u`` for every ``W``) is measured
+            at: a subset of ``scales`` holding its smallest and largest, the pair the control's judge compares.
         steps: Euler steps each way.
         perturbations: ``K`` of ``mu_bar``.
         probes: Hutchinson probes of the one-pass ``log Lambda``.
@@ -44,6 +46,7 @@ class GuidanceOptions:
     model: ModelSpec = ("digits", 8, 500, 1000)
     images: int = 24
     scales: tuple[float, ...] = (1.0, 3.5, 7.0)
+    null_scales: tuple[float, ...] = (1.0, 7.0)
     steps: int = 50
     perturbations: int = 4
     probes: int = 1
@@ -54,6 +57,9 @@ class GuidanceOptions:
 
         check_spec(self.model, "model")
         parse_guidance_scales(",".join(map(str, self.scales)), "scales")
+        if not (set(self.null_scales) <= set(self.scales) and {min(self.scales), max(self.scales)} <= set(self.null_scales)):
+            raise ValueError(f"null_scales must be scales of {self.scales} holding {min(self.scales):g} and "
+                             f"{max(self.scales):g}, got {self.null_scales!r}")
         for name in ("images", "steps", "perturbations", "probes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -61,7 +67,7 @@ class GuidanceOptions:
 
 
 FAST = GuidanceOptions()
-FULL = dataclasses.replace(FAST, images=96, steps=100, perturbations=8)
+FULL = dataclasses.replace(FAST, images=96, steps=100, perturbations=8, null_scales=FAST.scales)
 
 
 def make_options(full: bool = False, **overrides: Any) -> GuidanceOptions:
@@ -101,7 +107,8 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
         meta = json.loads((sub / "study.json").read_text())
         return [{**r, "name": r["key"]} for r in load_records(sub, meta["signature"], keys=meta["keys"])]
 
-    effects = run_guidance_axis(model, items, out_dir, opts.scales, measure, seed=opts.seed)
+    effects = run_guidance_axis(model, items, out_dir, opts.scales, measure, seed=opts.seed,
+                                mode_scales={"empty": opts.null_scales})
     control = control_verdict(effects)
     numbers = {"effects": effects, "model": str(folder.name), "images": opts.images,
                "control": {"status": str(control.status), "key_number": control.key_number}}
