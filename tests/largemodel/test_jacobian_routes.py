@@ -262,3 +262,47 @@ def test_vjp_fd_route_runs_on_the_fused_cuda_kernels(folders, family):
     assert _rel(fd, ref) < 1e-3
     assert _rel(div, ref_div) < 1e-4
     assert math.isfinite(float(fd.sum()))
+
+
+def test_fd_scheme_is_validated_and_keys_the_records(tmp_path, capsys):
+    """``--fd-scheme``: refused in one line naming the flag; part of the resume signature only where it
+    changes a result (route ``vjp-fd`` possible and a ``J v`` by differences run)."""
+    from largemodel.diagnose.explain import ExplainConfig
+    from largemodel.study.config import StudyConfig
+    from reports.cli import main
+
+    for make in (StudyConfig, ExplainConfig):
+        with pytest.raises(ValueError, match="^--fd-scheme must be one of forward, central, got 'backward'$"):
+            make(fd_scheme="backward")
+    assert StudyConfig(power_iters=3).signature_params()["fd_scheme"] == "forward"
+    assert StudyConfig(power_iters=3, fd_scheme="central").signature_params()["fd_scheme"] == "central"
+    assert "fd_scheme" not in StudyConfig(power_iters=0).signature_params()
+    assert "fd_scheme" not in StudyConfig(power_iters=3, jacobian_route="math-jvp").signature_params()
+    assert ExplainConfig().signature_params()["fd_scheme"] == "forward"
+    assert "fd_scheme" not in ExplainConfig(jacobian_route="math-jvp").signature_params()
+    for command in ("study", "explain"):
+        rc = main(["largemodel", command, "--model", str(tmp_path), "--images", str(tmp_path), "--out",
+                   str(tmp_path / "o"), "--fd-scheme", "backward"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "--fd-scheme" in err[0] and "invalid choice" in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_study_records_the_scheme_and_agrees_across_routes(folders, tmp_path):
+    """``run_study`` with ``--power-iters``: route ``vjp-fd`` by either scheme against ``math-jvp`` on the
+    same images, fp32 (the forward scheme's bound 3 u^(1/2) = 7.3e-4); the records name the scheme."""
+    from largemodel.study.runner import StudyConfig, load_records, run_study
+    from lm_fixtures import random_items
+
+    m = _model(folders["sd3"], "float32")
+    values = {}
+    for route, scheme in (("math-jvp", "forward"), ("vjp-fd", "forward"), ("vjp-fd", "central")):
+        out = tmp_path / f"{route}-{scheme}"
+        cfg = StudyConfig(steps=4, perturbations=1, jvp_directions=0, power_iters=4, jacobian_route=route,
+                          fd_scheme=scheme, images_per_batch=2)
+        run_study(m, random_items(2), out, cfg, progress=False, save_images=False)
+        recs = sorted(load_records(out), key=lambda r: r["key"])
+        assert [r.get("fd_scheme") for r in recs] == [scheme if route == "vjp-fd" else None] * 2
+        values[route, scheme] = torch.tensor([r["spectral_norm"] for r in recs], dtype=torch.float64)
+    ref = values["math-jvp", "forward"]
+    assert _rel(values["vjp-fd", "forward"], ref) < 7.3e-4 and _rel(values["vjp-fd", "central"], ref) < 3e-5
