@@ -472,6 +472,109 @@ def issue30_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
     return cases
 
 
+# ---- issue 27: prompts, captions, guidance, Jacobian routes, plans of explain / rank ------------
+def _issue27_fixtures(fx: dict[str, Path], root: Path) -> dict[str, Path]:
+    """A tiny SD3 folder with tiny text encoders (prompts are encoded), caption files good and bad."""
+    from largemodel.models.tiny import build_tiny_folder
+
+    root.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    out["model_text"] = root / "tiny-sd3-text"
+    if not out["model_text"].exists():
+        build_tiny_folder(out["model_text"], "sd3", with_vae=True, text_encoders=True)
+    names = sorted(p.name for p in fx["images"].iterdir())
+    files = {
+        "good.csv": "file,prompt\n" + "".join(f"{n},a photo number {i}\n" for i, n in enumerate(names)),
+        "good.jsonl": "".join(json.dumps({"file": n, "prompt": f"a cat {i}"}) + "\n" for i, n in enumerate(names)),
+        "mapping_file.json": json.dumps({f"{i:03d}": {"image_path": n, "original_prompt": f"a [red] car {i}"}
+                                         for i, n in enumerate(names)}),
+        "missing-one.csv": "file,prompt\n" + "".join(f"{n},p\n" for n in names[:-1]),
+        "unknown-image.csv": "file,prompt\n" + "".join(f"{n},p\n" for n in names) + "nosuch.png,p\n",
+        "no-header.csv": "".join(f"{n},p\n" for n in names),
+        "duplicate.csv": "file,prompt\n" + "".join(f"{n},p\n" for n in names) + f"{names[0]},again\n",
+        "empty.csv": "",
+        "bad.jsonl": "{not json\n",
+        "wrong-keys.jsonl": json.dumps({"image": names[0], "text": "x"}) + "\n",
+        "list.json": json.dumps([1, 2, 3]),
+        "garbage.json": "{",
+    }
+    for name, text in files.items():
+        out[name] = root / name
+        out[name].write_text(text)
+    out["binary.csv"] = root / "binary.csv"
+    out["binary.csv"].write_bytes(bytes(range(256)) * 4)
+    return out
+
+
+def issue27_cases(fx: dict[str, Path], scratch: Path) -> list[Case]:
+    """The flags of issue 27 on study, gallery, explain and rank (groups ``largemodel ... (issue 27)``)."""
+    fx27 = _issue27_fixtures(fx, scratch.parent / "issue27-fixtures")
+    text = ["--model", str(fx27["model_text"]), "--images", str(fx["images"])]
+    plain = ["--model", str(fx["model"]), "--images", str(fx["images"])]
+    study = ["--n-images", "2", "--steps", "2", "--perturbations", "1", "--device", "cpu", "--no-progress"]
+    small = {
+        "study": [*study, "--jvp-directions", "0"],
+        "gallery": study,
+        "rank": ["--steps", "2", "--device", "cpu", "--images-per-batch", "2", "--gallery", "0"],
+        "explain": ["--n-images", "2", "--steps", "2", "--power-iters", "1", "--budgets", "1", "--causal-directions", "1",
+                    "--sizes", "1e-3,1e-2", "--perturbations", "1", "--device", "cpu", "--no-floor"],
+    }
+    cases: list[Case] = []
+    for cmd, args in small.items():
+        group = f"largemodel {cmd} (issue 27)"
+        out = ["--out", str(scratch / f"i27-{cmd}")]
+        base, base_plain = ["largemodel", cmd, *out, *args, *text], ["largemodel", cmd, *out, *args, *plain]
+        # --prompt: text is free; a folder without text encoders refuses it unless it is the null prompt
+        for value, expect in (("a red car", ACCEPT), ("", EITHER), ("x" * 5000, EITHER), ("caf\u00e9 \u732b\n\t", EITHER)):
+            cases.append(Case(group, f"--prompt {value[:12]!r}", [*base, *_flag("--prompt", value)], expect, timeout=240))
+        cases.append(Case(group, "--prompt on a folder without text encoders", [*base_plain, "--prompt", "a red car"],
+                          EITHER, timeout=240))
+        # --captions
+        for key in ("good.csv", "good.jsonl", "mapping_file.json"):
+            cases.append(Case(group, f"--captions {key}", [*base, "--captions", str(fx27[key])], ACCEPT, timeout=240))
+        for key in ("missing-one.csv", "unknown-image.csv", "no-header.csv", "duplicate.csv", "empty.csv", "bad.jsonl",
+                    "wrong-keys.jsonl", "list.json", "garbage.json", "binary.csv"):
+            cases.append(Case(group, f"--captions {key}", [*base, "--captions", str(fx27[key])], EITHER, timeout=240))
+        for key in ("missing", "empty", "devnull"):
+            cases.append(Case(group, f"--captions {key}", [*base, "--captions", str(fx[key])]))
+        cases.append(Case(group, "--prompt with --captions", [*base, "--prompt", "x", "--captions", str(fx27["good.csv"])]))
+        # --guidance-scale W >= 1
+        cases += _flag_cases(group, base, "--guidance-scale", [(v, REJECT) for v in (*BAD_FLOATS, "0", "0.5", "abc", "")])
+        cases.append(Case(group, "--guidance-scale 3.5", [*base, "--prompt", "a red car", "--guidance-scale", "3.5"],
+                          ACCEPT, timeout=240))
+        cases.append(Case(group, "--guidance-scale 1e30", [*base, "--guidance-scale", "1e30"], EITHER, timeout=240))
+        if cmd == "gallery":  # no route, no plan
+            continue
+        # --jacobian-route, --plan
+        cases.append(Case(group, "--jacobian-route bogus", [*base, "--jacobian-route", "bogus"]))
+        for value in ("inf", "nan", "1e999", "-1", "0", "abc", ""):
+            cases.append(Case(group, f"--plan {value!r}", [*base, f"--plan={value}"]))
+        for value in ("80", "1e-3"):
+            cases.append(Case(group, f"--plan {value}", [*base, "--plan", value], EITHER))
+        cases.append(Case(group, "--plan (this device)", [*base, "--plan"], ACCEPT))
+        if cmd in ("study", "explain"):
+            route = ["--jacobian-route", "vjp-fd"] + (["--power-iters", "1", "--log-lambda", "hutchinson"]
+                                                     if cmd == "study" else [])
+            for scheme in ("forward", "central"):
+                cases.append(Case(group, f"--jacobian-route vjp-fd --fd-scheme {scheme}",
+                                  [*base, *route, "--fd-scheme", scheme], ACCEPT, timeout=240))
+            for value in ("bogus", "", "FORWARD"):
+                cases.append(Case(group, f"--fd-scheme {value!r}", [*base, *_flag("--fd-scheme", value)]))
+            # --guidance-scales W1,W2,...
+            for value in ("1", "1,1", "abc", "", ",", "1,nan", "0.5,2", "1,inf", "1,-2", "1;3"):
+                cases.append(Case(group, f"--guidance-scales {value!r}", [*base, *_flag("--guidance-scales", value)]))
+            cases.append(Case(group, "--guidance-scales with --guidance-scale",
+                              [*base, "--guidance-scales", "1,2", "--guidance-scale", "2"]))
+            cases.append(Case(group, "--guidance-scales 1,3.5,7 --plan 80",
+                              [*base, "--guidance-scales", "1,3.5,7", "--prompt", "a car", "--plan", "80"], ACCEPT))
+            cases.append(Case(group, "--guidance-scales 1,3.5 --prompt", [*base, "--guidance-scales", "1,3.5", "--prompt",
+                                                                          "a red car"], ACCEPT, timeout=400))
+        if cmd == "rank":
+            cases += _flag_cases(group, base, "--guidance", float_cases(zero_ok=True))
+            cases.append(Case(group, "--guidance 3.5", [*base, "--guidance", "3.5"], ACCEPT, timeout=240))
+    return cases
+
+
 # ---- running -------------------------------------------------------------------------------
 def run_case(case: Case, scratch: Path, timeout: float) -> Result:
     """``reports.cli.main(case.argv)`` in a forked child; classify its outcome."""
@@ -577,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         fx = build_fixtures(root / "fixtures")
         cases = (theory_cases(fx, scratch) + simulate_cases(fx, scratch) + largemodel_cases(fx, scratch)
                  + report_cases(fx, scratch) + extra_cases(fx, scratch) + output_folder_cases(fx, scratch)
-                 + issue30_cases(fx, scratch))
+                 + issue30_cases(fx, scratch) + issue27_cases(fx, scratch))
         if args.only:
             cases = [c for c in cases if args.only in c.group]
         results = []

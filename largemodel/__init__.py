@@ -45,8 +45,8 @@ Modules:
 * :mod:`largemodel.plan.commands` -- the plans and pre-run checks of ``study``, ``explain`` and ``rank``.
 * :mod:`largemodel.plan.encoders` -- the text encoders' phase of a plan.
 * :mod:`largemodel.study.jacobian` -- Jacobian products by two routes: forward-mode AD on the math
-  attention kernel, or reverse mode and central differences on the fused kernels.
-* :mod:`largemodel.models.routes` -- ``--jacobian-route`` and the central-difference step (torch-free).
+  attention kernel, or reverse mode and finite differences on the fused kernels.
+* :mod:`largemodel.models.routes` -- ``--jacobian-route``, ``--fd-scheme`` and the finite-difference steps (torch-free).
 * :mod:`largemodel.plan.arch` -- what the plan's cost depends on: architectures, token counts,
   forward FLOPs.
 * :mod:`largemodel.plan.memory` -- the plan's memory model (measured activation peaks, scaled).

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from largemodel.diagnose.args import (add_conditioning_arguments, add_explain_parser, add_guidance_axis, add_rank_parser,
-                                     lazy_handler)
-from largemodel.models.routes import JACOBIAN_ROUTES
+from largemodel.diagnose.args import (add_conditioning_arguments, add_explain_parser, add_fd_scheme, add_guidance_axis,
+                                     add_rank_parser, lazy_handler)
+from largemodel.models.routes import DEFAULT_FD_SCHEME, JACOBIAN_ROUTES
 from largemodel.training.cli import add_train_arguments
 
 __all__ = ["register"]
@@ -65,8 +65,9 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
                          "auto = fd on CUDA, jvp elsewhere (default %(default)s)")
     st.add_argument("--jacobian-route", choices=JACOBIAN_ROUTES, default="auto",
                     help="power iteration's J v and Hutchinson's e^T J e: math-jvp (forward-mode AD on the math attention "
-                         "kernel) or vjp-fd (central differences and reverse mode on the fused kernels); auto = vjp-fd on "
+                         "kernel) or vjp-fd (finite differences and reverse mode on the fused kernels); auto = vjp-fd on "
                          "CUDA, math-jvp elsewhere (default %(default)s)")
+    add_fd_scheme(st)
     st.add_argument("--jvp-reductions", choices=("fp32", "reduced"), default="fp32",
                     help="bf16/fp16 models: the math attention kernel of every JVP reduces in fp32 (default) or in the "
                          "model's dtype (reduced: cheaper on GPU, bf16 rounding in the JVP)")
@@ -83,7 +84,8 @@ def register(groups: argparse._SubParsersAction, argv: list[str] | None = None) 
     ga.add_argument("--eps-rms", type=float, default=1e-2, help="RMS perturbation size per coordinate, in [1e-5, 10] (default %(default)s)")
     ga.add_argument("--top", type=int, default=6, help="worst cases shown (default %(default)s)")
     ga.set_defaults(handler=_run_gallery, jvp_directions=0, power_iters=0, log_lambda="none", probes=1,
-                    lambda_method="auto", jvp_reductions="fp32", plan=None, jacobian_route="auto")
+                    lambda_method="auto", jvp_reductions="fp32", plan=None, jacobian_route="auto",
+                    fd_scheme=DEFAULT_FD_SCHEME)
 
     tr = sub.add_parser("train", help="train a small flow-matching model on offline data (digits, faces, patches)")
     add_train_arguments(tr)
@@ -154,20 +156,23 @@ def _study_config(args: argparse.Namespace) -> Any:
     return StudyConfig(
         steps=args.steps, solver=args.solver, perturbations=args.perturbations, eps_rms=args.eps_rms,
         jvp_directions=args.jvp_directions, power_iters=args.power_iters, log_lambda=args.log_lambda,
-        jacobian_route=args.jacobian_route,
+        jacobian_route=args.jacobian_route, fd_scheme=args.fd_scheme,
         lambda_method=args.lambda_method, jvp_reductions=args.jvp_reductions, probes=args.probes, batch_size=args.batch_size,
         images_per_batch=args.images_per_batch, seed=args.seed,
     )
 
 
-def _print_plan(args: argparse.Namespace) -> int:
+def _print_plan(args: argparse.Namespace, scales: tuple[float, ...] | None = None) -> int:
+    """``--plan``: the study's plan, or with ``--guidance-scales`` the axis's (every W and prompt mode priced)."""
     from largemodel.plan.commands import plan_memory_arg, study_plan
-    from largemodel.plan.cost import format_plan
+    from largemodel.plan.cost import axis_plan, format_plan
+    from largemodel.study.guidance import axis_modes
 
-    plan = study_plan(args.model, _study_config(args), resolution=args.resolution, dtype=args.dtype,
-                      device_bytes=plan_memory_arg(args.plan, args.device), lambda_method=args.lambda_method,
-                      out=args.out, guidance_scale=args.guidance_scale)
-    print(format_plan(plan))
+    cfg, dev = _study_config(args), plan_memory_arg(args.plan, args.device)
+    plans = [study_plan(args.model, cfg, resolution=args.resolution, dtype=args.dtype, device_bytes=dev,
+                        lambda_method=args.lambda_method, out=args.out, guidance_scale=w)
+             for w in (scales or (args.guidance_scale,))]
+    print(format_plan(axis_plan(plans, modes=axis_modes(args)) if scales is not None else plans[0]))
     return 0
 
 
@@ -213,9 +218,7 @@ def _run_study(args: argparse.Namespace) -> int:
 
     scales = check_axis_flags(args)  # before any model loads
     if args.plan is not None:
-        if scales is not None:
-            args.guidance_scale = max(scales)  # the plan prices the costliest condition
-        return _print_plan(args)
+        return _print_plan(args, scales)
     if scales is not None:
         return _study_axis(args, scales)
     out, summary, _ = _study(args)

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from theory.estimators import mu_from_outputs, perturbed_rows
 
-from largemodel.models.routes import check_route, resolve_route
+from largemodel.models.routes import DEFAULT_FD_SCHEME, check_fd_scheme, check_route, resolve_route
 from largemodel.study import instability as ins
 from largemodel.study.jacobian import fd_jvp_generate
 from largemodel.diagnose.exact_inversion import invert_adaptive, invert_exact
@@ -73,6 +73,8 @@ class ExplainConfig:
         seed: seeds directions and probes.
         jacobian_route: ``auto``, ``math-jvp`` or ``vjp-fd`` (``largemodel.models.routes``): how the
             power iteration, the linear prediction ``J_G(z*) t`` and Hutchinson's probes are computed.
+        fd_scheme: ``forward`` or ``central``: the differences of route ``vjp-fd``'s ``J_G v``
+            (``largemodel.study.jacobian.fd_tangent``).
         batch_size: rows per transformer call.
     """
 
@@ -92,6 +94,7 @@ class ExplainConfig:
     floor: bool = True
     seed: int = 0
     jacobian_route: str = "auto"
+    fd_scheme: str = DEFAULT_FD_SCHEME
     batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -114,9 +117,11 @@ class ExplainConfig:
         if not self.budgets or any(int(b) != b or b < 1 for b in self.budgets):
             raise ValueError(f"--budgets must be positive integers (multiples of N's NFE), got {self.budgets!r}")
         check_route(self.jacobian_route)
+        check_fd_scheme(self.fd_scheme)
 
     def signature_params(self) -> dict[str, Any]:
         skip = {"batch_size"} | ({"jacobian_route"} if self.jacobian_route == "auto" else set())
+        skip |= {"fd_scheme"} if self.jacobian_route == "math-jvp" else set()  # no differences on that route
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
 
 
@@ -137,6 +142,7 @@ def _regenerate(velocity: Velocity, rows: Tensor, sigmas: Tensor, solver: str, b
 def top_singular_direction(
     velocity: Velocity, z: Tensor, sigmas: Tensor, *, solver: str = "euler", iters: int = 5,
     generator: torch.Generator | None = None, route: str = "math-jvp", network_dtype: torch.dtype | None = None,
+    fd_scheme: str = DEFAULT_FD_SCHEME,
 ) -> tuple[Tensor, Tensor]:
     r"""Top right-singular vector of ``J_G(z)`` and ``||J_G(z)||_2`` by power iteration on ``J^T J``.
 
@@ -152,7 +158,7 @@ def top_singular_direction(
     if iters == 0:
         return ins.unit_directions(tuple(z.shape), generator, z), torch.zeros(z.shape[0], dtype=torch.float64)
     sn = ins.spectral_norm_G(velocity, z, sigmas, solver=solver, iters=int(iters), generator=generator, route=route,
-                             network_dtype=network_dtype)
+                             network_dtype=network_dtype, fd_scheme=fd_scheme)
     return sn.vector, sn.value
 
 
@@ -228,7 +234,7 @@ def explain_batch(
         grid: ``grid(steps)``, the model's decreasing sigma grid with ``steps`` steps.
         cfg: parameters.
         generator: seeds directions and probes.
-        network_dtype: the network's dtype (the central-difference step of route ``vjp-fd``;
+        network_dtype: the network's dtype (the finite-difference step of route ``vjp-fd``;
             default ``y``'s).
 
     Returns:
@@ -239,6 +245,8 @@ def explain_batch(
     sig = grid(cfg.steps)
     rec: dict[str, list[Any]] = {"jacobian_route": [resolve_route(cfg.jacobian_route, y.device.type)] * b}
     route = rec["jacobian_route"][0]
+    if route == "vjp-fd":
+        rec["fd_scheme"] = [cfg.fd_scheme] * b
     with torch.no_grad():
         if cfg.log_lambda:
             one = ins.log_lambda_one_pass(velocity, y, sig, solver=cfg.solver, probes=cfg.probes, generator=generator,
@@ -253,7 +261,8 @@ def explain_batch(
     top_v, top_sigma = (None, None)
     if cfg.power_iters > 0:
         top_v, top_sigma = top_singular_direction(velocity, z_s, sig, solver=cfg.solver, iters=cfg.power_iters,
-                                                  generator=generator, route=route, network_dtype=network_dtype)
+                                                  generator=generator, route=route, network_dtype=network_dtype,
+                                                  fd_scheme=cfg.fd_scheme)
         rec["spectral_norm"] = top_sigma.tolist()
     k, sizes, j = cfg.perturbations, list(cfg.sizes), cfg.causal_directions
     root_n = math.sqrt(n)
@@ -278,7 +287,7 @@ def explain_batch(
     amp = _norm(g_t - g_s) / disc.clamp_min(1e-300)
     residual = _norm(g_s - y)
     mu = mu_from_outputs(g_mu, g_s, eps)
-    pred = _jvp_rows(velocity, z_s, z_t - z_s, sig, cfg, route, ins.fd_step(y, network_dtype))  # J_G(z*)(z~ - z*), the linear prediction
+    pred = _jvp_rows(velocity, z_s, z_t - z_s, sig, cfg, route, ins.fd_step(y, network_dtype, cfg.fd_scheme))  # J_G(z*)(z~ - z*), the linear prediction
     actual = g_t - y
     lam_dir = _norm(pred) / disc.clamp_min(1e-300)
     cos = (pred.flatten(1).to(torch.float64) * actual.flatten(1).to(torch.float64)).sum(1) / (
@@ -311,12 +320,13 @@ def explain_batch(
 def _jvp_rows(velocity: Velocity, z: Tensor, tangents: Tensor, sig: Tensor, cfg: ExplainConfig, route: str,
               h: float) -> Tensor:
     """``J_G(z) t`` per row through ``G_N`` (docs/theory.md §9.1, §10.6), in chunks of ``batch_size``: forward-mode
-    AD (route ``math-jvp``) or central differences of ``u`` with step ``h`` along the recorded trajectory (``vjp-fd``)."""
+    AD (route ``math-jvp``) or differences (``cfg.fd_scheme``) of ``u`` with step ``h`` along the recorded trajectory
+    (``vjp-fd``)."""
     g = lambda q: generate(velocity, q, sig, solver=cfg.solver)  # noqa: E731
     chunks = [(z[i : i + cfg.batch_size], tangents[i : i + cfg.batch_size]) for i in range(0, z.shape[0], cfg.batch_size)]
     with torch.no_grad():
         if route == "vjp-fd":
-            return torch.cat([fd_jvp_generate(velocity, zc, tc, sig, solver=cfg.solver, h=h)[1] for zc, tc in chunks])
+            return torch.cat([fd_jvp_generate(velocity, zc, tc, sig, solver=cfg.solver, h=h, scheme=cfg.fd_scheme)[1] for zc, tc in chunks])
         return torch.cat([ins.math_jvp(g, (zc,), (tc,))[1] for zc, tc in chunks])
 
 

@@ -51,6 +51,7 @@ def config_from_args(args: argparse.Namespace) -> ExplainConfig:
         eps_rms=args.eps_rms, sizes=tuple(args.sizes), causal_directions=args.causal_directions, power_iters=args.power_iters,
         fixed_size=args.fixed_size, budgets=tuple(args.budgets), log_lambda=not args.no_log_lambda, floor=not args.no_floor,
         probes=args.probes, seed=args.seed, batch_size=args.batch_size, jacobian_route=args.jacobian_route,
+        fd_scheme=args.fd_scheme,
     )
 
 
@@ -70,14 +71,20 @@ def run_cli(args: argparse.Namespace) -> int:
     scales = check_axis_flags(args)  # --guidance-scales: one run per prompt mode and W (docs/theory.md §10.9)
     if scales is not None and args.resolutions is not None and len(args.resolutions) > 1:
         raise ValueError("--guidance-scales takes one resolution: give --resolutions a single value")
-    w_max = args.guidance_scale if scales is None else max(scales)  # the plan prices the costliest condition
+    w_max = args.guidance_scale if scales is None else max(scales)  # the pre-run check: the costliest condition
     prompt, captions = conditioning_args(args)  # read and checked against the images before any model loads
     prompts = [] if captions is None else selected_prompts(args.images, args.n_images, args.seed, captions, exclude=args.out)
-    plan_for = lambda res, dev: explain_plan(args.model, cfg, resolution=res, dtype=args.dtype,  # noqa: E731
-                                             images_per_batch=args.images_per_batch, device_bytes=dev, out=args.out,
-                                             guidance_scale=w_max)
+    plan_for = lambda res, dev, w=w_max: explain_plan(args.model, cfg, resolution=res, dtype=args.dtype,  # noqa: E731
+                                                      images_per_batch=args.images_per_batch, device_bytes=dev,
+                                                      out=args.out, guidance_scale=w)
     if args.plan is not None:
         dev = plan_memory_arg(args.plan, args.device)
+        if scales is not None:  # the axis: every W and prompt mode priced (one resolution)
+            from largemodel.plan.cost import axis_plan
+            from largemodel.study.guidance import axis_modes
+
+            res = args.resolutions[0] if args.resolutions else None
+            return print_plan(axis_plan([plan_for(res, dev, w) for w in scales], modes=axis_modes(args)))
         return max(print_plan(plan_for(res, dev)) for res in args.resolutions or (None,))
     for res in args.resolutions or (None,):  # before allocating: a resolution the device cannot hold
         check_resolution_fits(args.model, res, dtype=args.dtype, device=args.device, flag="--resolutions")

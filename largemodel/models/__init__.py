@@ -8,8 +8,8 @@ loaded diffusers pipeline object as a ``FlowModel``),
 ``folder`` (reading and writing model folders), ``weights`` (complete models only: the tensors the
 configs define, present, shaped, floating, finite; the declared size within memory), ``transformer_configs`` (the one ``build_transformer``
 and the configs kept in ``configs/``), ``tiny`` / ``fullsize`` (random models from configs for tests and
-benchmarks), ``images`` (listing, seeded subsets, loading), ``routes`` (``--jacobian-route`` names and the
-central-difference step, torch-free).
+benchmarks), ``images`` (listing, seeded subsets, loading), ``routes`` (``--jacobian-route`` and
+``--fd-scheme`` names and the finite-difference steps, torch-free).
 
 May import: ``theory``, ``simulate``. Nothing else in ``largemodel``: every other subpackage builds on this one.
 """

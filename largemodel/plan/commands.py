@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from largemodel.models.routes import resolve_route
+from largemodel.models.routes import DEFAULT_FD_SCHEME, resolve_route
 from largemodel.plan import cost
 from largemodel.plan.arch import KNOWN_MODELS, PlanArch, arch_from_config, known_arch
 from largemodel.plan.cost import EstimatorCost, Plan, PlanError
@@ -54,10 +54,12 @@ def _dtype(dtype: str) -> str:
 
 
 def _start(model: str | Path, resolution: int | None, *, command: str, steps: int, solver: str, dtype: str,
-           device_bytes: float | None, route: str, out: str | Path | None, guidance_scale: float) -> Plan:
+           device_bytes: float | None, route: str, out: str | Path | None, guidance_scale: float,
+           fd_scheme: str = DEFAULT_FD_SCHEME) -> Plan:
     arch, res = _arch_and_resolution(model, resolution)
     plan = cost.new_plan(arch, resolution=res, steps=steps, solver=solver, dtype=_dtype(dtype), device_bytes=device_bytes,
-                         command=command, route=resolve_route(route, "cuda"), guidance_scale=guidance_scale)
+                         command=command, route=resolve_route(route, "cuda"), guidance_scale=guidance_scale,
+                         fd_scheme=fd_scheme)
     enc = cost.encoder_cost(plan, encoder_phase(model, arch.family, out=out))
     plan.estimators = [enc] if enc is not None else []
     return plan
@@ -69,13 +71,13 @@ def study_plan(model: str | Path, cfg: Any, *, resolution: int | None, dtype: st
     arch, res = _arch_and_resolution(model, resolution)
     plan = _start(model, resolution, command="study", steps=cfg.steps, solver=cfg.solver, dtype=dtype,
                   device_bytes=device_bytes, route=getattr(cfg, "jacobian_route", "auto"), out=out,
-                  guidance_scale=guidance_scale)
+                  guidance_scale=guidance_scale, fd_scheme=getattr(cfg, "fd_scheme", DEFAULT_FD_SCHEME))
     study = cost.make_plan(
         arch, resolution=res, steps=cfg.steps, solver=cfg.solver, dtype=_dtype(dtype),
         perturbations=cfg.perturbations, jvp_directions=cfg.jvp_directions,
         lambda_method=lambda_method if lambda_method != "auto" else "fd", power_iters=cfg.power_iters,
         log_lambda=cfg.log_lambda, probes=cfg.probes, batch_size=cfg.batch_size, images_per_batch=cfg.images_per_batch,
-        device_bytes=device_bytes, route=plan.route, guidance_scale=guidance_scale,
+        device_bytes=device_bytes, route=plan.route, guidance_scale=guidance_scale, fd_scheme=plan.fd_scheme,
     )
     study.estimators = plan.estimators + study.estimators
     study.notes = plan.notes + study.notes
@@ -88,7 +90,8 @@ def explain_plan(model: str | Path, cfg: Any, *, resolution: int | None, dtype: 
     from largemodel.study.ode import nfe_per_map
 
     plan = _start(model, resolution, command="explain", steps=cfg.steps, solver=cfg.solver, dtype=dtype,
-                  device_bytes=device_bytes, route=cfg.jacobian_route, out=out, guidance_scale=guidance_scale)
+                  device_bytes=device_bytes, route=cfg.jacobian_route, out=out, guidance_scale=guidance_scale,
+                  fd_scheme=cfg.fd_scheme)
     nfe, b, g = nfe_per_map(cfg.solver, cfg.steps), images_per_batch, cost._cfg_rows(plan)
     bs = min(cfg.batch_size, b)
     ests = [cost.inversion_cost(plan, nfe=nfe, b=b, log_lambda="hutchinson" if cfg.log_lambda else "none",
@@ -99,10 +102,10 @@ def explain_plan(model: str | Path, cfg: Any, *, resolution: int | None, dtype: 
         ests += cost.power_costs(plan, nfe=nfe, b=b, iters=cfg.power_iters, name="power iteration (top)")
     if plan.route == "math-jvp":
         ests.append(EstimatorCost("linear prediction (JVP)", "--batch-size", nfe * g, bs * g, "jvp_row", per_unit=g))
-    else:
-        traj = nfe * plan.arch.latent_numel(plan.resolution) * cost._state_bytes(plan) * bs
-        ests.append(EstimatorCost("linear prediction (differences)", "--batch-size", 3 * nfe * g, 2 * bs * g,
-                                  "forward_row", kept_bytes=float(traj), per_unit=2 * g))
+    else:  # one recorded regeneration, then d difference rows per evaluation
+        traj, d = cost.recorded_trajectory(plan, nfe=nfe, b=bs)
+        ests.append(EstimatorCost(f"linear prediction ({plan.fd_scheme} differences)", "--batch-size", (1 + d) * nfe * g,
+                                  d * bs * g, "forward_row", kept_bytes=traj, per_unit=d * g))
     krows = 2 + cfg.perturbations + len(cfg.sizes) * cfg.causal_directions + (len(cfg.sizes) if cfg.power_iters else 0)
     ests.append(EstimatorCost("regenerations (mu_bar, causal)", "--batch-size", krows * nfe * g,
                               min(cfg.batch_size, krows * b) * g, "forward_row", "k_batch", per_unit=g))

@@ -9,7 +9,7 @@ from typing import Any
 from theory._validate import require_ints
 
 from largemodel.models.flow_model import JVP_REDUCTIONS
-from largemodel.models.routes import check_route
+from largemodel.models.routes import DEFAULT_FD_SCHEME, check_fd_scheme, check_route
 
 __all__ = ["PERTURBATION_RMS_MIN", "StudyConfig", "check_perturbation_size"]
 
@@ -49,8 +49,11 @@ class StudyConfig:
         power_iters: power iterations for ``||J_G||_2`` (0 disables).
         jacobian_route: how power iteration's ``J v`` and Hutchinson's ``e^T J e`` are computed
             (``largemodel.models.routes``): ``"math-jvp"`` (forward-mode AD, math attention),
-            ``"vjp-fd"`` (central differences and VJPs on the fused kernels) or ``"auto"`` (vjp-fd
+            ``"vjp-fd"`` (finite differences and VJPs on the fused kernels) or ``"auto"`` (vjp-fd
             on CUDA, math-jvp elsewhere; the record says which).
+        fd_scheme: route ``vjp-fd``'s ``J_u t`` in power iteration: ``"forward"`` (the default; one
+            network row per evaluation, the base value the velocity recorded on the trajectory) or
+            ``"central"`` (two rows, a smaller error; docs/theory.md §10.6).
         log_lambda: ``"none"``, ``"hutchinson"`` or ``"exact"`` (exact: small ``n`` only).
         probes: Hutchinson probes per evaluation.
         batch_size: rows per transformer call (perturbed regenerations are grouped).
@@ -65,6 +68,7 @@ class StudyConfig:
     jvp_directions: int = 1
     power_iters: int = 0
     jacobian_route: str = "auto"
+    fd_scheme: str = DEFAULT_FD_SCHEME
     log_lambda: str = "none"
     lambda_method: str = "auto"
     jvp_reductions: str = "fp32"
@@ -84,6 +88,7 @@ class StudyConfig:
             raise ValueError(f"--lambda-method must be 'auto', 'jvp' or 'fd', got {self.lambda_method!r}")
         check_perturbation_size(self.eps_rms, "--eps-rms")
         check_route(self.jacobian_route)
+        check_fd_scheme(self.fd_scheme)
         if self.log_lambda not in ("none", "hutchinson", "exact"):
             raise ValueError(f"log_lambda must be 'none', 'hutchinson' or 'exact', got {self.log_lambda!r}")
 
@@ -94,6 +99,8 @@ class StudyConfig:
         d.pop("images_per_batch")
         if d["jvp_reductions"] == "fp32":  # the default: records made before the option existed stay valid
             d.pop("jvp_reductions")
+        if self.power_iters == 0 or self.jacobian_route == "math-jvp":  # no J v by differences
+            d.pop("fd_scheme")
         if d["jacobian_route"] == "auto":  # the record names the route it resolved to
             d.pop("jacobian_route")
         return d

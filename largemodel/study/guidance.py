@@ -35,7 +35,7 @@ import numpy as np
 from largemodel.models.conditioning import check_guidance_scale
 
 __all__ = ["METRICS", "MODES", "axis_items", "check_axis_flags", "guidance_effects", "guidance_figure", "guidance_lines", "paired_change",
-           "parse_guidance_scales", "run_guidance_axis"]
+           "parse_guidance_scales", "run_guidance_axis", "axis_modes"]
 
 #: the metrics followed along the axis (record fields): reconstruction error, mu_bar, one-pass log Lambda
 METRICS = ("mse_latent", "mu_bar", "log_Lambda")
@@ -74,6 +74,13 @@ def check_axis_flags(args: Any) -> tuple[float, ...] | None:
     if scales is not None and getattr(args, "guidance_scale_given", False):
         raise ValueError("--guidance-scales and --guidance-scale exclude each other: give one scale, or the axis")
     return scales
+
+
+def axis_modes(args: Any) -> int:
+    """How many prompt modes an axis run has (:func:`axis_items`' ``modes``, for its plan before any image is
+    read): both with ``--prompt`` or ``--captions``, only ``"empty"`` without."""
+    given = getattr(args, "prompt", None) is not None or getattr(args, "captions", None) is not None
+    return len(MODES) if given else 1
 
 
 def axis_items(items: Sequence[Any], prompt: str | None) -> tuple[list[Any], tuple[str, ...]]:

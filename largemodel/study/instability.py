@@ -18,8 +18,8 @@ supplies the map, its linearization (:func:`math_jvp`) and the direction draws:
    central differences along the same directions (``fd_lambda``: plain forward rows, batchable
    with the ``mu_bar`` rows, on the fused attention kernels; the default on GPU), and
    ``||J_G(z)||_2`` by power iteration on ``J^T J`` (``J v`` by forward-mode AD under the math
-   attention kernel, or by central differences along the trajectory on the fused kernels: the
-   ``--jacobian-route``, :mod:`largemodel.study.jacobian`; ``J^T w`` by reverse mode with
+   attention kernel, or by forward or central differences along the trajectory on the fused
+   kernels: ``--jacobian-route`` and ``--fd-scheme``, :mod:`largemodel.study.jacobian`; ``J^T w`` by reverse mode with
    per-step checkpointing on the default kernels);
 3. ``log Lambda_G(z) = (1/n) log |det J_G(z)|`` in one inversion pass: Liouville,
    ``log |det J_G(z)| = -int_0^1 div_x u(x_sigma, sigma) dsigma`` along the inversion path, with
@@ -45,7 +45,7 @@ from theory.thm41 import log_standard_normal_density
 from largemodel.models.flow_model import math_attention
 from largemodel.study.jacobian import RegenerationLinearization, divergence_vjp, math_jvp
 from largemodel.study.ode import Velocity, _check_grid, _check_solver, generate, nfe_per_map
-from largemodel.models.routes import check_route, fd_step_rms
+from largemodel.models.routes import DEFAULT_FD_SCHEME, check_route, fd_step_rms
 
 __all__ = [
     "EXACT_LOG_LAMBDA_MAX_DIM",
@@ -237,11 +237,12 @@ def fd_lambda(
     return estimators.central_difference_lambda(run, z, directions, h)
 
 
-def fd_step(z: Tensor, network_dtype: torch.dtype | str | None = None) -> float:
-    """The central-difference step ``h = h_rms sqrt(n)`` of route ``vjp-fd`` for latents like ``z``
-    and a network in ``network_dtype`` (default: ``z``'s), ``h_rms`` by :func:`largemodel.models.routes.fd_step_rms`."""
+def fd_step(z: Tensor, network_dtype: torch.dtype | str | None = None, scheme: str = DEFAULT_FD_SCHEME) -> float:
+    """The finite-difference step ``h = h_rms sqrt(n)`` of route ``vjp-fd``'s ``scheme`` for latents like
+    ``z`` and a network in ``network_dtype`` (default: ``z``'s), ``h_rms`` by
+    :func:`largemodel.models.routes.fd_step_rms`."""
     name = str(network_dtype if network_dtype is not None else z.dtype)
-    return fd_step_rms(name) * math.sqrt(z[0].numel())
+    return fd_step_rms(name, scheme) * math.sqrt(z[0].numel())
 
 
 def spectral_norm_G(
@@ -255,6 +256,7 @@ def spectral_norm_G(
     progress: Callable[[int, float], None] | None = None,
     route: str = "math-jvp",
     network_dtype: torch.dtype | None = None,
+    fd_scheme: str = DEFAULT_FD_SCHEME,
 ) -> SpectralNorm:
     r"""``||J_G(z)||_2`` per sample by power iteration on ``J^T J`` (docs/theory.md §2.1, §9.2, §10.6).
 
@@ -262,9 +264,9 @@ def spectral_norm_G(
     fixed number ``iters`` of iterations (no convergence test: ``converged`` is False), the start
     vector drawn by ``unit_directions`` from ``generator``, the norms in float64 (the study and
     ``largemodel.diagnose.explain.top_singular_direction`` share this one route). ``route``:
-    ``math-jvp`` (``J v`` by forward-mode AD, math attention) or ``vjp-fd`` (``J v`` by central
-    differences with step :func:`fd_step` for ``network_dtype``; fused kernels throughout); ``J^T w``
-    by reverse mode on both.
+    ``math-jvp`` (``J v`` by forward-mode AD, math attention) or ``vjp-fd`` (``J v`` by finite
+    differences of scheme ``fd_scheme``, ``forward`` or ``central``, with step :func:`fd_step` for
+    ``network_dtype``; fused kernels throughout); ``J^T w`` by reverse mode on both.
 
     Returns:
         :class:`theory.power_iteration.SpectralNorm`: ``value`` ``(B,)``, the unit top right
@@ -272,8 +274,8 @@ def spectral_norm_G(
     """
     iters = require_int("iters", iters)
     v = unit_directions(tuple(z.shape), generator, z)
-    h = fd_step(z, network_dtype) if check_route(route) == "vjp-fd" else None
-    op = RegenerationLinearization(velocity, z, sigmas, solver, route=route, h=h)
+    h = fd_step(z, network_dtype, fd_scheme) if check_route(route) == "vjp-fd" else None
+    op = RegenerationLinearization(velocity, z, sigmas, solver, route=route, h=h, scheme=fd_scheme)
     report = None if progress is None else (lambda k, est: progress(k, float(est.max())))
     return power_iteration(op, v, iters=iters, on_iteration=report)
 

@@ -143,8 +143,10 @@ def _study_group(
         rec["lambda_method"] = [method] * b
     if cfg.power_iters > 0:
         sn = ins.spectral_norm_G(vel, z, sigmas, solver=cfg.solver, iters=cfg.power_iters, generator=gen,
-                                 route=route, network_dtype=model.dtype).value
+                                 route=route, network_dtype=model.dtype, fd_scheme=cfg.fd_scheme).value
         rec["spectral_norm"] = sn.tolist()
+        if route == "vjp-fd":
+            rec["fd_scheme"] = [cfg.fd_scheme] * b
     if cfg.power_iters > 0 or cfg.log_lambda == "hutchinson":
         rec["jacobian_route"] = [route] * b
     zf = z.flatten(1).to(torch.float64)

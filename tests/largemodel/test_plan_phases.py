@@ -57,12 +57,22 @@ def test_power_iteration_on_the_fused_kernels_and_every_estimator_fits_80_gb():
                                     dtype="bf16", device_bytes=80e9, lambda_method="auto")
              for r in ("math-jvp", "vjp-fd")}
     fused, math_jvp = _power_seconds(plans["vjp-fd"]), _power_seconds(plans["math-jvp"])
-    # 10 x 500 x (2 difference rows + a VJP step of 1 + 1.564 forwards) + one forward regeneration
+    # 10 x 500 x (1 forward-difference row + a VJP step of 1 + 1.564 forwards) + one forward regeneration
     medium = cost.known_arch("sd3.5-medium")
     fwd = medium.forward_flops(1024) / (790e12 * 0.47)
-    assert fused == pytest.approx((10_000 + 5000 * (1 + medium.backward_factor(1024)) + 500) * fwd, rel=1e-9)
-    assert 700 < fused < 710 and fused < 0.29 * TODAY_POWER_SECONDS  # 11.8 min: 28.5% of today's 41.3 min
+    assert fused == pytest.approx((5000 + 5000 * (1 + medium.backward_factor(1024)) + 500) * fwd, rel=1e-9)
+    assert 550 < fused < 560 and fused <= TODAY_POWER_SECONDS / 4  # 9.25 min: 22.4% of today's 41.3 min
     assert fused < 0.3 * math_jvp
+    central = commands.study_plan("sd3.5-medium", StudyConfig(power_iters=10, jacobian_route="vjp-fd", fd_scheme="central"),
+                                  resolution=1024, dtype="bf16", device_bytes=80e9, lambda_method="auto")
+    # central differences: 2 rows per evaluation, 11.8 min (28.5% of today's)
+    assert _power_seconds(central) == pytest.approx((10_000 + 5000 * (1 + medium.backward_factor(1024)) + 500) * fwd,
+                                                    rel=1e-9)
+    jv = {p.fd_scheme: next(e for e in p.estimators if "J v" in e.name) for p in (plans["vjp-fd"], central)}
+    assert (jv["forward"].rows, jv["forward"].rows_at_once) == (5000, 1)
+    assert (jv["central"].rows, jv["central"].rows_at_once) == (10_000, 2)
+    # forward differences keep the recorded velocities too: one more latent per evaluation (500 x 16 x 128 x 128 x 4 B)
+    assert jv["forward"].kept_bytes - jv["central"].kept_bytes == pytest.approx(500 * medium.latent_numel(1024) * 4)
     for name in ("sd3.5-large", "flux.1-dev"):
         plan = commands.study_plan(name, cfg, resolution=1024, dtype="bf16", device_bytes=80e9, lambda_method="auto")
         cost.check_fits(plan)
@@ -132,3 +142,34 @@ def test_explain_and_rank_refuse_before_loading(command, tmp_path, monkeypatch, 
                "--out", str(tmp_path / "o"), "--dtype", "fp32", "--steps", "2"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "on a 1 GB device" in err[0]
+
+
+def test_guidance_axis_plan_prices_every_scale(capsys, tmp_path):
+    """``--guidance-scales 1,3.5,7 --plan``: rows and time are the sums over the scales (W = 1 without
+    unconditional rows) and over the prompt modes; the peak is the costliest run's."""
+    from reports.cli import main
+
+    cfg = StudyConfig(power_iters=2, log_lambda="hutchinson")
+    single = {w: commands.study_plan("sd3.5-medium", cfg, resolution=1024, dtype="bf16", device_bytes=80e9,
+                                     lambda_method="auto", guidance_scale=w) for w in (1.0, 3.5, 7.0)}
+    for modes in (1, 2):
+        axis = cost.axis_plan(list(single.values()), modes=modes)
+        for i, e in enumerate(axis.estimators):
+            one, guided = single[1.0].estimators[i], single[7.0].estimators[i]
+            assert e.rows == modes * (one.rows + 2 * guided.rows) == modes * 5 * one.rows
+            assert e.seconds == pytest.approx(modes * (one.seconds + 2 * guided.seconds))
+            assert (e.rows_at_once, e.peak_bytes) == (guided.rows_at_once, guided.peak_bytes)
+        assert axis.seconds_per_image == pytest.approx(modes * sum(p.seconds_per_image for p in single.values()))
+    with pytest.raises(ValueError, match="same phases"):
+        cost.axis_plan([single[1.0], commands.study_plan("sd3.5-medium", StudyConfig(), resolution=1024, dtype="bf16",
+                                                         device_bytes=80e9, lambda_method="auto")])
+    base = ["--model", "sd3.5-medium", "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--plan", "80"]
+    assert main(["largemodel", "study", *base, "--resolution", "1024", "--power-iters", "2", "--log-lambda", "hutchinson",
+                 "--guidance-scales", "1,3.5,7"]) == 0
+    out = capsys.readouterr().out
+    total = cost.axis_plan(list(single.values())).seconds_per_image / 60
+    assert "guidance axis W = 1, 3.5, 7 x 1 prompt mode" in out and f"total per image: {total:.1f} min" in out
+    assert main(["largemodel", "explain", *base, "--resolutions", "1024", "--guidance-scales", "1,7", "--prompt", "a cat"]) == 0
+    out = capsys.readouterr().out
+    assert "plan (explain)" in out and "guidance axis W = 1, 7 x 2 prompt modes" in out
+    assert not (tmp_path / "o").exists()
