@@ -63,7 +63,8 @@ def test_study_guidance_axis_on_the_class_model(tmp_path, capsys) -> None:
     model = _digits_images(tmp_path / "imgs", 3)
     argv = ["largemodel", "study", "--model", str(model), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o"),
             "--captions", str(tmp_path / "caps.csv"), "--guidance-scales", "1,4", "--steps", "8", "--perturbations", "2",
-            "--log-lambda", "hutchinson", "--n-images", "3", "--no-progress"]
+            "--log-lambda", "hutchinson", "--n-images", "3", "--images-per-batch", "3", "--jvp-directions", "0",
+            "--no-progress"]
     assert main(argv) == 0
     rows = list(csv.DictReader((tmp_path / "o" / "guidance.csv").open()))
     assert len(rows) == 3 * 2 * 2 and {r["mode"] for r in rows} == {"empty", "caption"}
@@ -85,7 +86,8 @@ def test_explain_guidance_axis(tmp_path) -> None:
     model = _digits_images(tmp_path / "imgs", 2)
     argv = ["largemodel", "explain", "--model", str(model), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o"),
             "--captions", str(tmp_path / "caps.csv"), "--guidance-scales", "1,3", "--steps", "6", "--n-images", "2",
-            "--budgets", "1", "--no-floor", "--power-iters", "1", "--causal-directions", "1", "--perturbations", "2"]
+            "--budgets", "1", "--no-floor", "--power-iters", "0", "--causal-directions", "1", "--perturbations", "2",
+            "--images-per-batch", "2"]
     assert main(argv) == 0
     rows = list(csv.DictReader((tmp_path / "o" / "guidance.csv").open()))
     assert len(rows) == 2 * 2 * 2 and all(r["mu_bar"] and r["log_Lambda"] for r in rows)
