@@ -12,10 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelSpec", "check_spec", "trained_model", "heldout_items"]
+__all__ = ["ModelSpec", "HUTCHINSON_ROUTE", "check_spec", "trained_model", "heldout_items"]
 
 ModelSpec = tuple[str, int, int | None, int]
 """``(data, size, train images or None for all, training steps)`` of a model trained here."""
+
+#: the Jacobian route of the report's runs of the models trained here (on the CPU, no power iteration):
+#: Hutchinson's ``e^T J_u e`` as ``e^T (J_u^T e)`` by reverse mode, the same scalar as forward mode's
+#: ``e^T (J_u e)`` for the same probes up to rounding (docs/theory.md §9.4, §10.6), at about 0.4 of its CPU
+#: time for these transformers (measured 2026-12-08: the guidance section's 24-image study, 13-16 CPU s
+#: against 36-39). Route ``auto`` keeps forward mode on the CPU, where power iteration's ``J v`` is exact.
+HUTCHINSON_ROUTE = "vjp-fd"
 
 
 def check_spec(spec: Any, name: str) -> ModelSpec:

@@ -23,7 +23,7 @@ from theory._validate import require_ints
 from simulate.experiments.common import ExperimentResult, replace_options
 from simulate.experiments.runner import torch_threads
 
-from largemodel.experiments.trained import ModelSpec, check_spec, heldout_items, trained_model
+from largemodel.experiments.trained import HUTCHINSON_ROUTE, ModelSpec, check_spec, heldout_items, trained_model
 
 __all__ = ["NAME", "ExplainOptions", "FAST", "FULL", "make_options", "explain_model", "run"]
 
@@ -145,13 +145,15 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
     root = Path(out_dir)
     t0 = time.perf_counter()
     with torch_threads(1):  # tiny models: threads only lose when the cores are shared
+        # Hutchinson by VJP where nothing else uses the route (no power iteration: its J v stays exact)
         cfg = ExplainConfig(steps=opts.steps, power_iters=opts.power_iters, budgets=opts.budgets,
-                            causal_directions=opts.causal_directions)
+                            causal_directions=opts.causal_directions,
+                            jacobian_route=HUTCHINSON_ROUTE if opts.power_iters == 0 else "auto")
         main = explain_model(opts.model, opts.images, root / "explain-digits", cfg, step, opts.images_per_batch)
         controls = explain_controls(opts.model, opts.control_images, root, cfg, step, opts.gmm_std,
                                     opts.images_per_batch)
         light = ExplainConfig(steps=opts.steps, power_iters=0, budgets=opts.trend_budgets, sizes=opts.trend_sizes,
-                              causal_directions=opts.trend_causal_directions, floor=False)
+                              causal_directions=opts.trend_causal_directions, floor=False, jacobian_route=HUTCHINSON_ROUTE)
         trend = []
         for spec in opts.trend_models:
             if spec == opts.model:  # the main run already explained these images (more of them)

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import torch
 
+from largemodel.experiments.trained import HUTCHINSON_ROUTE
+
 __all__ = ["failure_records", "measured_seconds", "spatial_maps"]
 
 
@@ -28,7 +30,7 @@ def failure_records(model_dir: Path, out: Path, opts: Any, *, progress: Callable
     from simulate.store import RecordStore, output_lock
 
     seed, images_per_batch = opts.seed, opts.images_per_batch
-    cfg = ScoreConfig(steps=opts.steps, probes=opts.probes, seed=seed)
+    cfg = ScoreConfig(steps=opts.steps, probes=opts.probes, seed=seed, jacobian_route=HUTCHINSON_ROUTE)
     held = model_dataset(model_dir).heldout[: opts.images]
     keys = [f"heldout{i:04d}" for i in range(held.shape[0])]
     params = {"model": str(model_dir), "config": cfg.__dict__, "perturbations": opts.perturbations,
@@ -64,7 +66,7 @@ def measured_seconds(model_dir: Path, opts: Any, model: Any = None) -> dict[str,
     model = model if model is not None else load_model(model_dir, device="cpu", dtype="float32")
     x = model.encode(model_dataset(model_dir).heldout[: opts.timing_images])
     sig = model.sigmas(opts.steps)
-    cfg = ScoreConfig(steps=opts.steps, probes=opts.probes, seed=opts.seed)
+    cfg = ScoreConfig(steps=opts.steps, probes=opts.probes, seed=opts.seed, jacobian_route=HUTCHINSON_ROUTE)
     with torch.no_grad():
         t0 = time.perf_counter()
         z = invert(model.velocity, x, sig)

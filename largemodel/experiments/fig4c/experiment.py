@@ -33,7 +33,7 @@ from simulate.experiments.common import ExperimentResult, replace_options, write
 from theory._validate import require_ints
 from theory.thm41 import lemma_d2_log_threshold
 
-from largemodel.experiments.trained import ModelSpec, check_spec, heldout_items, trained_model
+from largemodel.experiments.trained import HUTCHINSON_ROUTE, ModelSpec, check_spec, heldout_items, trained_model
 
 __all__ = ["NAME", "CLAIM_IDS", "Fig4cOptions", "FAST", "FULL", "make_options", "SCALE_KEYS", "study_label",
            "theorem41_numbers", "jacobian_check", "run"]
@@ -236,7 +236,8 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
     folder = _announce(step, opts.study_model)
     label = study_label(opts.study_model)
     cfg = StudyConfig(steps=opts.steps, perturbations=opts.perturbations, eps_rms=opts.eps_rms, jvp_directions=1,
-                      log_lambda="hutchinson", probes=opts.probes, images_per_batch=48, batch_size=512)
+                      log_lambda="hutchinson", probes=opts.probes, images_per_batch=48, batch_size=512,
+                      jacobian_route=HUTCHINSON_ROUTE)
     step(f"largemodel: study on {label}, {opts.study_images} held-out images")
     summary = _study(folder, heldout_items(folder, opts.study_images), root / "study-digits", cfg,
                      title=f"Fig. 4(c): {label}\n{opts.study_images} held-out images, {opts.steps} Euler steps")
@@ -251,7 +252,7 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
     # 3. Theorem 4.1 / 4.3 quantities by resolution
     trend = []
     trend_cfg = StudyConfig(steps=opts.steps, perturbations=0, jvp_directions=0, log_lambda="hutchinson",
-                            probes=opts.probes, images_per_batch=48, batch_size=512)
+                            probes=opts.probes, images_per_batch=48, batch_size=512, jacobian_route=HUTCHINSON_ROUTE)
     for spec in opts.trend_models:
         tf = _announce(step, spec)
         step(f"largemodel: Theorem 4.1 quantities, {spec[0]} {spec[1]}px")

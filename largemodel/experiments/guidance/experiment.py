@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from simulate.experiments.common import ExperimentResult, replace_options, write_result
 
-from largemodel.experiments.trained import ModelSpec, check_spec
+from largemodel.experiments.trained import HUTCHINSON_ROUTE, ModelSpec, check_spec
 
 __all__ = ["NAME", "CLAIM_IDS", "FAST", "FULL", "GuidanceOptions", "make_options", "run"]
 
@@ -98,7 +98,8 @@ def run(out_dir: Path, *, full: bool = False, progress: Callable[[str], None] | 
     model = load_model(folder, device="cpu", dtype="float32")
     items = heldout_items(folder, opts.images, captions=True)
     cfg = StudyConfig(steps=opts.steps, perturbations=opts.perturbations, jvp_directions=0, log_lambda="hutchinson",
-                      probes=opts.probes, batch_size=512, images_per_batch=opts.images, seed=opts.seed)
+                      probes=opts.probes, batch_size=512, images_per_batch=opts.images, seed=opts.seed,
+                      jacobian_route=HUTCHINSON_ROUTE)
 
     def measure(m: Any, its: list[Any], sub: Path) -> list[dict[str, Any]]:
         step(f"guidance: {sub.name}")
