@@ -201,8 +201,8 @@ def _one_tail(c: Tensor, h: Tensor, moments: int, n_low: int, n_mid: int) -> Int
         return IntervalStats(log_density, None, None)
     r = torch.exp(log_r)
     q = r / one_m_r
-    mean_minus_c = -h + d_a - q * big_delta
-    rel_mean = torch.sign(c) * mean_minus_c / h
+    mean_minus_c = (d_a - h) - q * big_delta
+    rel_mean = mean_minus_c / torch.copysign(h, c)  # sign(c) (E[Z'] - c') / h, Z' = sign(c) Z
     if moments == 1:
         return IntervalStats(log_density, rel_mean, None)
     v_a = torch.cat([v_e[:n_lm], v_c[:n_hi]])  # type: ignore[index]
@@ -247,7 +247,7 @@ def interval_stats(center: Tensor, half_width: Tensor, *, moments: int = 2) -> I
     once on its consecutive block, and the results go back in place in one scatter per statistic.
     """
     moments = _check_moments(moments)
-    c, h = torch.broadcast_tensors(center, half_width)
+    c, h = (center, half_width) if center.shape == half_width.shape else torch.broadcast_tensors(center, half_width)
     shape = c.shape
     c, h = c.reshape(-1), h.reshape(-1)
     masks = _groups(c, h, moments)

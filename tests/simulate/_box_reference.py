@@ -187,9 +187,12 @@ def _normalised_weights(log_weight: Tensor, dim: int = 1) -> Tensor:
     return e / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def box_field_values(field, x: Tensor, t: Tensor) -> dict[str, Tensor]:
-    """Velocity, score, log density and divergence of ``field`` (a BoxMixture) at ``x`` ``(B, n)``, ``t`` ``(B,)``,
-    by the old code path (one chunk: ``_component_terms`` with every component, ``_reduce``, ``_finish``)."""
+def box_field_values(
+    field, x: Tensor, t: Tensor, *, velocity: bool = True, score: bool = True, log_prob: bool = True, divergence: bool = True
+) -> dict[str, Tensor]:
+    """The requested values of ``field`` (a BoxMixture) at ``x`` ``(B, n)``, ``t`` ``(B,)`` by the old code path
+    (one chunk: ``_component_terms`` with every component, ``_reduce``, ``_finish``; the moments of
+    ``interval_stats`` chosen as the old ``_component_terms`` did)."""
     sigma, n = field.sigma, field.n
     lo, up = field.lower, field.upper
     mid, half = 0.5 * (lo + up), 0.5 * (up - lo)
@@ -199,21 +202,27 @@ def box_field_values(field, x: Tensor, t: Tensor) -> dict[str, Tensor]:
     s3 = s_t[:, None, None]
     c = (t3 * mid - x[:, None, :]) / s3
     h = (t / s_t)[:, None, None] * half
-    lmd, rel_mean, rel_var = interval_stats(c, h, moments=2)
+    moments = 2 if divergence else (1 if velocity or score else 0)
+    lmd, rel_mean, rel_var = interval_stats(c, h, moments=moments)
     log_p = lmd.sum(dim=2) - n * torch.log(s_t)[:, None]
     log_weight = log_weights + log_p
+    out = {"log_prob": torch.logsumexp(log_weight, dim=1)}
+    if moments == 0:
+        return out
     post_mean = mid + half * rel_mean
-    post_var = (half * half * rel_var).sum(dim=2)
-    log_total = torch.logsumexp(log_weight, dim=1)
     p = _normalised_weights(log_weight)
     y_bar = torch.bmm(p.unsqueeze(1), post_mean).squeeze(1)
-    mean_c = (p * post_var).sum(dim=1)
-    da = post_mean - y_bar[:, None, :]
-    co = torch.einsum("bm,bmn,bmn->b", p, da, da)
     s2 = (t * t * sigma**2 + (1.0 - t) ** 2)[:, None]
     t2 = t[:, None]
-    velocity = ((1.0 - t2) / s2) * (y_bar - x) + (t2 * sigma**2 / s2) * x
-    score = (t2 * y_bar - x) / s2
-    s2f = s2[:, 0]
-    divergence = (t * (1.0 - t) / (s2f * s2f)) * (mean_c + co) + n * (t * sigma**2 - (1.0 - t)) / s2f
-    return {"velocity": velocity, "score": score, "log_prob": log_total, "divergence": divergence}
+    if velocity:
+        out["velocity"] = ((1.0 - t2) / s2) * (y_bar - x) + (t2 * sigma**2 / s2) * x
+    if score:
+        out["score"] = (t2 * y_bar - x) / s2
+    if divergence:
+        post_var = (half * half * rel_var).sum(dim=2)
+        mean_c = (p * post_var).sum(dim=1)
+        da = post_mean - y_bar[:, None, :]
+        co = torch.einsum("bm,bmn,bmn->b", p, da, da)
+        s2f = s2[:, 0]
+        out["divergence"] = (t * (1.0 - t) / (s2f * s2f)) * (mean_c + co) + n * (t * sigma**2 - (1.0 - t)) / s2f
+    return out
