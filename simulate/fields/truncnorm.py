@@ -42,11 +42,16 @@ Three regimes, chosen per element (``A = |c| + h``, the largest ``|z|`` on the i
    equal logarithms when ``b - a`` is small). Only ``log Q`` is needed for the density
    alone (``moments=0``): then ``erfcx`` everywhere and no continued fraction.
 
-The branches are evaluated only on their own elements (gather / scatter), so gradients
-(autograd) are exact and free of the ``0 * inf`` NaNs of a plain ``torch.where``. On the small
-tensors of an ODE solver's step the cost is the number of tensor operations, not the
-arithmetic, so the Gauss-Legendre nodes are one tensor axis, the two tail points ``a``, ``b``
-one stacked tensor, and the regimes' element counts come with one synchronisation.
+The branches are evaluated only on their own elements, so gradients (autograd) are exact and
+free of the ``0 * inf`` NaNs of a plain ``torch.where``: :func:`interval_stats` sorts the elements
+into consecutive groups (narrow, straddling, and the one-tail elements split by where their ends lie
+against 4: ``b < 4``, ``a < 4 <= b``, ``a >= 4``; one tail group for the density alone), with one
+synchronisation for the group sizes, runs each regime once on its block, and puts each statistic
+back in place with one scatter (no sorting when all elements fall in one group). In the tail
+the ends below 4 go through ``erfcx`` in one call and those at or above 4 through one continued
+fraction, each end computed once (``log erfcx(b)`` only where ``a < 4``). On the small tensors of an
+ODE solver's step the cost is mostly the number of tensor operations, so the Gauss-Legendre nodes
+are one tensor axis and each branch of the tail one call on its concatenated ends.
 """
 
 from __future__ import annotations

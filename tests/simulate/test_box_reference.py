@@ -29,19 +29,37 @@ def _assert_rel(got: torch.Tensor, want: torch.Tensor, what: str, scale: torch.T
 
 def _intervals(k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` random ``(c, h)`` of each kind: narrow, straddling, tail with b < 4, a < 4 <= b, a >= 4
-    (with a continued-fraction end up to 1e3 deviations out), huge |c|, h = 0; random signs."""
-    u = lambda: torch.rand(k, generator=g, dtype=F64)  # noqa: E731
-    kinds = []
-    h = 0.1 * u(); kinds.append((u() * 1.2, h))  # narrow: h (|c| + h) <= 0.13
-    h = 0.6 + 6 * u(); kinds.append((u() * h, h))  # straddling zero
-    h = 0.5 + 1.4 * u(); kinds.append((h + u() * (4 - 2 * h), h))  # one tail, b < 4
-    h = 0.3 + 6 * u(); lo = torch.maximum(h, 4 - h); kinds.append((lo + u() * (4 + h - lo), h))  # one tail, a < 4 <= b
-    h = 10 ** (3 * u() - 1); kinds.append((TAIL_CF_THRESHOLD + h + 10 ** (3 * u()), h))  # one tail, a >= 4
-    h = 10 ** (8 * u() - 4); kinds.append((10 ** (3 + 100 * u()), h))  # huge |c| (tail, or narrow for tiny h)
-    kinds.append((30 * u() - 15, torch.zeros(k, dtype=F64)))  # points
-    c = torch.cat([kc for kc, _ in kinds])
+    (up to 1e3 deviations out), huge |c| (to 1e103, tail or narrow), h = 0; random signs."""
+
+    def u() -> torch.Tensor:
+        return torch.rand(k, generator=g, dtype=F64)
+
+    def kind(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if name == "narrow":  # h (|c| + h) <= 0.13
+            h = 0.1 * u()
+            return 1.2 * u(), h
+        if name == "straddling":
+            h = 0.6 + 6 * u()
+            return h * u(), h
+        if name == "tail, b < 4":
+            h = 0.5 + 1.4 * u()
+            return h + (4 - 2 * h) * u(), h
+        if name == "tail, a < 4 <= b":
+            h = 0.3 + 6 * u()
+            lo = torch.maximum(h, 4 - h)
+            return lo + (4 + h - lo) * u(), h
+        if name == "tail, a >= 4":
+            h = 10 ** (3 * u() - 1)
+            return TAIL_CF_THRESHOLD + h + 10 ** (3 * u()), h
+        if name == "huge |c|":
+            return 10 ** (3 + 100 * u()), 10 ** (8 * u() - 4)
+        return 30 * u() - 15, torch.zeros(k, dtype=F64)  # points, h = 0
+
+    names = ("narrow", "straddling", "tail, b < 4", "tail, a < 4 <= b", "tail, a >= 4", "huge |c|", "points")
+    parts = [kind(name) for name in names]
+    c = torch.cat([pc for pc, _ in parts])
     sign = torch.where(torch.rand(c.shape, generator=g) < 0.5, -1.0, 1.0).to(F64)
-    return c * sign, torch.cat([kh for _, kh in kinds])
+    return c * sign, torch.cat([ph for _, ph in parts])
 
 
 @pytest.mark.parametrize("moments", [0, 1, 2])
@@ -108,3 +126,20 @@ def test_box_field_equals_reference(m: int, n: int, sigma: float) -> None:
 def _check_value(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
     # vectors: relative to the row's largest entry (a coordinate of a velocity can cancel to ~0)
     _assert_rel(got, want, what, want.abs().amax(dim=1, keepdim=True) if want.ndim == 2 else 0.0)
+
+
+@pytest.mark.parametrize("moments", [0, 1, 2])
+def test_interval_stats_one_group_broadcast_and_empty(moments: int) -> None:
+    """Inputs in one group (no sorting), in the three tail groups only, broadcast shapes, an empty input."""
+    g = _gen(7 + moments)
+    c, h = _intervals(40, g)
+    cases = [(c[40 * j : 40 * (j + 1)], h[40 * j : 40 * (j + 1)]) for j in range(7)]
+    cases.append((c[80:200], h[80:200]))  # one tail, all three of its groups
+    cases.append((c[:30].reshape(5, 6), h[200:206].reshape(1, 6)))  # broadcast
+    cases.append((c[:0], h[:0]))
+    for cs, hs in cases:
+        got = interval_stats(cs, hs, moments=moments)
+        want = ref.interval_stats(cs, hs, moments=moments)
+        for j in range(moments + 1):
+            assert got[j].shape == want[j].shape
+            _assert_rel(got[j], want[j], f"statistic {j}", scale=1.0 if j else 0.0)
