@@ -187,8 +187,10 @@ def _one_tail(c: Tensor, h: Tensor, moments: int, n_low: int, n_mid: int) -> Int
         n_lm = n_low + n_mid
         n_hi = a.shape[0] - n_lm
         # erfcx at [a_low, a_mid, b_low]; continued fraction at [a_high, b_mid, b_high] (log erfcx at the first two)
-        le_e, d_e, v_e = _erfcx_tail(torch.cat([a[:n_lm], b[:n_low]]), moments)
-        le_c, d_c, v_c = _cf_tail(torch.cat([a[n_lm:], b[n_low:]]), moments, log_count=n_hi + n_mid)
+        x_e, x_c = torch.cat([a[:n_lm], b[:n_low]]), torch.cat([a[n_lm:], b[n_low:]])
+        none = (x_e[:0], x_e[:0], x_e[:0])  # an empty block: skip its branch (the continued fraction is 40 operations)
+        le_e, d_e, v_e = _erfcx_tail(x_e, moments) if x_e.shape[0] else none
+        le_c, d_c, v_c = _cf_tail(x_c, moments, log_count=n_hi + n_mid) if x_c.shape[0] else none
         le_a = torch.cat([le_e[:n_lm], le_c[:n_hi]])
         d_a = torch.cat([d_e[:n_lm], d_c[:n_hi]])  # type: ignore[index]
         d_b = torch.cat([d_e[n_lm:], d_c[n_hi:]])  # type: ignore[index]
