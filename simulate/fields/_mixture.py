@@ -82,7 +82,19 @@ class PosteriorStats:
 
 
 def _safe_shift(log_total: Tensor) -> Tensor:
-    return torch.where(torch.isfinite(log_total), log_total, torch.zeros_like(log_total))
+    return torch.where(torch.isfinite(log_total), log_total, 0.0)
+
+
+def _log_total_and_weights(log_weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``(logsumexp_j l_j, pi)`` per row, from one shifted exponential (see :func:`_normalised_weights`).
+
+    ``log sum_j exp(l_j) = log sum_j e_j + max_j l_j`` (a non-finite max counted as 0): the same
+    operations as ``torch.logsumexp``, so the same values.
+    """
+    top = _safe_shift(log_weight.amax(dim=1, keepdim=True))
+    e = torch.exp(log_weight - top)
+    total = e.sum(dim=1, keepdim=True)
+    return (torch.log(total) + top).squeeze(1), e / torch.where(total > 0, total, 1.0)
 
 
 def _normalised_weights(log_weight: Tensor, dim: int = 1) -> Tensor:
@@ -96,7 +108,7 @@ def _normalised_weights(log_weight: Tensor, dim: int = 1) -> Tensor:
     top = _safe_shift(log_weight.amax(dim=dim, keepdim=True))
     e = torch.exp(log_weight - top)
     total = e.sum(dim=dim, keepdim=True)
-    return e / torch.where(total > 0, total, torch.ones_like(total))
+    return e / torch.where(total > 0, total, 1.0)
 
 
 def _normalised_log_weights(log_weight: Tensor) -> Tensor:
@@ -116,10 +128,9 @@ def _weighted_mean(p: Tensor, v: Tensor | Affine | None) -> Tensor | None:
 
 
 def _reduce(terms: ComponentTerms, comoment: bool) -> PosteriorStats:
-    log_total = torch.logsumexp(terms.log_weight, dim=1)
     if terms.a is None and terms.b is None and terms.c is None:
-        return PosteriorStats(log_total)
-    p = _normalised_weights(terms.log_weight)  # (B, mc), rows sum to 1
+        return PosteriorStats(torch.logsumexp(terms.log_weight, dim=1))
+    log_total, p = _log_total_and_weights(terms.log_weight)  # p: (B, mc), rows sum to 1
     mean_a = _weighted_mean(p, terms.a)
     mean_b = _weighted_mean(p, terms.b)
     mean_c = None if terms.c is None else (p * terms.c).sum(dim=1)

@@ -173,10 +173,8 @@ class BoxMixture(MixtureField):
         mid = self._mid[comps]  # (mc, n)
         half = self._half[comps]
         s_t = self._s_t(t)  # (B,)
-        t3 = t[:, None, None]
-        s3 = s_t[:, None, None]
-        c = (t3 * mid - x[:, None, :]) / s3  # centre of the standardized interval
-        h = (t / s_t)[:, None, None] * half  # half-width t (b - a) / (2 s_t)
+        c = (t.view(-1, 1, 1) * mid - x.unsqueeze(1)) / s_t.view(-1, 1, 1)  # centre of the standardized interval
+        h = (t / s_t).view(-1, 1, 1) * half  # half-width t (b - a) / (2 s_t)
         # log density only; + posterior means (velocity, score); + variances (divergence)
         moments = 0 if request is None else (2 if request.divergence else 1)
         st = interval_stats(c, h, moments=moments)

@@ -62,7 +62,42 @@ def _check_moments(moments: int) -> int:
     return moments
 
 
-def upper_tail_moments(x: Tensor, *, moments: int = 2) -> tuple[Tensor, Tensor | None, Tensor | None]:
+TailMoments = tuple[Tensor, Tensor | None, Tensor | None]
+"""``(log erfcx(x/sqrt 2), delta(x), V(x))``; ``delta`` / ``V`` are ``None`` when not requested."""
+
+
+def _erfcx_tail(x: Tensor, moments: int) -> TailMoments:
+    """:func:`upper_tail_moments` from ``erfcx`` (its branch for ``x < TAIL_CF_THRESHOLD``; any ``x`` when
+    ``moments = 0``): ``lambda = sqrt(2/pi) / erfcx(x/sqrt 2)``, ``delta = lambda - x``,
+    ``V = 1 - lambda delta``."""
+    ex = torch.special.erfcx(x * _SQRT_HALF)
+    if moments == 0:
+        return torch.log(ex), None, None
+    lam = _SQRT_2_OVER_PI / ex
+    delta = lam - x
+    return torch.log(ex), delta, (1.0 - lam * delta) if moments == 2 else None
+
+
+def _cf_tail(x: Tensor, moments: int, log_count: int | None = None) -> TailMoments:
+    """:func:`upper_tail_moments` for ``x >= TAIL_CF_THRESHOLD`` (``moments`` 1 or 2) from the continued fraction:
+    ``delta``, ``V`` from :func:`_tail_continued_fraction` and ``log erfcx(x/sqrt 2) = log sqrt(2/pi) - log(x + delta)``.
+
+    ``log_count``: ``log erfcx`` only on the first ``log_count`` elements of a 1-D ``x`` (default: all).
+    """
+    delta, var = _tail_continued_fraction(x, moments == 2)
+    if log_count is None:
+        return _LOG_SQRT_2_OVER_PI - torch.log(x + delta), delta, var
+    return _LOG_SQRT_2_OVER_PI - torch.log(x[:log_count] + delta[:log_count]), delta, var
+
+
+def _scatter(parts: list[Tensor], perm: Tensor, shape: torch.Size) -> Tensor:
+    """The values ``cat(parts)`` put back in place: element ``perm[k]`` of the result (of ``shape``) is element
+    ``k`` of ``cat(parts)`` (``perm`` a permutation of the flattened indices)."""
+    values = torch.cat(parts)
+    return values.new_empty(perm.shape[0]).index_copy_(0, perm, values).reshape(shape)
+
+
+def upper_tail_moments(x: Tensor, *, moments: int = 2) -> TailMoments:
     r"""One-sided tail of the standard normal beyond ``x >= 0``.
 
     Returns ``(log erfcx(x/sqrt 2), delta(x), V(x))`` where ``Q(x) = erfcx(x/sqrt 2)
@@ -73,36 +108,20 @@ def upper_tail_moments(x: Tensor, *, moments: int = 2) -> tuple[Tensor, Tensor |
 
     Where the continued fraction runs (``x >= 4``) it also gives
     ``erfcx(x/sqrt 2) = sqrt(2/pi) / lambda = sqrt(2/pi) / (x + delta)``, so ``erfcx`` (the
-    costliest function here, ~10x a ``log``) is evaluated only on the elements below 4.
+    costliest function here, ~10x a ``log``) is evaluated only on the elements below 4; each
+    branch runs on its own elements only.
     """
     moments = _check_moments(moments)
     if moments == 0:
-        return torch.log(torch.special.erfcx(x * _SQRT_HALF)), None, None
-    variance = moments == 2
+        return _erfcx_tail(x, 0)
     small = x < TAIL_CF_THRESHOLD
     n_small = int(small.sum())
     if n_small == x.numel():
-        ex = torch.special.erfcx(x * _SQRT_HALF)
-        lam = _SQRT_2_OVER_PI / ex
-        delta = lam - x
-        return torch.log(ex), delta, (1.0 - lam * delta) if variance else None
-    x_large = torch.where(small, TAIL_CF_THRESHOLD, x) if n_small else x
-    delta, var = _tail_continued_fraction(x_large, variance)
-    log_ex = _LOG_SQRT_2_OVER_PI - torch.log(x_large + delta)
+        return _erfcx_tail(x, moments)
     if not n_small:
-        return log_ex, delta, var
-    # below the threshold: erfcx on those elements only, written over the others' values
-    flat_idx = small.reshape(-1).nonzero().squeeze(1)
-    xs = x.reshape(-1).index_select(0, flat_idx)
-    ex = torch.special.erfcx(xs * _SQRT_HALF)
-    lam = _SQRT_2_OVER_PI / ex
-    delta_small = lam - xs
-
-    def put(full: Tensor, part: Tensor) -> Tensor:
-        return full.reshape(-1).index_put((flat_idx,), part).reshape(full.shape)
-
-    log_ex = put(log_ex, torch.log(ex))
-    delta_out = put(delta, delta_small)
-    if not variance:
-        return log_ex, delta_out, None
-    return log_ex, delta_out, put(var, 1.0 - lam * delta_small)  # type: ignore[arg-type]
+        return _cf_tail(x, moments)
+    flat = small.reshape(-1)
+    perm = torch.cat([flat.nonzero().squeeze(1), (~flat).nonzero().squeeze(1)])
+    xp = x.reshape(-1).index_select(0, perm)
+    low, high = _erfcx_tail(xp[:n_small], moments), _cf_tail(xp[n_small:], moments)
+    return tuple(None if lo is None else _scatter([lo, hi], perm, x.shape) for lo, hi in zip(low, high))  # type: ignore[return-value]

@@ -42,11 +42,16 @@ Three regimes, chosen per element (``A = |c| + h``, the largest ``|z|`` on the i
    equal logarithms when ``b - a`` is small). Only ``log Q`` is needed for the density
    alone (``moments=0``): then ``erfcx`` everywhere and no continued fraction.
 
-The branches are evaluated only on their own elements (gather / scatter), so gradients
-(autograd) are exact and free of the ``0 * inf`` NaNs of a plain ``torch.where``. On the small
-tensors of an ODE solver's step the cost is the number of tensor operations, not the
-arithmetic, so the Gauss-Legendre nodes are one tensor axis, the two tail points ``a``, ``b``
-one stacked tensor, and the regimes' element counts come with one synchronisation.
+The branches are evaluated only on their own elements, so gradients (autograd) are exact and
+free of the ``0 * inf`` NaNs of a plain ``torch.where``: :func:`interval_stats` sorts the elements
+into consecutive groups (narrow, straddling, and the one-tail elements split by where their ends lie
+against 4: ``b < 4``, ``a < 4 <= b``, ``a >= 4``; one tail group for the density alone), with one
+synchronisation for the group sizes, runs each regime once on its block, and puts each statistic
+back in place with one scatter (no sorting when all elements fall in one group). In the tail
+the ends below 4 go through ``erfcx`` in one call and those at or above 4 through one continued
+fraction, each end computed once (``log erfcx(b)`` only where ``a < 4``). On the small tensors of an
+ODE solver's step the cost is mostly the number of tensor operations, so the Gauss-Legendre nodes
+are one tensor axis and each branch of the tail one call on its concatenated ends.
 """
 
 from __future__ import annotations
@@ -58,7 +63,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from simulate.fields.normal_tail import TAIL_CF_THRESHOLD, _check_moments, upper_tail_moments
+from simulate.fields.normal_tail import (
+    TAIL_CF_THRESHOLD,
+    _cf_tail,
+    _check_moments,
+    _erfcx_tail,
+    _scatter,
+    upper_tail_moments,
+)
 
 __all__ = [
     "IntervalStats",
@@ -151,43 +163,75 @@ def _straddling(c: Tensor, h: Tensor, moments: int = 2) -> IntervalStats:
     return IntervalStats(log_density, rel_mean, var / (h * h))
 
 
-def _one_tail(c: Tensor, h: Tensor, moments: int = 2) -> IntervalStats:
+def _one_tail(c: Tensor, h: Tensor, moments: int, n_low: int, n_mid: int) -> IntervalStats:
     """Reflect to ``0 <= a < b`` and combine one-sided tail moments at ``a`` and ``b``.
 
-    ``a`` and ``b`` go through :func:`upper_tail_moments` as one stacked tensor (one
-    continued-fraction pass instead of two). With the moments at hand and ``a >= 4`` (both on
-    the continued fraction, ``erfcx = sqrt(2/pi) / lambda``), ``log(erfcx(b) / erfcx(a))`` is
-    ``-log1p(Delta / lambda(a))`` with ``Delta = lambda(b) - lambda(a) = (b - a) + delta(b) -
-    delta(a)``: no cancellation between two nearly equal logarithms when ``b - a`` is small.
+    ``c``, ``h`` are 1-D, ordered in three consecutive groups (:func:`interval_stats` sorts them): ``n_low``
+    elements with ``b < 4``, then ``n_mid`` with ``a < 4 <= b``, then those with ``a >= 4`` (4 =
+    ``TAIL_CF_THRESHOLD``; the grouping is ignored when ``moments = 0``). So each end goes to the branch of
+    :func:`upper_tail_moments` it belongs to (``erfcx`` or the continued fraction) with no element computed twice,
+    in one call per branch. With the moments at hand and ``a >= 4`` (both on the continued fraction,
+    ``erfcx = sqrt(2/pi) / lambda``), ``log(erfcx(b) / erfcx(a))`` is ``-log1p(Delta / lambda(a))`` with
+    ``Delta = lambda(b) - lambda(a) = (b - a) + delta(b) - delta(a)``: no cancellation between two nearly equal
+    logarithms when ``b - a`` is small (``log erfcx(b)`` is then not needed).
     """
     cp = c.abs()  # c != 0 here: |c| >= h > 0
     a = cp - h
-    le, d, v = upper_tail_moments(torch.stack([a, cp + h]), moments=moments)
-    le_a, le_b = le[0], le[1]
+    b = cp + h
+    h2 = 2.0 * h
     if moments == 0:
-        log_ratio = le_b - le_a
+        le = _erfcx_tail(torch.cat([a, b]), 0)[0]
+        le_a = le[: a.shape[0]]
+        log_ratio = le[a.shape[0] :] - le_a
     else:
-        d_a, d_b = d[0], d[1]  # type: ignore[index]
-        big_delta = 2.0 * h + d_b - d_a
-        log_ratio = torch.where(
-            a >= TAIL_CF_THRESHOLD, -torch.log1p(big_delta / (a + d_a)), le_b - le_a
-        )
+        n_lm = n_low + n_mid
+        n_hi = a.shape[0] - n_lm
+        # erfcx at [a_low, a_mid, b_low]; continued fraction at [a_high, b_mid, b_high] (log erfcx at the first two)
+        x_e, x_c = torch.cat([a[:n_lm], b[:n_low]]), torch.cat([a[n_lm:], b[n_low:]])
+        none = (x_e[:0], x_e[:0], x_e[:0])  # an empty block: skip its branch (the continued fraction is 40 operations)
+        le_e, d_e, v_e = _erfcx_tail(x_e, moments) if x_e.shape[0] else none
+        le_c, d_c, v_c = _cf_tail(x_c, moments, log_count=n_hi + n_mid) if x_c.shape[0] else none
+        le_a = torch.cat([le_e[:n_lm], le_c[:n_hi]])
+        d_a = torch.cat([d_e[:n_lm], d_c[:n_hi]])  # type: ignore[index]
+        d_b = torch.cat([d_e[n_lm:], d_c[n_hi:]])  # type: ignore[index]
+        big_delta = h2 + d_b - d_a
+        log_ratio = torch.cat([
+            torch.cat([le_e[n_lm:], le_c[n_hi:]]) - le_a[:n_lm],
+            -torch.log1p(big_delta[n_lm:] / (a[n_lm:] + d_a[n_lm:])),
+        ])
     # log r = log Q(b) - log Q(a), with (b^2 - a^2)/2 = 2 h c' computed without cancellation
-    log_r = log_ratio - 2.0 * h * cp
+    log_r = log_ratio - h2 * cp
     one_m_r = -torch.expm1(log_r)
     log_mass = _LOG_HALF + le_a - 0.5 * a * a + torch.log(one_m_r)
-    log_density = log_mass - torch.log(2.0 * h)
+    log_density = log_mass - torch.log(h2)
     if moments == 0:
         return IntervalStats(log_density, None, None)
     r = torch.exp(log_r)
     q = r / one_m_r
-    mean_minus_c = -h + d_a - q * big_delta
-    rel_mean = torch.sign(c) * mean_minus_c / h
+    mean_minus_c = (d_a - h) - q * big_delta
+    rel_mean = mean_minus_c / torch.copysign(h, c)  # sign(c) (E[Z'] - c') / h, Z' = sign(c) Z
     if moments == 1:
         return IntervalStats(log_density, rel_mean, None)
-    v_a, v_b = v[0], v[1]  # type: ignore[index]
+    v_a = torch.cat([v_e[:n_lm], v_c[:n_hi]])  # type: ignore[index]
+    v_b = torch.cat([v_e[n_lm:], v_c[n_hi:]])  # type: ignore[index]
     var = (v_a - r * v_b) / one_m_r - q * big_delta * big_delta / one_m_r
     return IntervalStats(log_density, rel_mean, var.clamp_min(0.0) / (h * h))
+
+
+def _groups(c: Tensor, h: Tensor, moments: int) -> list[Tensor]:
+    """Masks of the element groups in evaluation order: narrow, straddling, then one tail: all of it when
+    ``moments = 0``, else split as :func:`_one_tail` needs (``b < 4``, ``a < 4 <= b``, ``a >= 4``)."""
+    ca = c.abs()
+    b = ca + h
+    # 2 h (|c| + h) <= NARROW_THRESHOLD, written without the (exact) factor 2
+    narrow = h * b <= 0.5 * NARROW_THRESHOLD
+    straddle = (ca < h) & ~narrow
+    tail = ~(narrow | straddle)
+    if moments == 0:
+        return [narrow, straddle, tail]
+    high = tail & (ca - h >= TAIL_CF_THRESHOLD)
+    low = tail & (b < TAIL_CF_THRESHOLD)
+    return [narrow, straddle, low, tail ^ (low | high), high]
 
 
 def interval_stats(center: Tensor, half_width: Tensor, *, moments: int = 2) -> IntervalStats:
@@ -204,36 +248,35 @@ def interval_stats(center: Tensor, half_width: Tensor, *, moments: int = 2) -> I
         ``IntervalStats(log_mean_density, rel_mean, rel_var)``: ``log`` of the mean of
         ``phi`` over the interval, ``(E[Z] - c)/h`` and ``Var[Z]/h^2`` (with their ``h -> 0``
         limits ``log phi(c)``, ``0``, ``1/3`` at ``h = 0``). Differentiable in both inputs.
+
+    Each element is computed by its regime's formulas only (module docstring): the elements are
+    sorted by group (:func:`_groups`; one synchronisation for the group sizes), each regime runs
+    once on its consecutive block, and the results go back in place in one scatter per statistic.
     """
     moments = _check_moments(moments)
-    c, h = torch.broadcast_tensors(center, half_width)
-    ca = c.abs()
-    # 2 h (|c| + h) <= NARROW_THRESHOLD, written without the (exact) factor 2
-    narrow = h * (ca + h) <= 0.5 * NARROW_THRESHOLD
-    straddle = (ca < h) & ~narrow
-    tail = ~(narrow | straddle)
-    # how many elements each regime has, with one synchronisation
-    counts = torch.stack([narrow.sum(), straddle.sum()]).tolist()
-    counts.append(c.numel() - counts[0] - counts[1])
-    regimes = [(mask, fn) for mask, fn, k in zip((narrow, straddle, tail), (_narrow, _straddling, _one_tail), counts) if k]
-    if len(regimes) <= 1:
-        fn = regimes[0][1] if regimes else _narrow  # (an empty input)
-        return fn(c, h, moments)
-    # each regime on its own elements (gather), then the results back in place (one gather
-    # through the inverse of the concatenated index lists)
-    cf, hf = c.reshape(-1), h.reshape(-1)
-    idx = [mask.reshape(-1).nonzero().squeeze(1) for mask, _ in regimes]
-    parts = [fn(cf.index_select(0, i), hf.index_select(0, i), moments) for (_, fn), i in zip(regimes, idx)]
-    perm = torch.cat(idx)
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(perm.numel(), device=perm.device)
-    outs: list[Tensor | None] = []
-    for k in range(3):
-        if k > moments:
-            outs.append(None)
+    c, h = (center, half_width) if center.shape == half_width.shape else torch.broadcast_tensors(center, half_width)
+    shape = c.shape
+    c, h = c.reshape(-1), h.reshape(-1)
+    masks = _groups(c, h, moments)
+    sizes = torch.stack(masks).sum(dim=1).tolist()
+    n_narrow, n_straddle, n_tail = sizes[0], sizes[1], sum(sizes[2:])
+    tail_split = sizes[2:4] if moments else [0, 0]
+    if sum(1 for n in sizes if n) <= 1:  # one group (or an empty input): no sorting
+        if n_tail:
+            st = _one_tail(c, h, moments, *tail_split)
         else:
-            outs.append(torch.cat([st[k] for st in parts])[inv].reshape(c.shape))
-    return IntervalStats(*outs)
+            st = (_straddling if n_straddle else _narrow)(c, h, moments)
+        return IntervalStats(*(None if v is None else v.reshape(shape) for v in st))
+    perm = torch.cat([m.nonzero().squeeze(1) for m, n in zip(masks, sizes) if n])
+    cs, hs = c.index_select(0, perm), h.index_select(0, perm)
+    blocks = []
+    if n_narrow:
+        blocks.append(_narrow(cs[:n_narrow], hs[:n_narrow], moments))
+    if n_straddle:
+        blocks.append(_straddling(cs[n_narrow : n_narrow + n_straddle], hs[n_narrow : n_narrow + n_straddle], moments))
+    if n_tail:
+        blocks.append(_one_tail(cs[n_narrow + n_straddle :], hs[n_narrow + n_straddle :], moments, *tail_split))
+    return IntervalStats(*(None if k > moments else _scatter([st[k] for st in blocks], perm, shape) for k in range(3)))
 
 
 def _as_tensors(*values: Tensor | float) -> tuple[Tensor, ...]:
