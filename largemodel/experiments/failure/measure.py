@@ -19,18 +19,25 @@ from largemodel.experiments.trained import HUTCHINSON_ROUTE
 __all__ = ["failure_records", "measured_seconds", "spatial_maps"]
 
 
+def _score_config(opts: Any) -> Any:
+    """The one-pass scores' configuration of the experiment (Hutchinson by VJP: ``HUTCHINSON_ROUTE``)."""
+    from largemodel.diagnose.scores import ScoreConfig
+
+    return ScoreConfig(steps=opts.steps, probes=opts.probes, seed=opts.seed, jacobian_route=HUTCHINSON_ROUTE)
+
+
 def failure_records(model_dir: Path, out: Path, opts: Any, *, progress: Callable[[str], None] | None = None,
                     model: Any = None) -> list[dict[str, Any]]:
     """Score every held-out image (up to ``opts.images``; resumable in ``out``, a ``RecordStore``): the
     one-pass and regeneration scores and the reconstruction error (latent MSE of ``G(F~(x))``).
     ``model``: ``model_dir`` already loaded (loaded on the CPU in float32 when ``None``)."""
     from largemodel.models.load import load_model
-    from largemodel.diagnose.scores import ScoreConfig, score_group, image_generators
+    from largemodel.diagnose.scores import score_group, image_generators
     from largemodel.training.train import model_dataset
     from simulate.store import RecordStore, output_lock
 
     seed, images_per_batch = opts.seed, opts.images_per_batch
-    cfg = ScoreConfig(steps=opts.steps, probes=opts.probes, seed=seed, jacobian_route=HUTCHINSON_ROUTE)
+    cfg = _score_config(opts)
     held = model_dataset(model_dir).heldout[: opts.images]
     keys = [f"heldout{i:04d}" for i in range(held.shape[0])]
     params = {"model": str(model_dir), "config": cfg.__dict__, "perturbations": opts.perturbations,
@@ -60,13 +67,13 @@ def measured_seconds(model_dir: Path, opts: Any, model: Any = None) -> dict[str,
     the one-pass scores (Hutchinson inversion), on one batch of ``opts.timing_images`` held-out images."""
     from largemodel.models.load import load_model
     from largemodel.study.ode import generate, invert
-    from largemodel.diagnose.scores import ScoreConfig, one_pass_scores
+    from largemodel.diagnose.scores import one_pass_scores
     from largemodel.training.train import model_dataset
 
     model = model if model is not None else load_model(model_dir, device="cpu", dtype="float32")
     x = model.encode(model_dataset(model_dir).heldout[: opts.timing_images])
     sig = model.sigmas(opts.steps)
-    cfg = ScoreConfig(steps=opts.steps, probes=opts.probes, seed=opts.seed, jacobian_route=HUTCHINSON_ROUTE)
+    cfg = _score_config(opts)
     with torch.no_grad():
         t0 = time.perf_counter()
         z = invert(model.velocity, x, sig)
